@@ -139,7 +139,9 @@ class MarketConfig(_Model):
 
 class StrategyConfig(_Model):
     id: str = Field(..., min_length=1, description="Unique strategy id (stored with every signal).")
-    kind: str = Field(..., description="Registered kind (sma_cross, donchian_breakout, rsi_reversion) or 'module:Class'.")
+    kind: str = Field(
+        ..., description="Registered kind (sma_cross, donchian_breakout, rsi_reversion) or 'module:Class'."
+    )
     symbols: Literal["all"] | list[str] = Field("all", description="'all' or a subset of market.symbols.")
     params: dict[str, Any] = Field(default_factory=dict, description="Validated by the strategy's Params model.")
 
@@ -249,7 +251,9 @@ class FallbackConfig(_Model):
 
 
 class ReviewerConfig(_Model):
-    mode: Literal["active", "shadow", "off"] = Field("active", description="shadow: verdicts stored, gate decision executed.")
+    mode: Literal["active", "shadow", "off"] = Field(
+        "active", description="shadow: verdicts stored, gate decision executed."
+    )
     deadline_s: float = Field(20, gt=0, description="Bound on the whole cascade for one signal.")
     cache: bool = Field(True, description="Reuse verdicts keyed by (tier, model, prompt version, context hash).")
     fallback: FallbackConfig = FallbackConfig()

@@ -49,8 +49,8 @@ __all__ = [
     "VerdictKind",
     "canonical_json",
     "content_hash",
-    "ms_to_dt",
     "dt_to_ms",
+    "ms_to_dt",
 ]
 
 
@@ -66,7 +66,7 @@ def dt_to_ms(dt: datetime) -> int:
     """Aware datetime → milliseconds since the epoch. Naive datetimes are refused (no silent zones)."""
     if dt.tzinfo is None:
         raise ValueError(f"naive datetime {dt!r}: expected a timezone-aware UTC datetime")
-    return int(round(dt.timestamp() * 1000))
+    return round(dt.timestamp() * 1000)
 
 
 # ------------------------------------------------------------------------------------ canonical JSON

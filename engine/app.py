@@ -1,0 +1,171 @@
+"""Composition root: a LoadedConfig → strategies, gates, feed, news, reviewer, storage, wired into a run.
+
+The only engine module allowed to import ``strategies``, ``reviewer`` and ``storage``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from engine.clock import SimClock
+from engine.config import Config, LoadedConfig
+from engine.errors import ConfigError
+from engine.pipeline import Pipeline, StepStats
+from engine.plugins import resolve
+from engine.ports import Strategy
+from engine.types import SliceRecord
+
+__all__ = ["PaperResult", "build_pipeline", "build_strategies", "run_replay", "scorecard_for"]
+
+log = logging.getLogger("tradevet")
+
+
+def build_strategies(cfg: Config) -> list[Strategy]:
+    """Instantiate configured strategies. Raises: ConfigError naming ``strategies[i]``."""
+    from pydantic import ValidationError
+
+    from strategies import REGISTRY
+
+    out: list[Strategy] = []
+    for i, sc in enumerate(cfg.strategies):
+        cls = resolve(sc.kind, REGISTRY, what="strategy kind", path=f"strategies[{i}].kind")
+        symbols = None if sc.symbols == "all" else tuple(sc.symbols)
+        params_model = getattr(cls, "Params", None)
+        try:
+            params = params_model(**sc.params) if params_model is not None else sc.params
+        except ValidationError as e:
+            err = e.errors(include_url=False)[0]
+            where = ".".join(str(x) for x in err["loc"])
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            raise ConfigError(f"strategies[{i}].params{'.' + where if where else ''}: {msg} "
+                              f"(got {err.get('input')!r})") from None
+        try:
+            strat = cls(sc.id, params, symbols=symbols, timeframe=cfg.market.timeframe)
+        except TypeError as e:
+            raise ConfigError(f"strategies[{i}].kind: {sc.kind!r} cannot be built as a strategy ({e})") from None
+        if not callable(getattr(strat, "evaluate", None)):
+            raise ConfigError(f"strategies[{i}].kind: {sc.kind!r} has no evaluate(history) method")
+        out.append(strat)
+    return out
+
+
+def build_pipeline(loaded: LoadedConfig, *, feed: Any, cache: Any = None, clock: Any = None,
+                   reviewer: Any = None) -> Pipeline:
+    """Wire one pipeline from config. ``reviewer`` may be given (tests); otherwise built from config."""
+    from engine.gates import build_gates
+    from engine.news import build_news_source
+
+    cfg = loaded.config
+    if reviewer is None and cfg.reviewer.mode != "off":
+        from reviewer import build_reviewer
+
+        reviewer = build_reviewer(cfg.reviewer, cache=cache if cfg.reviewer.cache else None,
+                                  disabled=[name for name, _ in loaded.disabled_tiers])
+    return Pipeline(
+        cfg,
+        strategies=build_strategies(cfg),
+        gates=build_gates(cfg.gates),
+        reviewer=reviewer,
+        news=build_news_source(cfg.news, feed),
+        clock=clock if clock is not None else SimClock(),
+        limits=feed.limits(),
+        symbols=list(feed.symbols),
+    )
+
+
+def build_feed(loaded: LoadedConfig) -> Any:
+    from engine.feeds import build_feed as _build
+
+    cfg = loaded.config
+    return _build(cfg.market, seed=cfg.run.seed, with_news=cfg.news.source == "synthetic")
+
+
+@dataclass(frozen=True)
+class PaperResult:
+    run_id: int
+    run_name: str
+    stats: StepStats
+    db_url: str
+
+
+def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], None] | None = None,
+               storage: Any = None) -> PaperResult:
+    """Replay a finite feed (synthetic or files) through the pipeline into a new run.
+
+    Raises: ConfigError, DataError, StorageError.
+    """
+    import json
+
+    from engine.replay import Replay
+    from storage import open_storage
+
+    cfg = loaded.config
+    for w in loaded.warnings:
+        log.warning(w)
+    feed = build_feed(loaded)
+    own = storage is None
+    store = storage if storage is not None else open_storage(cfg.run.db_url)
+    pipeline = None
+    run_id = None
+    try:
+        run_id = store.create_run(cfg.run.name, json.dumps(loaded.effective(), sort_keys=True), loaded.hash,
+                                  cfg.run.seed, cfg.reviewer.mode, cfg.execution.starting_equity)
+        recorder = store.recorder(run_id)
+        pipeline = build_pipeline(loaded, feed=feed, cache=store.verdict_cache())
+        total = getattr(feed, "n_slices", None)
+        slices = feed.slices()
+        first = next(slices, None)
+        if first is None:
+            from engine.errors import DataError
+
+            raise DataError("market: the feed produced no bars")
+        pipeline.open_ledger(cfg.execution.starting_equity, first[0].open_ms)
+
+        def chained():  # type: ignore[no-untyped-def]
+            yield first
+            yield from slices
+
+        done = [0]
+
+        def on_slice(rec: SliceRecord) -> None:
+            done[0] += 1
+            if progress is not None and (done[0] % 50 == 0 or (total and done[0] >= total)):
+                progress(done[0], total)
+
+        stats = Replay(pipeline, chained(), recorder, on_slice=on_slice).run()
+        if progress is not None:
+            progress(done[0], total)
+        store.set_run_status(run_id, "finished")
+        return PaperResult(run_id, cfg.run.name, stats, store.url_masked)
+    except BaseException:
+        if run_id is not None:
+            # the original error is what the user needs to see
+            with contextlib.suppress(Exception):
+                store.set_run_status(run_id, "failed")
+        raise
+    finally:
+        if pipeline is not None:
+            pipeline.close()
+        if own:
+            store.close()
+
+
+def scorecard_for(store: Any, run_id: int) -> Any:
+    """The scorecard of a recorded run, computed from stored rows only."""
+    import json
+
+    from engine.scoring import score
+
+    run = store.get_run(run_id)
+    rec = store.recorder(run_id)
+    reviews = rec.load_reviews()
+    signals = rec.load_signals()
+    cfg = json.loads(run.config_json)
+    tiers = cfg.get("reviewer", {}).get("tiers", [])
+    return score(reviews, rec.load_outcomes(), rec.load_trades(), signals=len(signals),
+                 starting_equity=run.starting_equity, first_tier=tiers[0]["name"] if tiers else None)
+

@@ -1,0 +1,298 @@
+"""Command line: thin subcommands over engine.app; errors become one line and a stable exit code.
+
+Exit codes: 0 ok, 2 config error (and bad arguments), 3 data error, 4 storage error, 1 anything else.
+Heavy modules are imported inside the commands so ``tradevet --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="tradevet",
+    help="Paper trading in which every signal is vetted by a measurable reviewer.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Validate, show or describe configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+ConfigOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--config", "-c", help="YAML file merged over the embedded default (repeatable, in order)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+DbOpt = Annotated[str | None, typer.Option("--db", help="Database URL (default: run.db_url of the config).")]
+
+
+def _load(paths: list[Path] | None) -> Any:
+    from engine.config import load_config
+
+    return load_config(paths or [])
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+# ------------------------------------------------------------------------------------------- paper
+
+
+@app.command()
+def paper(
+    config: ConfigOpt = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start a new run even if one can be resumed.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the paper-trading loop (a replay for synthetic/files sources), then print the scorecard."""
+    loaded = _load(config)
+    cfg = loaded.config
+    if cfg.market.source == "ccxt":
+        from engine.errors import ConfigError
+
+        raise ConfigError("market.source: 'ccxt' live paper trading is not available in this build yet "
+                          "(use synthetic or files)")
+    from engine.app import run_replay, scorecard_for
+    from storage import open_storage
+
+    for w in loaded.warnings:
+        typer.echo(f"warning: {w}", err=True)
+    store = open_storage(cfg.run.db_url)
+    try:
+        if progress and not as_json and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            with Progress(TextColumn("[bold]replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                          transient=False, console=_stderr_console()) as bar:
+                task = bar.add_task("replay", total=None)
+
+                def tick(done: int, total: int | None) -> None:
+                    bar.update(task, completed=done, total=total)
+
+                result = run_replay(loaded, progress=tick, storage=store)
+        elif progress and not as_json:
+            def tick(done: int, total: int | None) -> None:
+                if total and (done == total or done % max(1, total // 10) < 50):
+                    typer.echo(f"replay: {done}/{total} slices", err=True)
+
+            result = run_replay(loaded, progress=tick, storage=store)
+        else:
+            result = run_replay(loaded, storage=store)
+        card = scorecard_for(store, result.run_id)
+        if as_json:
+            _emit_json({"run_id": result.run_id, "run": result.run_name, "db": result.db_url,
+                        "scorecard": card.to_dict()})
+        else:
+            _print_scorecard(card, title=f"run {result.run_id} ({result.run_name}) — {result.stats.bars} bars, "
+                             f"{result.stats.signals} signals")
+    finally:
+        store.close()
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+# -------------------------------------------------------------------------------------- runs/score
+
+
+def _open_store(db: str | None, config: list[Path] | None) -> Any:
+    from storage import open_storage
+
+    url = db or _load(config).config.run.db_url
+    return open_storage(url, create=False)
+
+
+@app.command()
+def runs(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """List the runs in the database."""
+    store = _open_store(db, config)
+    try:
+        rows = store.list_runs()
+        if as_json:
+            _emit_json([{"id": r.id, "name": r.name, "status": r.status, "config_hash": r.config_hash,
+                         "seed": r.seed, "reviewer_mode": r.reviewer_mode, "created_at": str(r.created_at),
+                         "last_slice_ms": r.last_slice_ms} for r in rows])
+            return
+        from rich.table import Table
+
+        t = Table(title=f"runs in {store.url_masked}")
+        for col in ("id", "name", "status", "mode", "config", "seed", "created"):
+            t.add_column(col)
+        for r in rows:
+            t.add_row(str(r.id), r.name, r.status, r.reviewer_mode, r.config_hash, str(r.seed), str(r.created_at)[:19])
+        _console().print(t)
+    finally:
+        store.close()
+
+
+@app.command()
+def score(
+    run: Annotated[str, typer.Option("--run", help="Run id or name (latest run of that name).")],
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the scorecard of a recorded run."""
+    from engine.app import scorecard_for
+
+    store = _open_store(db, config)
+    try:
+        info = store.resolve_run(run)
+        card = scorecard_for(store, info.id)
+        if as_json:
+            _emit_json({"run_id": info.id, "run": info.name, "scorecard": card.to_dict()})
+        else:
+            _print_scorecard(card, title=f"run {info.id} ({info.name}, {info.status})")
+    finally:
+        store.close()
+
+
+def _pct(x: float | None, digits: int = 1) -> str:
+    return "—" if x is None else f"{x * 100:.{digits}f} %"
+
+
+def _rate(r: Any) -> str:
+    if not r.n:
+        return "— (n = 0)"
+    lo, hi = r.interval
+    return f"{r.value * 100:.1f} %  [{lo * 100:.1f}–{hi * 100:.1f}]  ({r.k}/{r.n})"
+
+
+def _print_scorecard(card: Any, *, title: str) -> None:
+    from rich.table import Table
+
+    con = _console()
+    t = Table(title=title, show_header=False, title_justify="left")
+    t.add_column("figure", style="bold")
+    t.add_column("value")
+    t.add_row("signals", f"{card.signals}  (blocked by gates {card.blocked}, reviewed {card.reviewed}, "
+                         f"executed {card.executed})")
+    mix = ", ".join(f"{k} {card.verdicts.get(k, 0)}" for k in ("accept", "modify", "veto"))
+    t.add_row("verdicts", mix)
+    t.add_row("answered by", ", ".join(f"{k} {v}" for k, v in sorted(card.sources.items())) or "—")
+    t.add_row("veto precision (95 % CI)", _rate(card.veto_precision))
+    t.add_row("base loss rate = random veto", _rate(card.base_loss_rate))
+    t.add_row("accept precision", _rate(card.accept_precision))
+    t.add_row("modify: loss avoided / gain given up",
+              f"{card.modify_loss_avoided_pct:+.2f} % / {card.modify_gain_given_up_pct:+.2f} % (per unit size)")
+    t.add_row("fallthrough rate (alarm > 5 %)", _rate(card.fallthrough_rate))
+    t.add_row("fallback rate (target < 1 %)", _rate(card.fallback_rate))
+    p = card.pnl
+    if p:
+        t.add_row("trades", f"{p['trades']}  (win rate {_pct(p['win_rate'])}, ambiguous exits {p['ambiguous_exits']})")
+        t.add_row("PnL", f"{p['pnl']:+.2f}  ({p['return_pct']:+.2f} %), fees {p['fees']:.2f}, "
+                         f"max drawdown {p['max_drawdown_pct']:.2f} %, final equity {p['final_equity']:.2f}")
+    con.print(t)
+    if card.tiers:
+        tt = Table(title="tiers", title_justify="left")
+        for col in ("tier", "answered", "failures", "p50 ms", "p95 ms", "tokens in/out", "cost $"):
+            tt.add_column(col)
+        for name, row in card.tiers.items():
+            fails = ", ".join(f"{k} {v}" for k, v in sorted(row["failures"].items())) or "—"
+            p50 = "—" if row["latency_p50_ms"] is None else f"{row['latency_p50_ms']:.1f}"
+            p95 = "—" if row["latency_p95_ms"] is None else f"{row['latency_p95_ms']:.1f}"
+            tt.add_row(name, str(row["answered"]), fails, p50, p95,
+                       f"{row['input_tokens']}/{row['output_tokens']}", f"{row['cost_usd']:.4f}")
+        con.print(tt)
+    bt = Table(title="by strategy and regime", title_justify="left")
+    for col in ("group", "value", "reviewed", "vetoes", "modifies", "veto precision", "base loss rate"):
+        bt.add_column(col)
+    for group in ("strategy", "regime"):
+        for key, row in card.breakdown.get(group, {}).items():
+            vp, base = row["veto_precision"], row["base_loss_rate"]
+            bt.add_row(group, key, str(row["reviewed"]), str(row["vetoes"]), str(row["modifies"]),
+                       _pct(vp["value"]) + f" ({vp['k']}/{vp['n']})",
+                       _pct(base["value"]) + f" ({base['k']}/{base['n']})")
+    con.print(bt)
+
+
+# ------------------------------------------------------------------------------------------ config
+
+
+@config_app.command("check")
+def config_check(files: Annotated[list[Path] | None, typer.Argument(help="YAML files, merged in order.")] = None
+                 ) -> None:
+    """Validate configuration files (merged over the default); print warnings."""
+    loaded = _load(files)
+    from engine.app import build_strategies
+    from engine.gates import build_gates
+
+    build_strategies(loaded.config)
+    build_gates(loaded.config.gates)
+    for w in loaded.warnings:
+        typer.echo(f"warning: {w}", err=True)
+    typer.echo(f"ok: {' + '.join(loaded.files)} (config hash {loaded.hash})")
+
+
+@config_app.command("show")
+def config_show(files: Annotated[list[Path] | None, typer.Argument(help="YAML files, merged in order.")] = None,
+                as_json: JsonOpt = False) -> None:
+    """Print the effective configuration, secrets masked."""
+    loaded = _load(files)
+    data = loaded.effective()
+    if as_json:
+        _emit_json(data)
+        return
+    import yaml
+
+    sys.stdout.write(f"# effective config of {' + '.join(loaded.files)} (hash {loaded.hash})\n")
+    sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON schema of the configuration."""
+    from engine.config import Config
+
+    _emit_json(Config.model_json_schema())
+
+
+# -------------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the app, map errors to one line and a stable exit code."""
+    from engine.errors import TradevetError, exit_code_for
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(args=argv, standalone_mode=False)
+    except TradevetError as e:
+        typer.echo(f"error: {e}", err=True)
+        return exit_code_for(e)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except Exception as e:  # typer/click usage errors carry their own exit code
+        code = getattr(e, "exit_code", None)
+        if code is not None and hasattr(e, "format_message"):
+            typer.echo(f"error: {e.format_message()}", err=True)
+            return 2
+        if type(e).__name__ == "Exit":
+            return int(getattr(e, "exit_code", 0) or 0)
+        typer.echo(f"error: {type(e).__name__}: {e}", err=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

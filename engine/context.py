@@ -1,0 +1,141 @@
+"""Context builder: a Signal plus everything known at its time → the sealed ``ContextPack``.
+
+Strictly as of ``signal.created_ms``: market history holds only closed bars, trades only closed ones,
+news only items published in (t − window, t]. The canonical JSON hash makes this checkable: a pack rebuilt
+from data cut at the signal time must hash the same.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from engine.config import ContextConfig, RegimeConfig
+from engine.market import MarketState
+from engine.portfolio import Portfolio
+from engine.ports import NewsSource
+from engine.types import (
+    ContextPack,
+    CorrelatedPosition,
+    NewsFlag,
+    Position,
+    RegimeInfo,
+    RegimeTag,
+    Signal,
+    Trade,
+    TradeStats,
+)
+
+__all__ = ["ContextBuilder", "regime_of", "trade_stats"]
+
+_YEAR_MS = 365 * 86_400_000
+
+
+def regime_of(closes: np.ndarray, cfg: RegimeConfig, timeframe_ms: int) -> RegimeInfo:
+    """Regime from realized volatility and the variance ratio of the last ``cfg.lookback`` log returns.
+
+    VR = Var(k-bar returns) / (k · Var(1-bar returns)), overlapping k-bar sums. The vol percentile ranks
+    the current realized vol among rolling ``lookback`` windows over up to ``vol_history`` lookbacks.
+    """
+    lb, k = cfg.lookback, cfg.k
+    if len(closes) < lb + 1:
+        return RegimeInfo(RegimeTag.UNKNOWN, None, None, None, lb, k)
+    r_all = np.diff(np.log(closes[-(cfg.vol_history * lb + lb + 1):]))
+    r = r_all[-lb:]
+    var1 = float(r.var(ddof=1))
+    if not var1 > 0:
+        return RegimeInfo(RegimeTag.UNKNOWN, None, 0.0, None, lb, k)
+    csum = np.concatenate(([0.0], np.cumsum(r)))
+    rk = csum[k:] - csum[:-k]
+    vr = float(rk.var(ddof=1) / (k * var1))
+    ann = math.sqrt(var1 * _YEAR_MS / timeframe_ms)
+    # rolling variance of every lookback-window ending in the trailing history (cumsums: O(n))
+    c1 = np.concatenate(([0.0], np.cumsum(r_all)))
+    c2 = np.concatenate(([0.0], np.cumsum(r_all * r_all)))
+    s1, s2 = c1[lb:] - c1[:-lb], c2[lb:] - c2[:-lb]
+    rolling_var = (s2 - s1 * s1 / lb) / (lb - 1)
+    pct = float((rolling_var <= var1 * (1 + 1e-9)).mean() * 100.0) if len(rolling_var) > 1 else None
+    if vr >= cfg.trend_above:
+        tag = RegimeTag.TRENDING
+    elif vr <= cfg.revert_below:
+        tag = RegimeTag.MEAN_REVERTING
+    else:
+        tag = RegimeTag.CHOP
+    return RegimeInfo(tag, vr, ann, pct, lb, k)
+
+
+def trade_stats(trades: Sequence[Trade]) -> TradeStats:
+    if not trades:
+        return TradeStats(0, None, 0)
+    wins = sum(1 for t in trades if t.pnl > 0)
+    streak = 0
+    for t in reversed(trades):
+        if t.pnl > 0:
+            break
+        streak += 1
+    return TradeStats(len(trades), wins / len(trades), streak)
+
+
+class ContextBuilder:
+    def __init__(self, cfg: ContextConfig, market: MarketState, portfolio: Portfolio, news: NewsSource,
+                 timeframe_ms: int) -> None:
+        self.cfg = cfg
+        self.market = market
+        self.portfolio = portfolio
+        self.news = news
+        self.timeframe_ms = timeframe_ms
+
+    def build(self, signal: Signal, gate_note: str, marks: Mapping[str, float]) -> ContextPack:
+        t = signal.created_ms
+        cfg = self.cfg
+        recent = [tr for tr in self.portfolio.recent_trades(signal.strategy_id, cfg.recent_trades) if tr.closed_ms <= t]
+        hist = self.market.history(signal.symbol)
+        regime = regime_of(hist.closes(cfg.regime.vol_history * cfg.regime.lookback + cfg.regime.lookback + 1),
+                           cfg.regime, self.timeframe_ms)
+        equity = self.portfolio.equity(marks)
+        correlated = self._correlated(signal, self.portfolio.positions.values(), marks, equity)
+        return ContextPack.build(
+            signal=signal,
+            recent_trades=tuple(tr.summary() for tr in recent),
+            trade_stats=trade_stats(recent),
+            regime=regime,
+            correlated=correlated,
+            news=self._news(signal, t),
+            gate_note=gate_note,
+            equity=equity,
+        )
+
+    def _correlated(self, signal: Signal, positions: Sequence[Position] | object, marks: Mapping[str, float],
+                    equity: float) -> tuple[CorrelatedPosition, ...]:
+        if self.cfg.correlated_top <= 0:
+            return ()
+        rows: list[CorrelatedPosition] = []
+        cache: dict[str, float | None] = {}
+        for pos in sorted(positions, key=lambda p: p.signal_id):  # type: ignore[arg-type]
+            if pos.symbol not in cache:
+                cache[pos.symbol] = self.market.correlation(signal.symbol, pos.symbol, self.cfg.correlation.lookback)
+            mark = marks.get(pos.symbol, pos.entry_price)
+            rows.append(CorrelatedPosition(
+                symbol=pos.symbol,
+                side=pos.side,
+                size_pct_equity=pos.qty * mark / equity * 100.0 if equity > 0 else 0.0,
+                corr=cache[pos.symbol],
+                unrealized_pnl_pct=pos.side.sign * (mark - pos.entry_price) / pos.entry_price * 100.0,
+                strategy_id=pos.strategy_id,
+            ))
+        rows.sort(key=lambda c: (-(abs(c.corr) if c.corr is not None else -1.0), c.symbol, c.strategy_id))
+        return tuple(rows[: self.cfg.correlated_top])
+
+    def _news(self, signal: Signal, t: int) -> tuple[NewsFlag, ...]:
+        from engine.news import sanitize_headline, symbol_matches
+
+        start = t - int(self.cfg.news_window_h * 3_600_000)
+        flags = []
+        for item in self.news.items(start, t):
+            if symbol_matches(item, signal.symbol):
+                flags.append(NewsFlag(item.category, (t - item.published_ms) / 60_000.0,
+                                      sanitize_headline(item.headline, self.cfg.headline_chars),
+                                      sanitize_headline(item.source, 40)))
+        return tuple(flags)

@@ -1,0 +1,247 @@
+"""Rule gates: a Signal and the portfolio/market as of now → GateResult (pass with a note, or block with why).
+
+Each gate is a small class with a ``Params`` model. Locks (cooldown, loss streak) are derived from the
+ledger of closed trades rather than kept as private state, so a restarted run has the same locks, and a
+replay reads them off the ``SimClock``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.config import GateConfig
+from engine.errors import ConfigError
+from engine.executor import PaperExecutor
+from engine.market import MarketState
+from engine.plugins import resolve
+from engine.portfolio import Portfolio
+from engine.ports import Clock
+from engine.types import GateResult, Signal
+
+__all__ = [
+    "GATES",
+    "Cooldown",
+    "CorrelationCap",
+    "Gate",
+    "GateView",
+    "LossStreak",
+    "MaxDrawdown",
+    "MaxOpenPositions",
+    "MinVolume",
+    "build_gates",
+    "evaluate_gates",
+]
+
+_DAY_MS = 86_400_000
+
+
+@dataclass
+class GateView:
+    """What gates may look at, all as of the clock's now. ``reserved`` = signals passed earlier this slice."""
+
+    clock: Clock
+    market: MarketState
+    portfolio: Portfolio
+    executor: PaperExecutor
+    timeframe_ms: int
+    correlation_lookback: int = 288
+    reserved: list[Signal] = field(default_factory=list)
+
+
+class Gate(Protocol):
+    name: str
+
+    def evaluate(self, signal: Signal, view: GateView) -> GateResult: ...
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _GateBase:
+    name: ClassVar[str]
+    Params: ClassVar[type[_Params]]
+
+    def __init__(self, params: _Params | dict[str, Any] | None = None) -> None:
+        self.params: Any = params if isinstance(params, _Params) else self.Params(**(params or {}))
+
+    def ok(self, note: str) -> GateResult:
+        return GateResult(self.name, True, note)
+
+    def block(self, reason: str, until_ms: int | None = None) -> GateResult:
+        return GateResult(self.name, False, reason, until_ms)
+
+
+def _money(x: float) -> str:
+    for unit, div in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= div:
+            return f"{x / div:.1f}{unit}"
+    return f"{x:.0f}"
+
+
+class MinVolume(_GateBase):
+    name = "min_volume"
+
+    class Params(_Params):
+        min_quote_volume_24h: float = Field(1_000_000, ge=0, description="Minimum 24h volume in the quote currency.")
+
+    def evaluate(self, signal: Signal, view: GateView) -> GateResult:
+        h = view.market.history(signal.symbol)
+        qv = h.quote_volume_24h()
+        covered_ms = min(_DAY_MS, len(h) * view.timeframe_ms)
+        note = ""
+        if 0 < covered_ms < _DAY_MS:
+            # less than a day of history: pro-rate, and say so
+            qv *= _DAY_MS / covered_ms
+            note = f" (pro-rated from {covered_ms / 3_600_000:.1f}h)"
+        need = self.params.min_quote_volume_24h
+        if qv < need:
+            return self.block(f"24h quote volume {_money(qv)} < {_money(need)}{note}")
+        return self.ok(f"24h quote volume {_money(qv)} ≥ {_money(need)}{note}")
+
+
+class MaxOpenPositions(_GateBase):
+    name = "max_open_positions"
+
+    class Params(_Params):
+        max_total: int = Field(5, ge=1, description="Open + pending positions across all strategies.")
+        max_per_strategy: int = Field(2, ge=1, description="Open + pending positions of one strategy.")
+        max_per_symbol: int = Field(1, ge=1, description="Open + pending positions of one strategy on one symbol.")
+
+    def evaluate(self, signal: Signal, view: GateView) -> GateResult:
+        p = self.params
+        live = [(pos.strategy_id, pos.symbol) for pos in view.portfolio.positions.values()]
+        live += [(q.signal.strategy_id, q.signal.symbol) for lst in view.executor.pending.values() for q in lst]
+        live += [(s.strategy_id, s.symbol) for s in view.reserved]
+        total = len(live)
+        mine = sum(1 for s, _ in live if s == signal.strategy_id)
+        here = sum(1 for s, sym in live if s == signal.strategy_id and sym == signal.symbol)
+        if total >= p.max_total:
+            return self.block(f"{total}/{p.max_total} slots used")
+        if mine >= p.max_per_strategy:
+            return self.block(f"{mine}/{p.max_per_strategy} slots of {signal.strategy_id} used")
+        if here >= p.max_per_symbol:
+            return self.block(f"{signal.strategy_id} already holds {signal.symbol}")
+        return self.ok(f"{total}/{p.max_total} slots used")
+
+
+class Cooldown(_GateBase):
+    name = "cooldown"
+
+    class Params(_Params):
+        bars: int = Field(6, ge=1, description="Bars after a trade of this strategy on this symbol closed.")
+
+    def evaluate(self, signal: Signal, view: GateView) -> GateResult:
+        last = view.portfolio.last_exit_ms.get((signal.strategy_id, signal.symbol))
+        if last is not None:
+            until = last + self.params.bars * view.timeframe_ms
+            if view.clock.now_ms() < until:
+                left = (until - view.clock.now_ms()) // view.timeframe_ms
+                return self.block(f"cooldown: {left} more bar(s) after the last {signal.symbol} trade", until)
+        return self.ok("no cooldown")
+
+
+class LossStreak(_GateBase):
+    name = "loss_streak"
+
+    class Params(_Params):
+        stopouts: int = Field(3, ge=1, description="Stop-outs within the window that lock strategy/symbol.")
+        window_bars: int = Field(288, ge=1, description="Window in bars.")
+        lock_bars: int = Field(144, ge=1, description="Lock length in bars after the last stop-out.")
+
+    def evaluate(self, signal: Signal, view: GateView) -> GateResult:
+        p = self.params
+        now = view.clock.now_ms()
+        stops = view.portfolio.stopouts.get((signal.strategy_id, signal.symbol))
+        if stops:
+            last = stops[-1]
+            since = last - p.window_bars * view.timeframe_ms
+            n = sum(1 for t in stops if t > since)
+            until = last + p.lock_bars * view.timeframe_ms
+            if n >= p.stopouts and now < until:
+                return self.block(f"{n} stop-outs of {signal.strategy_id} on {signal.symbol} within "
+                                  f"{p.window_bars} bars: locked", until)
+            recent = sum(1 for t in stops if t > now - p.window_bars * view.timeframe_ms)
+            return self.ok(f"{recent} recent stop-out(s)")
+        return self.ok("0 recent stop-outs")
+
+
+class MaxDrawdown(_GateBase):
+    name = "max_drawdown"
+
+    class Params(_Params):
+        max_drawdown_pct: float = Field(15, gt=0, le=100, description="Realized-equity drawdown that blocks entries.")
+
+    def evaluate(self, signal: Signal, view: GateView) -> GateResult:
+        pf = view.portfolio
+        peak = pf.realized_peak
+        dd = (peak - pf.realized_equity) / peak * 100.0 if peak > 0 else 0.0
+        limit = self.params.max_drawdown_pct
+        if dd >= limit:
+            return self.block(f"drawdown {dd:.1f}% ≥ {limit:g}%")
+        return self.ok(f"drawdown {dd:.1f}% < {limit:g}%")
+
+
+class CorrelationCap(_GateBase):
+    name = "correlation_cap"
+
+    class Params(_Params):
+        min_corr: float = Field(0.8, gt=0, le=1, description="|corr| at which an open position counts as the same bet.")
+        max_correlated: int = Field(2, ge=1, description="Same-direction correlated positions allowed.")
+
+    def evaluate(self, signal: Signal, view: GateView) -> GateResult:
+        p = self.params
+        n = 0
+        for pos in view.portfolio.positions.values():
+            c = view.market.correlation(signal.symbol, pos.symbol, view.correlation_lookback)
+            if c is None or abs(c) < p.min_corr:
+                continue
+            same_bet = (pos.side is signal.side) == (c > 0)
+            if same_bet:
+                n += 1
+        if n >= p.max_correlated:
+            return self.block(f"{n} open position(s) correlated ≥ {p.min_corr:g} in the same direction")
+        return self.ok(f"{n} correlated same-direction position(s)")
+
+
+GATES: dict[str, type[_GateBase] | str] = {
+    g.name: g for g in (MinVolume, MaxOpenPositions, Cooldown, LossStreak, MaxDrawdown, CorrelationCap)
+}
+
+
+def build_gates(configs: Sequence[GateConfig]) -> list[Gate]:
+    """Instantiate gates in order. Raises: ConfigError naming ``gates[i]`` (unknown kind, bad params)."""
+    from pydantic import ValidationError
+
+    gates: list[Gate] = []
+    for i, gc in enumerate(configs):
+        cls = resolve(gc.kind, GATES, what="gate kind", path=f"gates[{i}].kind")
+        try:
+            params_model = getattr(cls, "Params", None)
+            gate = cls(params_model(**gc.params)) if params_model else cls(**gc.params)
+        except ValidationError as e:
+            err = e.errors(include_url=False)[0]
+            where = ".".join(str(x) for x in err["loc"])
+            raise ConfigError(
+                f"gates[{i}].params.{where}: {err['msg'].lower()} (got {err.get('input')!r})"
+            ) from None
+        if not getattr(gate, "name", None):
+            gate.name = gc.kind  # type: ignore[misc]
+        gates.append(gate)
+    return gates
+
+
+def evaluate_gates(gates: Sequence[Gate], signal: Signal, view: GateView) -> tuple[list[GateResult], str | None]:
+    """Run gates in order until one blocks. Returns (results, gate note or None when blocked)."""
+    results: list[GateResult] = []
+    for g in gates:
+        r = g.evaluate(signal, view)
+        results.append(r)
+        if not r.passed:
+            return results, None
+    return results, "; ".join(r.reason for r in results if r.reason) or "no gates"
+

@@ -1,0 +1,366 @@
+"""Market state: closed bars in → per-symbol history with O(1) incremental indicators and rolling stats.
+
+Indicators are created on first use and then updated on every appended bar, so a strategy asking for
+``sma(48)`` costs a dict lookup per bar, not a pass over the window. Everything here is causal: a value
+is computed only from bars that have closed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+
+import numpy as np
+
+from engine.types import Bar
+
+__all__ = ["MarketState", "SymbolHistory"]
+
+_DAY_MS = 86_400_000
+
+
+class _Indicator:
+    __slots__ = ("prev", "value")
+
+    def __init__(self) -> None:
+        self.value: float | None = None
+        self.prev: float | None = None
+
+    def push(self, v: float | None) -> None:
+        self.prev = self.value
+        self.value = v
+
+
+class _Sma(_Indicator):
+    __slots__ = ("n", "total", "window")
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self.window: deque[float] = deque()
+        self.total = 0.0
+
+    def update(self, h: float, low: float, c: float, pc: float | None) -> None:
+        w = self.window
+        w.append(c)
+        self.total += c
+        if len(w) > self.n:
+            self.total -= w.popleft()
+        self.push(self.total / self.n if len(w) == self.n else None)
+
+
+class _Ema(_Indicator):
+    __slots__ = ("alpha", "n", "seed")
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self.alpha = 2.0 / (n + 1)
+        self.seed: list[float] = []
+
+    def update(self, h: float, low: float, c: float, pc: float | None) -> None:
+        if self.value is None:
+            self.seed.append(c)
+            self.push(sum(self.seed) / self.n if len(self.seed) == self.n else None)
+        else:
+            self.push(self.value + self.alpha * (c - self.value))
+
+
+class _Atr(_Indicator):
+    __slots__ = ("n", "seed")
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self.seed: list[float] = []
+
+    def update(self, h: float, low: float, c: float, pc: float | None) -> None:
+        tr = h - low if pc is None else max(h - low, abs(h - pc), abs(low - pc))
+        if self.value is None:
+            self.seed.append(tr)
+            self.push(sum(self.seed) / self.n if len(self.seed) == self.n else None)
+        else:
+            self.push((self.value * (self.n - 1) + tr) / self.n)
+
+
+class _Rsi(_Indicator):
+    __slots__ = ("avg_gain", "avg_loss", "gains", "losses", "n")
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self.gains: list[float] = []
+        self.losses: list[float] = []
+        self.avg_gain = 0.0
+        self.avg_loss = 0.0
+
+    def update(self, h: float, low: float, c: float, pc: float | None) -> None:
+        if pc is None:
+            self.push(None)
+            return
+        d = c - pc
+        g, lo = (d, 0.0) if d > 0 else (0.0, -d)
+        if len(self.gains) < self.n:
+            self.gains.append(g)
+            self.losses.append(lo)
+            if len(self.gains) < self.n:
+                self.push(None)
+                return
+            self.avg_gain = sum(self.gains) / self.n
+            self.avg_loss = sum(self.losses) / self.n
+        else:
+            self.avg_gain = (self.avg_gain * (self.n - 1) + g) / self.n
+            self.avg_loss = (self.avg_loss * (self.n - 1) + lo) / self.n
+        if self.avg_loss == 0.0:
+            self.push(100.0 if self.avg_gain > 0 else 50.0)
+        else:
+            self.push(100.0 - 100.0 / (1.0 + self.avg_gain / self.avg_loss))
+
+
+class _Extreme(_Indicator):
+    """Highest high / lowest low of the n bars before the current one (monotonic deque, O(1) amortised)."""
+
+    __slots__ = ("count", "dq", "highest", "n", "pending")
+
+    def __init__(self, n: int, highest: bool) -> None:
+        super().__init__()
+        self.n = n
+        self.highest = highest
+        self.dq: deque[tuple[int, float]] = deque()
+        self.count = 0
+        self.pending: float | None = None  # the current bar enters the window on the next update
+
+    def update(self, h: float, low: float, c: float, pc: float | None) -> None:
+        if self.pending is not None:
+            v = self.pending
+            dq = self.dq
+            if self.highest:
+                while dq and dq[-1][1] <= v:
+                    dq.pop()
+            else:
+                while dq and dq[-1][1] >= v:
+                    dq.pop()
+            dq.append((self.count, v))
+            self.count += 1
+            while dq[0][0] <= self.count - 1 - self.n:
+                dq.popleft()
+        self.pending = h if self.highest else low
+        self.push(self.dq[0][1] if self.count >= self.n else None)
+
+
+_FACTORIES = {
+    "sma": _Sma,
+    "ema": _Ema,
+    "atr": _Atr,
+    "rsi": _Rsi,
+    "highest": lambda n: _Extreme(n, True),
+    "lowest": lambda n: _Extreme(n, False),
+}
+
+
+class SymbolHistory:
+    """Closed history of one symbol (implements ``engine.ports.History``).
+
+    Arrays live in a buffer that keeps at least ``keep`` recent bars; older bars are dropped so memory
+    stays flat over arbitrarily long runs. Indicators see every bar regardless.
+    """
+
+    def __init__(self, symbol: str, timeframe_ms: int, keep: int = 4096) -> None:
+        self.symbol = symbol
+        self.timeframe_ms = timeframe_ms
+        self.keep = max(keep, 64)
+        cap = 2 * self.keep
+        self._close_ms = np.zeros(cap, dtype=np.int64)
+        self._open = np.zeros(cap)
+        self._high = np.zeros(cap)
+        self._low = np.zeros(cap)
+        self._close = np.zeros(cap)
+        self._volume = np.zeros(cap)
+        self._n = 0  # bars in the buffer
+        self.count = 0  # bars ever appended
+        self._last: Bar | None = None
+        self._prev_close: float | None = None
+        self._ind: dict[tuple[str, int], _Indicator] = {}
+        self._ind_list: list[_Indicator] = []
+        # Rolling 24h quote volume (volume × close), exact over the trailing day of bars.
+        self._qv_window: deque[tuple[int, float]] = deque()
+        self._qv_total = 0.0
+
+    # --------------------------------------------------------------------------------------- update
+    def append(self, bar: Bar) -> None:
+        if self._last is not None and bar.close_ms <= self._last.close_ms:
+            raise ValueError(
+                f"{self.symbol}: bar closing at {bar.close_ms} is not after the last one ({self._last.close_ms})"
+            )
+        if self._n == len(self._close):
+            self._compact()
+        i = self._n
+        self._close_ms[i] = bar.close_ms
+        self._open[i] = bar.open
+        self._high[i] = bar.high
+        self._low[i] = bar.low
+        self._close[i] = bar.close
+        self._volume[i] = bar.volume
+        self._n = i + 1
+        self.count += 1
+        pc = self._prev_close
+        h, lo, c = bar.high, bar.low, bar.close
+        for ind in self._ind_list:
+            ind.update(h, lo, c, pc)  # type: ignore[attr-defined]
+        self._prev_close = c
+        self._last = bar
+        qv = bar.volume * c
+        self._qv_window.append((bar.close_ms, qv))
+        self._qv_total += qv
+        cutoff = bar.close_ms - _DAY_MS
+        while self._qv_window and self._qv_window[0][0] <= cutoff:
+            self._qv_total -= self._qv_window.popleft()[1]
+
+    def _compact(self) -> None:
+        k = self.keep
+        for arr in (self._close_ms, self._open, self._high, self._low, self._close, self._volume):
+            arr[:k] = arr[self._n - k : self._n]
+        self._n = k
+
+    # -------------------------------------------------------------------------------------- queries
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def last(self) -> Bar:
+        if self._last is None:
+            raise IndexError(f"{self.symbol}: no bar has closed yet")
+        return self._last
+
+    def _view(self, arr: np.ndarray, n: int) -> np.ndarray:
+        v = arr[max(0, self._n - n) : self._n]
+        v.flags.writeable = False  # type: ignore[misc]  # views handed out must not be mutated
+        return v
+
+    def closes(self, n: int) -> np.ndarray:
+        return self._view(self._close, n)
+
+    def highs(self, n: int) -> np.ndarray:
+        return self._view(self._high, n)
+
+    def lows(self, n: int) -> np.ndarray:
+        return self._view(self._low, n)
+
+    def volumes(self, n: int) -> np.ndarray:
+        return self._view(self._volume, n)
+
+    def close_times(self, n: int) -> np.ndarray:
+        return self._view(self._close_ms, n)
+
+    @property
+    def buffered(self) -> int:
+        return self._n
+
+    def log_returns(self, n: int) -> np.ndarray:
+        """The last ``n`` one-bar log returns (fewer if history is short)."""
+        c = self._close[max(0, self._n - n - 1) : self._n]
+        if len(c) < 2:
+            return np.empty(0)
+        return np.diff(np.log(c))
+
+    def quote_volume_24h(self) -> float:
+        return self._qv_total
+
+    def indicator(self, name: str, n: int) -> _Indicator:
+        key = (name, n)
+        ind = self._ind.get(key)
+        if ind is None:
+            if n <= 0:
+                raise ValueError(f"{name}({n}): period must be positive")
+            ind = _FACTORIES[name](n)
+            # Warm the new indicator on the buffered history so the first answer is as if it had
+            # always been there (identical whether it was asked for early or late).
+            # (History older than the buffer is gone: warming starts at the buffer's first bar.)
+            pc: float | None = None
+            for i in range(self._n):
+                c = float(self._close[i])
+                ind.update(float(self._high[i]), float(self._low[i]), c, pc)  # type: ignore[attr-defined]
+                pc = c
+            self._ind[key] = ind
+            self._ind_list.append(ind)
+        return ind
+
+    def sma(self, n: int) -> float | None:
+        return self.indicator("sma", n).value
+
+    def ema(self, n: int) -> float | None:
+        return self.indicator("ema", n).value
+
+    def atr(self, n: int) -> float | None:
+        return self.indicator("atr", n).value
+
+    def rsi(self, n: int) -> float | None:
+        return self.indicator("rsi", n).value
+
+    def highest(self, n: int) -> float | None:
+        return self.indicator("highest", n).value
+
+    def lowest(self, n: int) -> float | None:
+        return self.indicator("lowest", n).value
+
+    def prev(self, name: str, n: int) -> float | None:
+        return self.indicator(name, n).prev
+
+
+class MarketState:
+    """All symbols' histories. Bars are appended slice by slice; nothing from after the slice is here."""
+
+    def __init__(self, timeframe_ms: int, symbols: Iterable[str] = (), keep: int = 4096) -> None:
+        self.timeframe_ms = timeframe_ms
+        self.keep = keep
+        self.histories: dict[str, SymbolHistory] = {}
+        for s in symbols:
+            self.history(s)
+
+    def history(self, symbol: str) -> SymbolHistory:
+        h = self.histories.get(symbol)
+        if h is None:
+            h = self.histories[symbol] = SymbolHistory(symbol, self.timeframe_ms, self.keep)
+        return h
+
+    def append(self, bar: Bar) -> None:
+        self.history(bar.symbol).append(bar)
+
+    def last_close(self, symbol: str) -> float | None:
+        h = self.histories.get(symbol)
+        return h.last.close if h is not None and h.count else None
+
+    def marks(self) -> dict[str, float]:
+        return {s: h.last.close for s, h in self.histories.items() if h.count}
+
+    def correlation(self, a: str, b: str, lookback: int, min_overlap: int = 10) -> float | None:
+        """Pearson correlation of 1-bar log returns over the last ``lookback`` bars common to both."""
+        if a == b:
+            return 1.0
+        ha, hb = self.histories.get(a), self.histories.get(b)
+        if ha is None or hb is None or ha.count < 2 or hb.count < 2:
+            return None
+        ra, rb = _aligned_returns(ha, hb, lookback)
+        if len(ra) < min_overlap:
+            return None
+        sa, sb = ra.std(), rb.std()
+        if sa == 0.0 or sb == 0.0 or not (math.isfinite(sa) and math.isfinite(sb)):
+            return None
+        c = float(((ra - ra.mean()) * (rb - rb.mean())).mean() / (sa * sb))
+        return max(-1.0, min(1.0, c))
+
+
+def _aligned_returns(ha: SymbolHistory, hb: SymbolHistory, lookback: int) -> tuple[np.ndarray, np.ndarray]:
+    ta, tb = ha.close_times(lookback + 1), hb.close_times(lookback + 1)
+    ca, cb = ha.closes(lookback + 1), hb.closes(lookback + 1)
+    if len(ta) == len(tb) and len(ta) and ta[0] == tb[0] and ta[-1] == tb[-1]:
+        # the common case: both series cover the same closes (the feeds forward-fill gaps)
+        return np.diff(np.log(ca)), np.diff(np.log(cb))
+    common, ia, ib = np.intersect1d(ta, tb, assume_unique=True, return_indices=True)
+    if len(common) < 2:
+        return np.empty(0), np.empty(0)
+    # returns only between consecutive common closes that are one bar apart in both series
+    ca_c, cb_c = np.log(ca[ia]), np.log(cb[ib])
+    consecutive = np.diff(common) == ha.timeframe_ms
+    return np.diff(ca_c)[consecutive], np.diff(cb_c)[consecutive]

@@ -1,0 +1,237 @@
+"""The pipeline: one time slice of closed bars → a SliceRecord (signals, gates, packs, verdicts, fills, outcomes).
+
+``Pipeline.step`` is the only code path from bar to fill; ``Replay`` and ``PaperLoop`` differ only in the
+clock and the feed that drive it. The reviewer is async (the signals of one slice are reviewed together);
+everything else here is plain synchronous code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from engine.clamp import clamp
+from engine.config import Config
+from engine.context import ContextBuilder
+from engine.executor import ExecutionReport, PaperExecutor, ShadowBook
+from engine.gates import Gate, GateView, evaluate_gates
+from engine.market import MarketState
+from engine.portfolio import Portfolio
+from engine.ports import Clock, NewsSource, Reviewer, Strategy
+from engine.types import (
+    Action,
+    Bar,
+    ContextPack,
+    Event,
+    Fill,
+    GateResult,
+    MarketLimits,
+    NewsItem,
+    Outcome,
+    OutcomeKind,
+    ReviewRecord,
+    Side,
+    Signal,
+    SliceRecord,
+    Verdict,
+    VerdictKind,
+)
+
+__all__ = ["Pipeline", "StepStats"]
+
+log = logging.getLogger("tradevet.pipeline")
+_DAY_MS = 86_400_000
+
+
+@dataclass(slots=True)
+class StepStats:
+    slices: int = 0
+    bars: int = 0
+    signals: int = 0
+    blocked: int = 0
+    reviewed: int = 0
+    executed: int = 0
+
+
+class Pipeline:
+    """Owns market state, portfolio, executor, shadow book; asks strategies, gates, context and reviewer."""
+
+    def __init__(self, cfg: Config, *, strategies: Sequence[Strategy], gates: Sequence[Gate],
+                 reviewer: Reviewer | None, news: NewsSource, clock: Clock, limits: dict[str, MarketLimits],
+                 symbols: Sequence[str]) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.timeframe_ms = cfg.market.timeframe_ms
+        rc = cfg.context.regime
+        keep = max(4096, 2 * (rc.vol_history * rc.lookback + rc.lookback + 2), 2 * cfg.context.correlation.lookback)
+        self.market = MarketState(self.timeframe_ms, symbols, keep=keep)
+        self.portfolio = Portfolio()
+        self.executor = PaperExecutor(cfg.execution, self.portfolio, limits, self.timeframe_ms)
+        self.shadow = ShadowBook(cfg.execution, self.timeframe_ms)
+        self.context = ContextBuilder(cfg.context, self.market, self.portfolio, news, self.timeframe_ms)
+        self.gates = list(gates)
+        self.view = GateView(clock, self.market, self.portfolio, self.executor, self.timeframe_ms,
+                             cfg.context.correlation.lookback)
+        self.reviewer = reviewer
+        self.news = news
+        self.mode = reviewer.mode if reviewer is not None else "off"
+        self.stats = StepStats()
+        self._plan = [(s, tuple(s.symbols) if s.symbols else tuple(symbols)) for s in strategies]
+        self._marks: dict[str, float] = {}
+        self._carry_fills: list[Fill] = []
+        self._carry_events: list[Event] = []
+        self._last_ms: int | None = None
+        self._vetoed: set[str] = set()
+        self._veto_scores: deque[tuple[int, bool]] = deque()
+        self._runner: asyncio.Runner | None = None
+
+    # --------------------------------------------------------------------------------- lifecycle
+    def open_ledger(self, amount: float, at_ms: int) -> None:
+        """First deposit of a new run; recorded with the next slice."""
+        self._carry_fills.append(self.executor.deposit(amount, at_ms))
+
+    def close(self) -> None:
+        if self._runner is not None:
+            if self.reviewer is not None:
+                self._runner.run(self.reviewer.aclose())
+            self._runner.close()
+            self._runner = None
+
+    def _run(self, coro):  # type: ignore[no-untyped-def]
+        if self._runner is None:
+            self._runner = asyncio.Runner()
+        return self._runner.run(coro)
+
+    # -------------------------------------------------------------------------------------- step
+    def step(self, bars: Sequence[Bar]) -> SliceRecord:
+        """Process every bar closing at one instant. Raises: ClockError if time goes backwards."""
+        t = bars[0].close_ms
+        self.clock.advance_to(t)
+        prev_marks = self._marks
+        for bar in bars:
+            self.market.append(bar)
+        rep = ExecutionReport(fills=self._carry_fills)
+        self._carry_fills = []
+        shadow_out: list[Outcome] = []
+        for bar in bars:
+            self.executor.on_bar(bar, prev_marks, rep)
+            self.shadow.on_bar(bar, shadow_out)
+        marks = self.market.marks()
+        self._marks = marks
+
+        signals = self._signals(bars, t)
+        gate_rows: list[tuple[str, GateResult]] = []
+        passed: list[tuple[Signal, str]] = []
+        self.view.reserved.clear()
+        for sig in signals:
+            if sig.side is Side.SHORT and not self.cfg.execution.allow_short:
+                gate_rows.append((sig.id, GateResult("allow_short", False, "execution.allow_short is false")))
+                continue
+            results, note = evaluate_gates(self.gates, sig, self.view)
+            gate_rows.extend((sig.id, r) for r in results)
+            if note is not None:
+                self.view.reserved.append(sig)
+                passed.append((sig, note))
+
+        reviews: list[ReviewRecord] = []
+        if passed:
+            packs = [self.context.build(sig, note, marks) for sig, note in passed]
+            verdicts = self._review(packs)
+            equity = self.portfolio.equity(marks)
+            for (sig, _), pack, verdict in zip(passed, packs, verdicts, strict=True):
+                decision = clamp(sig, verdict, self.cfg.policy, self.mode)
+                reviews.append(ReviewRecord(pack, verdict, decision, self.mode))
+                self.shadow.add(sig)
+                if decision.action is Action.EXECUTE:
+                    self.executor.submit(sig, decision, equity, t)
+                    self.stats.executed += 1
+                elif verdict.verdict is VerdictKind.VETO:
+                    self._vetoed.add(sig.id)
+
+        events = self._carry_events
+        self._carry_events = []
+        if self.reviewer is not None:
+            events.extend(Event(e.kind, t, e.subject, e.message, e.data) for e in self.reviewer.drain_events())
+        outcomes = rep.outcomes + shadow_out
+        events.extend(self._retire_check(shadow_out, t))
+
+        news = self._new_news(t)
+        self.stats.slices += 1
+        self.stats.bars += len(bars)
+        self.stats.signals += len(signals)
+        self.stats.reviewed += len(reviews)
+        self.stats.blocked += len(signals) - len(reviews)
+        return SliceRecord(
+            close_ms=t, bars=tuple(bars), signals=tuple(signals), gate_results=tuple(gate_rows),
+            reviews=tuple(reviews), fills=tuple(rep.fills), trades=tuple(rep.trades), outcomes=tuple(outcomes),
+            events=tuple(events), news=news,
+        )
+
+    def finish(self) -> SliceRecord | None:
+        """End of a finite replay: mark open positions and shadows out at the last close."""
+        if self._last_ms is None:
+            return None
+        t = self._last_ms
+        rep = ExecutionReport(fills=self._carry_fills)
+        self._carry_fills = []
+        self.executor.close_all(self._marks, t, self.timeframe_ms, rep)
+        shadow_out: list[Outcome] = []
+        self.shadow.close_all(self._marks, t, shadow_out)
+        return SliceRecord(close_ms=t, bars=(), fills=tuple(rep.fills), trades=tuple(rep.trades),
+                           outcomes=tuple(rep.outcomes + shadow_out),
+                           events=(Event("run", t, "replay", "end of data: open positions marked out"),))
+
+    # --------------------------------------------------------------------------------- internals
+    def _signals(self, bars: Sequence[Bar], t: int) -> list[Signal]:
+        present = {b.symbol for b in bars}
+        out: list[Signal] = []
+        histories = self.market.histories
+        for strat, syms in self._plan:
+            for sym in syms:
+                if sym not in present:
+                    continue
+                sig = strat.evaluate(histories[sym])
+                if sig is not None:
+                    if sig.created_ms != t:
+                        raise RuntimeError(f"strategy {strat.id} emitted a signal for {sig.created_ms}, not {t}")
+                    out.append(sig)
+        return out
+
+    def _review(self, packs: list[ContextPack]) -> list[Verdict]:
+        if self.reviewer is None or self.mode == "off":
+            return [Verdict(VerdictKind.ACCEPT, 0.0, "reviewer off", source="off") for _ in packs]
+        verdicts = self._run(self.reviewer.review_many(packs))
+        return list(verdicts)
+
+    def _new_news(self, t: int) -> tuple[NewsItem, ...]:
+        start = self._last_ms if self._last_ms is not None else t - int(self.cfg.context.news_window_h * 3_600_000)
+        self._last_ms = t
+        return tuple(self.news.items(start, t))
+
+    def _retire_check(self, shadow_out: Sequence[Outcome], t: int) -> list[Event]:
+        """DESIGN §4: trailing veto precision below the bar with enough vetoes → shadow mode."""
+        rc = self.cfg.scoring.retire
+        for o in shadow_out:
+            if o.signal_id in self._vetoed and o.kind is OutcomeKind.SHADOW:
+                self._vetoed.discard(o.signal_id)
+                if o.filled and o.exit_reason != "end":
+                    self._veto_scores.append((t, o.pnl_pct < 0))
+        window_start = t - int(rc.window_days * _DAY_MS)
+        while self._veto_scores and self._veto_scores[0][0] <= window_start:
+            self._veto_scores.popleft()
+        if not rc.enabled or self.mode != "active" or len(self._veto_scores) < rc.min_vetoes:
+            return []
+        n = len(self._veto_scores)
+        precision = sum(1 for _, lost in self._veto_scores if lost) / n
+        if precision >= rc.below:
+            return []
+        self.mode = "shadow"
+        if self.reviewer is not None:
+            self.reviewer.mode = "shadow"
+        msg = (f"veto precision {precision:.2f} over the last {rc.window_days:g} days is below {rc.below:g} "
+               f"({n} scored vetoes): reviewer switched to shadow mode")
+        log.warning(msg)
+        return [Event("retire", t, "reviewer", msg, (("precision", precision), ("vetoes", n)))]

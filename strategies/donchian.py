@@ -1,0 +1,37 @@
+"""Breakout: the close beyond the prior N-bar high (long) or low (short)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from engine.ports import History
+from engine.types import Side, Signal
+from strategies.base import AtrParams, StrategyBase
+
+__all__ = ["DonchianBreakout"]
+
+
+class DonchianParams(AtrParams):
+    period: int = Field(48, ge=2, description="Channel length: bars before the current one.")
+
+
+class DonchianBreakout(StrategyBase):
+    Params = DonchianParams
+    style = "breakout"
+
+    def evaluate(self, history: History) -> Signal | None:
+        p: DonchianParams = self.params  # type: ignore[assignment]
+        upper, lower, atr = history.highest(p.period), history.lowest(p.period), history.atr(p.atr_period)
+        if upper is None or lower is None or atr is None:
+            return None
+        close = history.last.close
+        prev_close = history.closes(2)
+        if len(prev_close) < 2:
+            return None
+        # Only the first close beyond the channel fires (not every bar of a running breakout).
+        prev_upper, prev_lower = history.prev("highest", p.period), history.prev("lowest", p.period)
+        if close > upper and not (prev_upper is not None and prev_close[0] > prev_upper):
+            return self.signal(history, Side.LONG, atr=atr, tags=("donchian_high",))
+        if close < lower and not (prev_lower is not None and prev_close[0] < prev_lower):
+            return self.signal(history, Side.SHORT, atr=atr, tags=("donchian_low",))
+        return None
