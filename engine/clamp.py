@@ -20,7 +20,10 @@ def _number(x: Any) -> float | None:
     """A finite real number, or None (bools, strings, NaN and infinities are not numbers here)."""
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         return None
-    f = float(x)
+    try:
+        f = float(x)
+    except OverflowError:  # an int beyond float range, e.g. from a long digit string in a reply
+        return None
     return f if math.isfinite(f) else None
 
 

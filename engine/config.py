@@ -116,7 +116,10 @@ class MarketConfig(_Model):
     @field_validator("timeframe")
     @classmethod
     def _tf(cls, v: str) -> str:
-        parse_timeframe(v)
+        try:
+            parse_timeframe(v)
+        except ConfigError as e:  # pydantic wraps ValueError only: re-raise so the path and file are named
+            raise ValueError(str(e).removeprefix("timeframe: ")) from None
         return v
 
     @field_validator("symbols")
@@ -177,7 +180,7 @@ class CorrelationConfig(_Model):
 
 
 class ContextConfig(_Model):
-    recent_trades: int = Field(20, ge=0, description="Closed trades of the same strategy in the pack.")
+    recent_trades: int = Field(20, ge=0, le=256, description="Closed trades of the same strategy in the pack (≤ 256).")
     news_window_h: float = Field(4, gt=0, description="News published in (t - window, t].")
     correlated_top: int = Field(5, ge=0, description="Open positions listed by |correlation|.")
     headline_chars: int = Field(160, ge=20, description="Headlines are truncated to this length.")
@@ -493,6 +496,7 @@ def _explain(err: Mapping[str, Any], model: type[BaseModel]) -> str:
     if typ in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[typ]
         bound = next(iter(ctx.values())) if ctx else "?"
+        bound = f"{bound:.12g}" if isinstance(bound, (int, float)) else bound  # pydantic gives 0.0 for gt=0
         return f"must be {op} {bound} (got {got!r})"
     if typ == "literal_error":
         return f"must be one of {ctx.get('expected', '?')} (got {got!r})"
@@ -516,7 +520,24 @@ def _explain(err: Mapping[str, Any], model: type[BaseModel]) -> str:
     return f"{err['msg'][0].lower()}{err['msg'][1:]} (got {got!r})"
 
 
-def validate(data: dict[str, Any], origin: Mapping[str, str] | None = None, *, default_src: str = "config") -> Config:
+def _source_of(path: str, origin: Mapping[str, str], order: Sequence[str], default: str) -> str:
+    """The file to blame for ``path``: the latest file (in load order) that set it or anything under it,
+    else the file that set its nearest parent, else ``default``."""
+    if path:
+        rank = {f: i for i, f in enumerate(order)}
+        under = [src for p, src in origin.items() if p == path or p.startswith((path + ".", path + "["))]
+        if under:
+            return max(under, key=lambda f: rank.get(f, -1))
+    probe = path
+    while probe:
+        if probe in origin:
+            return origin[probe]
+        probe = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", probe) if re.search(r"(\.[^.\[]+|\[\d+\])$", probe) else ""
+    return default
+
+
+def validate(data: dict[str, Any], origin: Mapping[str, str] | None = None, *, default_src: str = "config",
+             order: Sequence[str] | None = None) -> Config:
     """Validate merged data. Raises: ConfigError naming the file and dotted path of the first problem."""
     try:
         return Config.model_validate(data)
@@ -526,11 +547,7 @@ def validate(data: dict[str, Any], origin: Mapping[str, str] | None = None, *, d
         path = _dotted(first["loc"])
         src = default_src
         if origin:
-            # the file that set this path, else the nearest parent that was set, else the last file
-            probe = path
-            while probe and probe not in origin:
-                probe = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", probe) if re.search(r"(\.[^.\[]+|\[\d+\])$", probe) else ""
-            src = origin.get(probe, default_src)
+            src = _source_of(path, origin, order or [], default_src)
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
         where = f"{path}: " if path else ""
         raise ConfigError(f"{src}: {where}{_explain(first, Config)}{more}") from None
@@ -559,7 +576,7 @@ def load_config(
     masked: set[str] = set()
     last = _display(files[-1]) if files else "config"
     merged = _interpolate(merged, "", env, masked, origin)
-    cfg = validate(merged, origin, default_src=last)
+    cfg = validate(merged, origin, default_src=last, order=[_display(f) for f in files] + ["override"])
     disabled: list[tuple[str, str]] = []
     warnings: list[str] = []
     for i, t in enumerate(cfg.reviewer.tiers):

@@ -90,10 +90,12 @@ class ContextBuilder:
     def build(self, signal: Signal, gate_note: str, marks: Mapping[str, float]) -> ContextPack:
         t = signal.created_ms
         cfg = self.cfg
-        recent = [tr for tr in self.portfolio.recent_trades(signal.strategy_id, cfg.recent_trades) if tr.closed_ms <= t]
+        # filter to "closed by t" first, then take the last N (later trades must not crowd out earlier ones)
+        known = self.portfolio.recent_trades(signal.strategy_id, self.portfolio.recent_capacity)
+        recent = [tr for tr in known if tr.closed_ms <= t][-cfg.recent_trades:] if cfg.recent_trades else []
         hist = self.market.history(signal.symbol)
-        regime = regime_of(hist.closes(cfg.regime.vol_history * cfg.regime.lookback + cfg.regime.lookback + 1),
-                           cfg.regime, self.timeframe_ms)
+        n_closes = cfg.regime.vol_history * cfg.regime.lookback + cfg.regime.lookback + 1
+        regime = regime_of(hist.closes(n_closes, as_of_ms=t), cfg.regime, self.timeframe_ms)
         equity = self.portfolio.equity(marks)
         correlated = self._correlated(signal, self.portfolio.positions.values(), marks, equity)
         return ContextPack.build(
@@ -115,7 +117,8 @@ class ContextBuilder:
         cache: dict[str, float | None] = {}
         for pos in sorted(positions, key=lambda p: p.signal_id):  # type: ignore[arg-type]
             if pos.symbol not in cache:
-                cache[pos.symbol] = self.market.correlation(signal.symbol, pos.symbol, self.cfg.correlation.lookback)
+                cache[pos.symbol] = self.market.correlation(signal.symbol, pos.symbol, self.cfg.correlation.lookback,
+                                                            as_of_ms=signal.created_ms)
             mark = marks.get(pos.symbol, pos.entry_price)
             rows.append(CorrelatedPosition(
                 symbol=pos.symbol,
@@ -129,11 +132,14 @@ class ContextBuilder:
         return tuple(rows[: self.cfg.correlated_top])
 
     def _news(self, signal: Signal, t: int) -> tuple[NewsFlag, ...]:
+        start = t - int(self.cfg.news_window_h * 3_600_000)
+        items = self.news.items(start, t)
+        if not items:
+            return ()
         from engine.news import sanitize_headline, symbol_matches
 
-        start = t - int(self.cfg.news_window_h * 3_600_000)
         flags = []
-        for item in self.news.items(start, t):
+        for item in items:
             if symbol_matches(item, signal.symbol):
                 flags.append(NewsFlag(item.category, (t - item.published_ms) / 60_000.0,
                                       sanitize_headline(item.headline, self.cfg.headline_chars),

@@ -86,7 +86,7 @@ class PaperExecutor:
             hit = check_exit(pos.side, pos.stop_loss, pos.take_profit, bar, bars_held,
                              self.cfg.max_bars_held, self.cfg.slippage_bps)
             if hit is not None:
-                self._exit(pos.signal_id, bar, hit.reason, hit.requested_price, hit.fill_price, bars_held,
+                self._exit(pos.signal_id, bar, hit.reason, hit.requested_price, hit.fill_price,
                            out, ambiguous=hit.ambiguous, gap=hit.gap)
 
     def close_all(self, marks: Mapping[str, float], at_ms: int, timeframe_ms: int, out: ExecutionReport) -> None:
@@ -95,8 +95,7 @@ class PaperExecutor:
             price = marks.get(pos.symbol, pos.entry_price)
             fill_price = slip(price, pos.side, pos.side is Side.SHORT, self.cfg.slippage_bps)
             bar = Bar(pos.symbol, at_ms - timeframe_ms, at_ms, price, price, price, price, 0.0)
-            self._exit(pos.signal_id, bar, ExitReason.END, price, fill_price,
-                       (at_ms - pos.opened_ms) // timeframe_ms, out)
+            self._exit(pos.signal_id, bar, ExitReason.END, price, fill_price, out)
         for sym in sorted(self.pending):
             for p in self.pending[sym]:
                 out.outcomes.append(Outcome(p.signal.id, OutcomeKind.REALIZED, filled=False,
@@ -140,14 +139,13 @@ class PaperExecutor:
         out.fills.append(fill)
 
     def _exit(self, signal_id: str, bar: Bar, reason: ExitReason, requested: float, price: float,
-              bars_held: int, out: ExecutionReport, *, ambiguous: bool = False, gap: bool = False) -> None:
+              out: ExecutionReport, *, ambiguous: bool = False, gap: bool = False) -> None:
         pos = self.portfolio.positions[signal_id]
         fill = Fill(id=f"{signal_id}:exit", signal_id=signal_id, symbol=pos.symbol, side=pos.side,
                     kind=FillKind.EXIT, filled_ms=bar.close_ms, requested_price=requested, fill_price=price,
                     qty=pos.qty, fee=pos.qty * price * self._fee, reason=str(reason), ambiguous=ambiguous, gap=gap)
         trade = self.portfolio.apply(fill)
         assert trade is not None
-        trade = self.portfolio.with_bars_held(trade, bars_held)
         self.metas.pop(signal_id, None)
         out.fills.append(fill)
         out.trades.append(trade)

@@ -233,13 +233,20 @@ class SymbolHistory:
             raise IndexError(f"{self.symbol}: no bar has closed yet")
         return self._last
 
-    def _view(self, arr: np.ndarray, n: int) -> np.ndarray:
-        v = arr[max(0, self._n - n) : self._n]
+    def _end(self, as_of_ms: int | None) -> int:
+        """Buffer index one past the last bar closed at or before ``as_of_ms`` (None = all)."""
+        if as_of_ms is None or self._n == 0 or self._close_ms[self._n - 1] <= as_of_ms:
+            return self._n
+        return int(np.searchsorted(self._close_ms[: self._n], as_of_ms, side="right"))
+
+    def _view(self, arr: np.ndarray, n: int, as_of_ms: int | None = None) -> np.ndarray:
+        end = self._end(as_of_ms)
+        v = arr[max(0, end - n) : end]
         v.flags.writeable = False  # type: ignore[misc]  # views handed out must not be mutated
         return v
 
-    def closes(self, n: int) -> np.ndarray:
-        return self._view(self._close, n)
+    def closes(self, n: int, as_of_ms: int | None = None) -> np.ndarray:
+        return self._view(self._close, n, as_of_ms)
 
     def highs(self, n: int) -> np.ndarray:
         return self._view(self._high, n)
@@ -250,8 +257,8 @@ class SymbolHistory:
     def volumes(self, n: int) -> np.ndarray:
         return self._view(self._volume, n)
 
-    def close_times(self, n: int) -> np.ndarray:
-        return self._view(self._close_ms, n)
+    def close_times(self, n: int, as_of_ms: int | None = None) -> np.ndarray:
+        return self._view(self._close_ms, n, as_of_ms)
 
     @property
     def buffered(self) -> int:
@@ -334,14 +341,16 @@ class MarketState:
     def marks(self) -> dict[str, float]:
         return {s: h.last.close for s, h in self.histories.items() if h.count}
 
-    def correlation(self, a: str, b: str, lookback: int, min_overlap: int = 10) -> float | None:
-        """Pearson correlation of 1-bar log returns over the last ``lookback`` bars common to both."""
+    def correlation(self, a: str, b: str, lookback: int, min_overlap: int = 10,
+                    as_of_ms: int | None = None) -> float | None:
+        """Pearson correlation of 1-bar log returns over the last ``lookback`` bars common to both
+        (closed at or before ``as_of_ms`` when given)."""
         if a == b:
             return 1.0
         ha, hb = self.histories.get(a), self.histories.get(b)
         if ha is None or hb is None or ha.count < 2 or hb.count < 2:
             return None
-        ra, rb = _aligned_returns(ha, hb, lookback)
+        ra, rb = _aligned_returns(ha, hb, lookback, as_of_ms)
         if len(ra) < min_overlap:
             return None
         sa, sb = ra.std(), rb.std()
@@ -351,10 +360,11 @@ class MarketState:
         return max(-1.0, min(1.0, c))
 
 
-def _aligned_returns(ha: SymbolHistory, hb: SymbolHistory, lookback: int) -> tuple[np.ndarray, np.ndarray]:
-    ta, tb = ha.close_times(lookback + 1), hb.close_times(lookback + 1)
-    ca, cb = ha.closes(lookback + 1), hb.closes(lookback + 1)
-    if len(ta) == len(tb) and len(ta) and ta[0] == tb[0] and ta[-1] == tb[-1]:
+def _aligned_returns(ha: SymbolHistory, hb: SymbolHistory, lookback: int,
+                     as_of_ms: int | None) -> tuple[np.ndarray, np.ndarray]:
+    ta, tb = ha.close_times(lookback + 1, as_of_ms), hb.close_times(lookback + 1, as_of_ms)
+    ca, cb = ha.closes(lookback + 1, as_of_ms), hb.closes(lookback + 1, as_of_ms)
+    if len(ta) == len(tb) and len(ta) and ta[-1] == tb[-1] and np.array_equal(ta, tb):
         # the common case: both series cover the same closes (the feeds forward-fill gaps)
         return np.diff(np.log(ca)), np.diff(np.log(cb))
     common, ia, ib = np.intersect1d(ta, tb, assume_unique=True, return_indices=True)

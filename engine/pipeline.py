@@ -68,7 +68,7 @@ class Pipeline:
         rc = cfg.context.regime
         keep = max(4096, 2 * (rc.vol_history * rc.lookback + rc.lookback + 2), 2 * cfg.context.correlation.lookback)
         self.market = MarketState(self.timeframe_ms, symbols, keep=keep)
-        self.portfolio = Portfolio()
+        self.portfolio = Portfolio(self.timeframe_ms, recent_keep=max(256, cfg.context.recent_trades))
         self.executor = PaperExecutor(cfg.execution, self.portfolio, limits, self.timeframe_ms)
         self.shadow = ShadowBook(cfg.execution, self.timeframe_ms)
         self.context = ContextBuilder(cfg.context, self.market, self.portfolio, news, self.timeframe_ms)
@@ -85,7 +85,8 @@ class Pipeline:
         self._carry_events: list[Event] = []
         self._last_ms: int | None = None
         self._vetoed: set[str] = set()
-        self._veto_scores: deque[tuple[int, bool]] = deque()
+        self._veto_scores: deque[tuple[int, bool]] = deque()  # (scored at, lost) in the retire window
+        self._veto_lost = 0
         self._runner: asyncio.Runner | None = None
 
     # --------------------------------------------------------------------------------- lifecycle
@@ -219,13 +220,14 @@ class Pipeline:
                 self._vetoed.discard(o.signal_id)
                 if o.filled and o.exit_reason != "end":
                     self._veto_scores.append((t, o.pnl_pct < 0))
+                    self._veto_lost += o.pnl_pct < 0
         window_start = t - int(rc.window_days * _DAY_MS)
         while self._veto_scores and self._veto_scores[0][0] <= window_start:
-            self._veto_scores.popleft()
+            self._veto_lost -= self._veto_scores.popleft()[1]
         if not rc.enabled or self.mode != "active" or len(self._veto_scores) < rc.min_vetoes:
             return []
         n = len(self._veto_scores)
-        precision = sum(1 for _, lost in self._veto_scores if lost) / n
+        precision = self._veto_lost / n
         if precision >= rc.below:
             return []
         self.mode = "shadow"

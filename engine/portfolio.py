@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from engine.types import ExitReason, Fill, FillKind, Position, Side, Trade
 
@@ -36,7 +36,9 @@ def trade_figures(side: Side, entry: float, exit: float, qty: float, fees: float
 
 
 class Portfolio:
-    def __init__(self) -> None:
+    def __init__(self, timeframe_ms: int = 0, recent_keep: int = 256) -> None:
+        self.timeframe_ms = timeframe_ms
+        self.recent_capacity = max(1, recent_keep)
         self.cash = 0.0
         self.deposits = 0.0
         self.positions: dict[str, Position] = {}
@@ -46,7 +48,7 @@ class Portfolio:
         self.realized_peak = 0.0
         self.last_exit_ms: dict[tuple[str, str], int] = {}
         self.stopouts: dict[tuple[str, str], deque[int]] = defaultdict(lambda: deque(maxlen=64))
-        self._recent: dict[str, deque[Trade]] = defaultdict(lambda: deque(maxlen=256))
+        self._recent: dict[str, deque[Trade]] = defaultdict(lambda: deque(maxlen=max(1, recent_keep)))
 
     # ------------------------------------------------------------------------------------ ledger
     def apply(self, fill: Fill, meta: EntryMeta | None = None) -> Trade | None:
@@ -73,7 +75,8 @@ class Portfolio:
             signal_id=pos.signal_id, strategy_id=pos.strategy_id, symbol=pos.symbol, side=pos.side,
             qty=pos.qty, entry_price=pos.entry_price, exit_price=fill.fill_price, opened_ms=pos.opened_ms,
             closed_ms=fill.filled_ms, pnl=pnl, pnl_pct=pnl_pct, r_multiple=r, fees=fees,
-            exit_reason=ExitReason(fill.reason), bars_held=0, ambiguous=fill.ambiguous,
+            exit_reason=ExitReason(fill.reason), ambiguous=fill.ambiguous,
+            bars_held=(fill.filled_ms - pos.opened_ms) // self.timeframe_ms if self.timeframe_ms else 0,
         )
         self._book_trade(trade)
         return trade
@@ -88,19 +91,10 @@ class Portfolio:
             self.stopouts[key].append(trade.closed_ms)
         self.realized_peak = max(self.realized_peak, self.realized_equity)
 
-    def with_bars_held(self, trade: Trade, bars_held: int) -> Trade:
-        """Fix up the bars-held count the executor knows (the ledger alone does not)."""
-        fixed = replace(trade, bars_held=bars_held)
-        self.trades[-1] = fixed
-        dq = self._recent[trade.strategy_id]
-        if dq and dq[-1] is trade:
-            dq[-1] = fixed
-        return fixed
-
     @classmethod
-    def from_ledger(cls, fills: Iterable[Fill], metas: Mapping[str, EntryMeta]) -> Portfolio:
+    def from_ledger(cls, fills: Iterable[Fill], metas: Mapping[str, EntryMeta], timeframe_ms: int = 0) -> Portfolio:
         """Rebuild from stored fills, in order. Raises: KeyError if an entry's meta is missing."""
-        p = cls()
+        p = cls(timeframe_ms)
         for f in fills:
             p.apply(f, metas[f.signal_id] if f.kind is FillKind.ENTRY else None)
         return p

@@ -1,0 +1,301 @@
+"""News for the context step: a configured source (none, JSONL file, synthetic feed) → ``NewsItem``s by time window.
+
+Also the text hygiene every headline goes through before a reviewer sees it: ``sanitize_headline`` (a
+headline is DATA shown to an LLM, never instructions), ``categorize`` (keyword rules → ``NewsCategory``)
+and ``symbol_matches`` (does an item concern a trading symbol).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import logging
+import re
+import unicodedata
+from bisect import bisect_right
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import ConfigError, DataError
+from engine.types import NewsCategory, NewsItem, dt_to_ms
+
+if TYPE_CHECKING:
+    from engine.config import NewsConfig
+    from engine.ports import Feed, NewsSource
+
+__all__ = [
+    "NEWS_SOURCES",
+    "FileNewsSource",
+    "ListNewsSource",
+    "NoNews",
+    "build_news_source",
+    "categorize",
+    "sanitize_headline",
+    "symbol_matches",
+]
+
+log = logging.getLogger("tradevet.data")
+
+# ----------------------------------------------------------------------------------------- hygiene
+
+_TAG = re.compile(r"<[^<>]{0,500}>")  # HTML/XML tags, also chat-template tokens such as <|im_start|>
+_BACKTICKS = re.compile(r"`+")  # code fences and inline code
+_MARKDOWN = re.compile(r"[*_#~=]{2,}|^#+\s")  # emphasis runs (**, __), rules (===), headings
+_SPACE = re.compile(r"\s+")
+# Characters that could close or fake a JSON string/object or a fence around the data block.
+_NEUTRAL = str.maketrans({"{": "(", "}": ")", '"': "'", "\\": "/", "<": "‹", ">": "›"})
+_PRECUT = 8  # look at no more than 8 × max_chars (≥ 2,000) characters of a giant headline
+
+
+def _strip_invisible(text: str) -> str:
+    """Drop control, format (zero-width, bidi, tag characters), private-use and unassigned code points;
+    whitespace-like controls (tab, newline, ...) become spaces so that words stay apart."""
+    out = []
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if cat[0] != "C":
+            out.append(ch)
+        elif ch.isspace():  # tab, newline, \x1c-\x1f, \x85 ...
+            out.append(" ")
+    return "".join(out)
+
+
+def sanitize_headline(text: str, max_chars: int) -> str:
+    """Make outside text safe to show an LLM as data: one line of plain, visible text, at most ``max_chars``.
+
+    Entities are decoded and compatibility forms folded (NFKC: fullwidth ``｛`` is ``{``) before anything
+    is matched; control, zero-width and bidi characters go; tags, code fences and backticks go; braces,
+    double quotes, backslashes and angle brackets are replaced by harmless look-alikes so the text can
+    neither close nor imitate the JSON block it is fenced in; whitespace collapses; an over-long text is
+    cut (at a word when one is near) and ends with "…". Words are kept as they are: an injection attempt
+    stays visible to the reviewer as what it is, a headline.
+    """
+    if max_chars <= 0:
+        return ""
+    text = str(text)[: max(_PRECUT * max_chars, 2_000)]
+    text = html.unescape(text)
+    text = unicodedata.normalize("NFKC", text)
+    text = _strip_invisible(text)
+    text = _TAG.sub(" ", text)
+    text = _BACKTICKS.sub("", text)
+    text = _MARKDOWN.sub(" ", text)
+    text = text.translate(_NEUTRAL)
+    text = _SPACE.sub(" ", text).strip()
+    if len(text) <= max_chars:
+        return text
+    cut = text[: max_chars - 1]
+    space = cut.rfind(" ")
+    if space >= int(0.8 * (max_chars - 1)):
+        cut = cut[:space]
+    return cut.rstrip(" ,;:-") + "…"
+
+
+_C = NewsCategory
+# First rule that matches wins: a "hack halts withdrawals" is a hack; "delisting" is not a "listing".
+_RULES: tuple[tuple[NewsCategory, re.Pattern[str]], ...] = (
+    (_C.HACK, re.compile(r"\b(?:hack\w*|exploit\w*|breach\w*|drain\w*|stolen|steal\w*|heist\w*|attacker\w*)")),
+    (_C.DELISTING, re.compile(r"\bdelist\w*")),
+    (_C.REGULATORY, re.compile(
+        r"\b(?:sec|regulat\w*|ban|bans|banned|banning|lawsuits?|sues?|sued|probes?|probing|investigat\w*"
+        r"|subpoena\w*|fined|sanction\w*|cftc|enforcement)\b"
+    )),
+    (_C.OUTAGE, re.compile(r"\b(?:outages?|halt\w*|downtime|suspen\w*|offline|disrupt\w*)\b")),
+    (_C.LISTING, re.compile(r"\b(?:lists|listing\w*|listed|to list|will list)\b")),
+    (_C.PARTNERSHIP, re.compile(r"\b(?:partner\w*|integrat\w*|collaborat\w*|alliance|teams up)\b")),
+)
+
+
+def categorize(headline: str) -> NewsCategory:
+    """Keyword rules → category: hack, delisting, regulatory, outage, listing, partnership, else other."""
+    text = _strip_invisible(unicodedata.normalize("NFKC", headline)).lower()
+    for category, pattern in _RULES:
+        if pattern.search(text):
+            return category
+    return _C.OTHER
+
+
+def _norm_symbol(s: str) -> str:
+    return s.strip().upper().replace("-", "/")
+
+
+def symbol_matches(item: NewsItem, symbol: str) -> bool:
+    """Does ``item`` concern ``symbol``? 'ETH/USDT' matches items naming 'ETH' or 'ETH/USDT' (any case)."""
+    full = _norm_symbol(symbol)
+    pair = full.split(":", 1)[0]  # 'BTC/USDT:USDT' (a perpetual) also matches 'BTC/USDT'
+    base = pair.split("/", 1)[0]
+    wanted = {full, pair, base}
+    return any(_norm_symbol(s) in wanted for s in item.symbols)
+
+
+# ----------------------------------------------------------------------------------------- sources
+
+
+class NoNews:
+    """No news at all."""
+
+    def items(self, start_ms: int, end_ms: int) -> tuple[NewsItem, ...]:
+        return ()
+
+
+class ListNewsSource:
+    """A fixed set of items; ``items(start, end)`` is a binary search (start exclusive, end inclusive)."""
+
+    def __init__(self, items: Iterable[NewsItem]) -> None:
+        self._items: tuple[NewsItem, ...] = tuple(sorted(items, key=lambda n: n.published_ms))
+        self._times = [n.published_ms for n in self._items]
+
+    def items(self, start_ms: int, end_ms: int) -> tuple[NewsItem, ...]:
+        """Items with start_ms < published_ms <= end_ms, in publication order."""
+        return self._items[bisect_right(self._times, start_ms): bisect_right(self._times, end_ms)]
+
+    def all(self) -> tuple[NewsItem, ...]:
+        return self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+_EXAMPLE = '{"published_at": "2025-01-01T10:00:00Z", "symbols": ["BTC"], "headline": "...", "source": "..."}'
+_MIN_EPOCH_MS = 100_000_000_000  # 1973-03-03: smaller integers are seconds, not milliseconds
+
+
+def _found(value: Any) -> str:
+    shown = json.dumps(value, ensure_ascii=False)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+def _parse_line(obj: Any, where: str, default_source: str) -> tuple[int, tuple[str, ...], str, str]:
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a JSON object like {_EXAMPLE}, found {_found(obj)}")
+    for key in ("published_at", "symbols", "headline"):
+        if key not in obj:
+            raise DataError(f"{where}: expected the key '{key}' (keys: published_at, symbols, headline, source), "
+                            f"found only {', '.join(map(repr, obj)) or 'no keys'}")
+    when = obj["published_at"]
+    if isinstance(when, int) and not isinstance(when, bool):
+        if when < _MIN_EPOCH_MS:
+            raise DataError(f"{where}: published_at: expected epoch milliseconds or an ISO 8601 UTC time, "
+                            f"found {when} (seconds instead of milliseconds?)")
+        published = when
+    elif isinstance(when, str):
+        try:
+            dt = datetime.fromisoformat(when.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise DataError(f"{where}: published_at: expected an ISO 8601 UTC time like 2025-01-01T10:00:00Z, "
+                            f"found {_found(when)}") from None
+        if dt.tzinfo is None:
+            raise DataError(f"{where}: published_at: expected a time with a zone like 2025-01-01T10:00:00Z, "
+                            f"found {_found(when)} (no zone)")
+        published = dt_to_ms(dt.astimezone(UTC))
+    else:
+        raise DataError(f"{where}: published_at: expected an ISO 8601 UTC time like 2025-01-01T10:00:00Z, "
+                        f"found {_found(when)}")
+    symbols = obj["symbols"]
+    if not isinstance(symbols, list) or not all(isinstance(s, str) and s.strip() for s in symbols):
+        raise DataError(f"{where}: symbols: expected a list of symbols like [\"BTC\", \"ETH/USDT\"], "
+                        f"found {_found(symbols)}")
+    headline = obj["headline"]
+    if not isinstance(headline, str) or not headline.strip():
+        raise DataError(f"{where}: headline: expected a non-empty string, found {_found(headline)}")
+    source = obj.get("source", default_source)
+    if not isinstance(source, str):
+        raise DataError(f"{where}: source: expected a string, found {_found(source)}")
+    return published, tuple(s.strip().upper() for s in symbols), headline, source or default_source
+
+
+class FileNewsSource(ListNewsSource):
+    """Items from a JSONL file, one object per line::
+
+        {"published_at": "2025-01-01T10:00:00Z", "symbols": ["BTC"], "headline": "...", "source": "..."}
+
+    ``published_at`` may also be epoch milliseconds; ``source`` defaults to the file name. Categories come
+    from ``categorize``; ids are a hash of the line, so they are stable across loads. Repairs (counted in
+    ``repairs``, logged once): lines that are not valid UTF-8 are decoded with U+FFFD replacements; exact
+    duplicate lines are dropped. Raises: DataError ("news.jsonl:12: expected ..., found ...").
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(f"news.file.path: file '{path}' does not exist")
+        name = self.path.name
+        raw = self.path.read_bytes()
+        if raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        self.repairs: dict[str, int] = {}
+        seen: set[str] = set()
+        items: list[NewsItem] = []
+        for ln, line in enumerate(raw.split(b"\n"), start=1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError:
+                text = line.decode("utf-8", errors="replace")
+                self.repairs["non_utf8_lines"] = self.repairs.get("non_utf8_lines", 0) + 1
+            where = f"{name}:{ln}"
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: expected a JSON object like {_EXAMPLE}, found invalid JSON "
+                                f"({e.msg} at column {e.colno}): {text[:60]!r}") from None
+            published, symbols, headline, source = _parse_line(obj, where, name)
+            item_id = "news-" + hashlib.sha256(line).hexdigest()[:16]
+            if item_id in seen:
+                self.repairs["duplicate_lines"] = self.repairs.get("duplicate_lines", 0) + 1
+                continue
+            seen.add(item_id)
+            items.append(NewsItem(item_id, published, symbols, headline, source, categorize(headline)))
+        super().__init__(items)
+        if self.repairs:
+            done = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in sorted(self.repairs.items()))
+            log.warning("%s: %d news items loaded; repaired %s", name, len(items), done)
+
+
+# ---------------------------------------------------------------------------------------- registry
+
+NewsBuilder = Callable[["NewsConfig", "Feed"], "NewsSource"]
+
+
+def _none(cfg: NewsConfig, feed: Feed) -> NewsSource:
+    return NoNews()
+
+
+def _file(cfg: NewsConfig, feed: Feed) -> NewsSource:
+    if not cfg.file.path:
+        raise ConfigError("news.file.path: required when news.source is 'file' (a JSONL file with "
+                          "published_at, symbols, headline, source)")
+    return FileNewsSource(cfg.file.path)
+
+
+def _synthetic(cfg: NewsConfig, feed: Feed) -> NewsSource:
+    items = feed.news()
+    if not items:
+        log.info("news.source is 'synthetic' but the feed carries no news items: no news flags in this run")
+    return ListNewsSource(items)
+
+
+def _rss_unavailable(cfg: NewsConfig, feed: Feed) -> NewsSource:
+    raise ConfigError("news.source: 'rss' is not available yet; use 'none', 'file' or 'synthetic'")
+
+
+# Named from news.source; a new source adds one entry here.
+NEWS_SOURCES: dict[str, NewsBuilder] = {
+    "none": _none,
+    "file": _file,
+    "synthetic": _synthetic,
+    "rss": _rss_unavailable,
+}
+
+
+def build_news_source(cfg: NewsConfig, feed: Feed) -> NewsSource:
+    """The news source ``cfg.source`` names. Raises: ConfigError, DataError (file)."""
+    try:
+        builder = NEWS_SOURCES[cfg.source]
+    except KeyError:
+        raise ConfigError(f"news.source: must be one of {sorted(NEWS_SOURCES)} (got {cfg.source!r})") from None
+    return builder(cfg, feed)

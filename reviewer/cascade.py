@@ -1,0 +1,341 @@
+"""The reviewer cascade: tiers in order, each behind a breaker, a timeout and a concurrency cap; fails open."""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import importlib
+import os
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from engine.clock import monotonic_s
+from engine.config import ReviewerConfig, TierConfig
+from engine.errors import BadReply, BreakerOpen, ConfigError, ReviewError
+from engine.ports import Tier, VerdictCache
+from engine.types import ContextPack, Event, TierAttempt, Verdict, VerdictKind
+from reviewer.breaker import CircuitBreaker
+
+__all__ = ["MODES", "Cascade", "TierStats", "build_reviewer", "resolve_tier_class"]
+
+MODES = ("active", "shadow", "off")
+_ERROR_CHARS = 200  # attempt errors are one line for the timeline, never a whole SDK dump
+_LATENCY_KEEP = 4096  # recent latencies kept per tier: enough for p95, bounded for a long live run
+
+
+@dataclass
+class TierStats:
+    """Counters for one tier, for metrics and the report. ``latencies_ms`` holds recent real calls only."""
+
+    calls: int = 0  # tries, including those the breaker refused
+    successes: int = 0
+    failures: Counter[str] = field(default_factory=Counter)  # by kind: timeout, connection, breaker_open, ...
+    cache_hits: int = 0
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCY_KEEP))
+
+    def percentile(self, q: float) -> float | None:
+        """Latency percentile (0..100) over the recent calls, nearest-rank; None before any call."""
+        if not self.latencies_ms:
+            return None
+        xs = sorted(self.latencies_ms)
+        rank = max(1, min(len(xs), round(q / 100 * len(xs) + 0.5)))
+        return xs[rank - 1]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"calls": self.calls, "successes": self.successes, "failures": dict(self.failures),
+                "cache_hits": self.cache_hits, "p50_ms": self.percentile(50), "p95_ms": self.percentile(95)}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= _ERROR_CHARS else text[: _ERROR_CHARS - 1] + "…"
+
+
+async def _call(tier: Tier, pack: ContextPack) -> Verdict:
+    """``tier.review(pack)``, with the two ways a tier can misbehave turned into ordinary failures."""
+    try:
+        verdict = await tier.review(pack)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling() == 0:
+            # nobody cancelled us: a tier (or its SDK) raised CancelledError by itself; letting it out
+            # would cancel the whole slice's review_many instead of moving to the next tier
+            raise ReviewError("tier raised CancelledError without being cancelled") from None
+        raise
+    if not isinstance(verdict, Verdict):
+        raise BadReply(f"tier answered {type(verdict).__name__}, not a Verdict")
+    return verdict
+
+
+class Cascade:
+    """Implements ``engine.ports.Reviewer``. ``review`` never raises (except CancelledError): it fails open."""
+
+    def __init__(self, tiers: Sequence[Tier], *, breakers: Mapping[str, CircuitBreaker], deadline_s: float,
+                 fallback: Verdict, mode: str = "active", cache: VerdictCache | None = None,
+                 clock_s: Callable[[], float] = monotonic_s) -> None:
+        names = [t.name for t in tiers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tier names must be unique (got {names})")
+        if deadline_s <= 0:
+            raise ValueError(f"deadline_s must be > 0 (got {deadline_s})")
+        self.tiers: tuple[Tier, ...] = tuple(tiers)
+        self.deadline_s = deadline_s
+        self.fallback = fallback
+        self.cache = cache
+        self.clock_s = clock_s
+        self.mode = mode
+        self.breakers: dict[str, CircuitBreaker] = {}
+        for t in self.tiers:
+            # a tier without a configured breaker still gets one: an unguarded tier could stall every signal
+            b = breakers.get(t.name) or CircuitBreaker(t.name, 5, 60.0, clock=clock_s)
+            b.on_transition = self._chain(b.on_transition)
+            self.breakers[t.name] = b
+        self.stats: dict[str, TierStats] = {t.name: TierStats() for t in self.tiers}
+        self.reviews = 0
+        self.fallbacks = 0
+        self.cache_errors = 0
+        self._events: list[Event] = []
+        self._sems: dict[str, asyncio.Semaphore] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------------------------ public
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in MODES:
+            raise ValueError(f"reviewer mode must be one of {', '.join(MODES)} (got {value!r})")
+        self._mode = value
+
+    async def review_many(self, packs: Sequence[ContextPack]) -> list[Verdict]:
+        """Review concurrently (bounded per tier by its ``max_concurrency``); verdicts in the order of ``packs``."""
+        return list(await asyncio.gather(*(self.review(p) for p in packs)))
+
+    async def review(self, pack: ContextPack) -> Verdict:
+        """One pack through the cascade. Fails open: every failure ends in the fallback verdict."""
+        if self._mode == "off":
+            return Verdict(VerdictKind.ACCEPT, 0.0, "reviewer off", source="off")
+        self.reviews += 1
+        start = self.clock_s()
+        attempts: list[TierAttempt] = []
+        deadline_hit = False
+        try:
+            async with asyncio.timeout(self.deadline_s) as deadline:
+                for tier in self.tiers:
+                    verdict = await self._try(tier, pack, attempts, start, deadline)
+                    if verdict is not None:
+                        return verdict
+        except TimeoutError:
+            # _try turns every tier exception into an attempt, so a TimeoutError here is our deadline
+            deadline_hit = True
+        return self._fail_open(attempts, start, deadline_hit)
+
+    def drain_events(self) -> list[Event]:
+        """Breaker transitions (and close failures) since the last call; ``at_ms`` is stamped by the pipeline."""
+        out, self._events = self._events, []
+        return out
+
+    async def aclose(self) -> None:
+        """Close every tier; one failing close does not keep the others open."""
+        results = await asyncio.gather(*(t.aclose() for t in self.tiers), return_exceptions=True)
+        for t, r in zip(self.tiers, results, strict=True):
+            if isinstance(r, BaseException):
+                self._events.append(Event("reviewer", 0, t.name, f"closing the tier failed: {_one_line(r)}"))
+
+    # --------------------------------------------------------------------------------- internals
+    async def _try(self, tier: Tier, pack: ContextPack, attempts: list[TierAttempt], start: float,
+                   deadline: asyncio.Timeout) -> Verdict | None:
+        """One tier's try: the cached verdict, or the tier's, or None after recording why it failed."""
+        stats = self.stats[tier.name]
+        pv = str(getattr(tier, "prompt_version", "") or "")
+        cached = self._cache_get(tier, pv, pack)
+        if cached is not None:
+            stats.cache_hits += 1
+            took = (self.clock_s() - start) * 1000
+            attempts.append(TierAttempt(tier.name, True, "cache", took))
+            return replace(cached, source="cache", tier=tier.name, latency_ms=took, attempts=tuple(attempts))
+
+        stats.calls += 1
+        t0 = self.clock_s()
+        try:
+            async with self._semaphore(tier):
+                t0 = self.clock_s()  # queueing for a slot is not the tier's latency
+                async with self.breakers[tier.name].guard(), asyncio.timeout(tier.timeout_s):
+                    verdict = await _call(tier, pack)
+        except asyncio.CancelledError:
+            kind = "deadline" if deadline.expired() else "cancelled"
+            took = (self.clock_s() - t0) * 1000
+            attempts.append(TierAttempt(tier.name, False, kind, took, f"cascade deadline {self.deadline_s:g} s"
+                                        if kind == "deadline" else "cancelled"))
+            stats.failures[kind] += 1
+            raise
+        except Exception as e:
+            took = (self.clock_s() - t0) * 1000
+            if isinstance(e, TimeoutError):
+                kind, err = "timeout", f"no reply within {tier.timeout_s:g} s"
+            elif isinstance(e, ReviewError):
+                kind, err = e.kind, _one_line(e)
+            else:
+                kind, err = "error", _one_line(e)
+            attempts.append(TierAttempt(tier.name, False, kind, took, err))
+            stats.failures[kind] += 1
+            if not isinstance(e, BreakerOpen):
+                stats.latencies_ms.append(took)
+            return None
+
+        took = (self.clock_s() - t0) * 1000
+        stats.successes += 1
+        stats.latencies_ms.append(took)
+        attempts.append(TierAttempt(tier.name, True, "ok", took))
+        total = (self.clock_s() - start) * 1000
+        out = replace(verdict, source=tier.name, tier=tier.name, latency_ms=total, attempts=tuple(attempts))
+        self._cache_put(tier, pv, pack, replace(out, attempts=()))
+        return out
+
+    def _fail_open(self, attempts: list[TierAttempt], start: float, deadline_hit: bool) -> Verdict:
+        self.fallbacks += 1
+        tried = "; ".join(f"{a.tier}: {a.kind}" + (f" ({a.error})" if a.error else "") for a in attempts)
+        if deadline_hit:
+            why = f"cascade deadline {self.deadline_s:g} s exceeded" + (f" after {tried}" if tried else "")
+        elif not self.tiers:
+            why = "no tier enabled"
+        else:
+            why = f"every tier failed: {tried}"
+        return replace(self.fallback, source="fallback", tier="", latency_ms=(self.clock_s() - start) * 1000,
+                       error=why if len(why) <= 1000 else why[:999] + "…", attempts=tuple(attempts))
+
+    def _cache_get(self, tier: Tier, pv: str, pack: ContextPack) -> Verdict | None:
+        if self.cache is None or not pack.hash:
+            return None
+        try:
+            return self.cache.get(tier.name, tier.model, pv, pack.hash)
+        except Exception:
+            self.cache_errors += 1  # a broken cache must not break the fail-open promise: treat as a miss
+            return None
+
+    def _cache_put(self, tier: Tier, pv: str, pack: ContextPack, verdict: Verdict) -> None:
+        if self.cache is None or not pack.hash:
+            return
+        try:
+            self.cache.put(tier.name, tier.model, pv, pack.hash, verdict)
+        except Exception:
+            self.cache_errors += 1
+
+    def _semaphore(self, tier: Tier) -> asyncio.Semaphore:
+        # asyncio primitives bind to the loop that first waits on them; a cascade reused across
+        # asyncio.run calls (tests, backtests) gets fresh ones per loop
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop = loop
+            self._sems = {t.name: asyncio.Semaphore(max(1, int(t.max_concurrency))) for t in self.tiers}
+        return self._sems[tier.name]
+
+    def _chain(self, previous: Callable[[str, str, str, str], None] | None) -> Callable[[str, str, str, str], None]:
+        def on_transition(name: str, old: str, new: str, reason: str) -> None:
+            self._events.append(Event("breaker", 0, name, f"{old} → {new} {reason}",
+                                      (("from", old), ("to", new), ("reason", reason))))
+            if previous is not None:
+                previous(name, old, new, reason)
+
+        return on_transition
+
+
+# ------------------------------------------------------------------------------------------ building
+
+
+def resolve_tier_class(provider: str, registry: Mapping[str, str | type], *, path: str) -> type:
+    """A registered provider (class or lazy "module:Class" string) or "module:Class" user code → the class.
+
+    Raises: ConfigError naming ``path``, the known providers and the closest match.
+    """
+    target = registry.get(provider)
+    if target is None and ":" not in provider:
+        known = sorted(registry)
+        close = difflib.get_close_matches(provider, known, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{path}: unknown tier provider {provider!r} (known: {', '.join(known)}){hint}")
+    target = provider if target is None else target
+    if isinstance(target, str):
+        module_name, _, attr = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise ConfigError(f"{path}: cannot import module {module_name!r} for tier provider {provider!r} ({e})") \
+                from e
+        try:
+            target = getattr(module, attr)
+        except AttributeError:
+            raise ConfigError(f"{path}: module {module_name!r} has no {attr!r} (tier provider {provider!r})") \
+                from None
+    if not isinstance(target, type):
+        raise ConfigError(f"{path}: tier provider {provider!r} is not a class (got {type(target).__name__})")
+    return target
+
+
+def _build_tier(i: int, tc: TierConfig, registry: Mapping[str, str | type], env: Mapping[str, str]) -> Tier:
+    path = f"reviewer.tiers[{i}]"
+    cls = resolve_tier_class(tc.provider, registry, path=f"{path}.provider")
+    api_key: str | None = None
+    if tc.api_key_env:
+        api_key = env.get(tc.api_key_env) or None
+        if api_key is None:
+            raise ConfigError(f"{path}.api_key_env: environment variable {tc.api_key_env} is not set "
+                              f"(tier {tc.name!r}; list it in `disabled` to skip the tier)")
+    try:
+        tier = cls(tc, api_key)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
+    except Exception as e:
+        errors = getattr(e, "errors", None)
+        if callable(errors):  # a pydantic ValidationError from the tier's Params: name the first bad key
+            try:
+                first = errors(include_url=False)[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise ConfigError(f"{path}.params.{where}: {first['msg']} (got {first.get('input')!r})") from e
+            except (TypeError, KeyError, IndexError):
+                pass
+        # the message is the exception's own; the key is never formatted into it
+        raise ConfigError(f"{path}: cannot build tier {tc.name!r} ({tc.provider}): {_one_line(e)}") from e
+    if getattr(tier, "name", None) != tc.name:
+        # breakers, stats, the cache key and every stored verdict are keyed by the configured name
+        raise ConfigError(f"{path}.provider: {tc.provider!r} built a tier named {getattr(tier, 'name', None)!r}, "
+                          f"expected {tc.name!r}")
+    for attr in ("model", "timeout_s", "max_concurrency"):
+        if not hasattr(tier, attr):
+            raise ConfigError(f"{path}.provider: {tc.provider!r} built a tier without a {attr!r} attribute")
+    if not callable(getattr(tier, "review", None)) or not callable(getattr(tier, "aclose", None)):
+        raise ConfigError(f"{path}.provider: {tc.provider!r} built a tier without review(pack) and aclose()")
+    return tier
+
+
+def build_reviewer(cfg: ReviewerConfig, *, cache: VerdictCache | None, disabled: Collection[str] = (),
+                   registry: Mapping[str, str | type] | None = None, clock_s: Callable[[], float] = monotonic_s,
+                   env: Mapping[str, str] | None = None) -> Cascade:
+    """Tiers from ``cfg.tiers`` (skipping ``disabled``), a breaker each, wired into a Cascade.
+
+    ``env`` defaults to ``os.environ``; an API key is read here once and handed to the tier only.
+    Raises: ConfigError (unknown provider, bad params, a key missing for a tier that is not disabled).
+    """
+    if registry is None:
+        from reviewer import TIERS
+
+        registry = TIERS
+    env = os.environ if env is None else env
+    skip = set(disabled)
+    tiers: list[Tier] = []
+    breakers: dict[str, CircuitBreaker] = {}
+    for i, tc in enumerate(cfg.tiers):
+        if tc.name in skip:
+            continue
+        tiers.append(_build_tier(i, tc, registry, env))
+        breakers[tc.name] = CircuitBreaker(tc.name, tc.breaker.failure_threshold, tc.breaker.recovery_timeout_s,
+                                           clock=clock_s)
+    fallback = Verdict(VerdictKind(cfg.fallback.verdict), cfg.fallback.confidence,
+                       "fail open: no tier answered", source="fallback")
+    return Cascade(tiers, breakers=breakers, deadline_s=cfg.deadline_s, fallback=fallback, mode=cfg.mode,
+                   cache=cache, clock_s=clock_s)
