@@ -93,14 +93,19 @@ class PaperResult:
 
 
 def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], None] | None = None,
-               storage: Any = None) -> PaperResult:
-    """Replay a finite feed (synthetic or files) through the pipeline into a new run.
+               storage: Any = None, fresh: bool = False) -> PaperResult:
+    """Replay a finite feed (synthetic or files) through the pipeline into a run.
+
+    An interrupted run of the same name (status running or stopped) is resumed unless ``fresh``: its state
+    is rebuilt from what it recorded (see ``engine.resume``) and the replay continues after its last slice.
 
     Raises: ConfigError, DataError, StorageError.
     """
     import json
 
+    from engine.errors import DataError
     from engine.replay import Replay
+    from engine.resume import catch_up
     from storage import open_storage
 
     cfg = loaded.config
@@ -112,24 +117,45 @@ def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], No
     pipeline = None
     run_id = None
     try:
-        run_id = store.create_run(cfg.run.name, json.dumps(loaded.effective(), sort_keys=True), loaded.hash,
-                                  cfg.run.seed, cfg.reviewer.mode, cfg.execution.starting_equity)
+        previous = None if fresh else store.find_resumable_run(cfg.run.name)
+        if previous is not None and previous.config_hash != loaded.hash:
+            raise ConfigError(
+                f"run {previous.id} ({previous.name}) was interrupted under config {previous.config_hash}, "
+                f"this config is {loaded.hash}: restore that config to resume it, or pass --fresh for a new run"
+            )
+        if previous is not None:
+            run_id = previous.id
+            store.set_run_status(run_id, "running")
+        else:
+            run_id = store.create_run(cfg.run.name, json.dumps(loaded.effective(), sort_keys=True), loaded.hash,
+                                      cfg.run.seed, cfg.reviewer.mode, cfg.execution.starting_equity)
         recorder = store.recorder(run_id)
         pipeline = build_pipeline(loaded, feed=feed, cache=store.verdict_cache())
         total = getattr(feed, "n_slices", None)
+        last_ms = catch_up(pipeline, recorder, list(feed.symbols)) if previous is not None else None
         slices = feed.slices()
-        first = next(slices, None)
-        if first is None:
-            from engine.errors import DataError
+        done = [0]
+        if last_ms is not None:
+            log.warning("resuming run %s (%s) after %s", run_id, cfg.run.name, last_ms)
 
+            def after(it):  # type: ignore[no-untyped-def]
+                for sl in it:
+                    if sl[0].close_ms > last_ms:
+                        yield sl
+                    else:
+                        done[0] += 1  # already recorded: counted for the progress bar only
+
+            slices = after(slices)
+        first = next(slices, None)
+        if first is None and last_ms is None:
             raise DataError("market: the feed produced no bars")
-        pipeline.open_ledger(cfg.execution.starting_equity, first[0].open_ms)
+        if last_ms is None:
+            pipeline.open_ledger(cfg.execution.starting_equity, first[0].open_ms)  # type: ignore[index]
 
         def chained():  # type: ignore[no-untyped-def]
-            yield first
+            if first is not None:
+                yield first
             yield from slices
-
-        done = [0]
 
         def on_slice(rec: SliceRecord) -> None:
             done[0] += 1
@@ -138,9 +164,14 @@ def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], No
 
         stats = Replay(pipeline, chained(), recorder, on_slice=on_slice).run()
         if progress is not None:
-            progress(done[0], total)
+            progress(min(done[0], total or done[0]), total)
         store.set_run_status(run_id, "finished")
         return PaperResult(run_id, cfg.run.name, stats, store.url_masked)
+    except KeyboardInterrupt:
+        if run_id is not None:
+            with contextlib.suppress(Exception):
+                store.set_run_status(run_id, "stopped")
+        raise
     except BaseException:
         if run_id is not None:
             # the original error is what the user needs to see

@@ -85,15 +85,15 @@ def paper(
                 def tick(done: int, total: int | None) -> None:
                     bar.update(task, completed=done, total=total)
 
-                result = run_replay(loaded, progress=tick, storage=store)
+                result = run_replay(loaded, progress=tick, storage=store, fresh=fresh)
         elif progress and not as_json:
             def tick(done: int, total: int | None) -> None:
                 if total and (done == total or done % max(1, total // 10) < 50):
                     typer.echo(f"replay: {done}/{total} slices", err=True)
 
-            result = run_replay(loaded, progress=tick, storage=store)
+            result = run_replay(loaded, progress=tick, storage=store, fresh=fresh)
         else:
-            result = run_replay(loaded, storage=store)
+            result = run_replay(loaded, storage=store, fresh=fresh)
         card = scorecard_for(store, result.run_id)
         if as_json:
             _emit_json({"run_id": result.run_id, "run": result.run_name, "db": result.db_url,

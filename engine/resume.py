@@ -77,6 +77,8 @@ def catch_up(pipeline: Pipeline, recorder, symbols: Sequence[str]) -> int | None
         pipeline.reviewer = real
         if real is not None:
             real.mode = pipeline.mode
+    # storage returns fills by (time, id); within one slice the pipeline emits exits before later entries
+    regenerated.sort(key=lambda f: (f.filled_ms, f.id))
     if fills_fingerprint(regenerated) != fills_fingerprint(stored_fills):
         first_diff = next((i for i, (a, b) in enumerate(zip(regenerated, stored_fills, strict=False))
                            if a != b), min(len(regenerated), len(stored_fills)))

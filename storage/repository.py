@@ -1,0 +1,664 @@
+"""Repositories: Storage (runs), RunRecorder (one run's slices) and SqlVerdictCache over one Engine.
+
+In: pipeline value types (``SliceRecord``, ``Verdict``, ...); out: the same types loaded back, and
+``RunInfo`` rows. Writes go through Core ``insert ... ON CONFLICT DO NOTHING`` statements built once per
+``Storage`` and executed with lists of dicts (executemany), one transaction per slice or batch of slices,
+so recording the same slice twice changes nothing. Run-level reads and updates use ORM sessions that
+are opened per call and passed explicitly; nothing here is global.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import operator
+import threading
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    Table,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Session, sessionmaker
+
+from engine.errors import StorageError
+from engine.types import (
+    Bar,
+    ContextPack,
+    Decision,
+    Event,
+    Fill,
+    GateResult,
+    NewsItem,
+    Outcome,
+    ReviewRecord,
+    Signal,
+    SliceRecord,
+    Trade,
+    Verdict,
+)
+from storage import rows
+from storage.db import WRITE, guard
+from storage.models import (
+    RUN_MODES,
+    RUN_SCOPED_TABLES,
+    RUN_STATUSES,
+    BarRow,
+    Base,
+    ContextPackRow,
+    DecisionRow,
+    EventRow,
+    FillRow,
+    GateResultRow,
+    NewsItemRow,
+    OutcomeRow,
+    RunRow,
+    SignalRow,
+    TradeRow,
+    VerdictCacheRow,
+    VerdictRow,
+)
+
+__all__ = ["RESUMABLE", "RunInfo", "RunRecorder", "SqlVerdictCache", "Storage"]
+
+log = logging.getLogger("tradevet.storage")
+
+RESUMABLE = ("running", "stopped")
+
+_BARS: Table = BarRow.__table__  # type: ignore[assignment]
+_SIGNALS: Table = SignalRow.__table__  # type: ignore[assignment]
+_GATES: Table = GateResultRow.__table__  # type: ignore[assignment]
+_PACKS: Table = ContextPackRow.__table__  # type: ignore[assignment]
+_VERDICTS: Table = VerdictRow.__table__  # type: ignore[assignment]
+_DECISIONS: Table = DecisionRow.__table__  # type: ignore[assignment]
+_FILLS: Table = FillRow.__table__  # type: ignore[assignment]
+_TRADES: Table = TradeRow.__table__  # type: ignore[assignment]
+_OUTCOMES: Table = OutcomeRow.__table__  # type: ignore[assignment]
+_EVENTS: Table = EventRow.__table__  # type: ignore[assignment]
+_NEWS: Table = NewsItemRow.__table__  # type: ignore[assignment]
+_RUNS: Table = RunRow.__table__  # type: ignore[assignment]
+_CACHE: Table = VerdictCacheRow.__table__  # type: ignore[assignment]
+
+# Write order of one slice: parents before the rows whose foreign keys point at them.
+_WRITE_ORDER = ("bars", "signals", "gate_results", "context_packs", "verdicts", "decisions", "fills", "trades",
+                "outcomes", "news_items")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(dt: datetime) -> datetime:
+    # SQLite hands back naive datetimes for DateTime(timezone=True), PostgreSQL its session zone;
+    # we only ever write UTC, so both become the same aware UTC value.
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One row of ``runs``, as callers see it."""
+
+    id: int
+    name: str
+    status: str  # running | finished | failed | stopped
+    config_json: str
+    config_hash: str
+    seed: int
+    reviewer_mode: str  # active | shadow | off
+    created_at: datetime  # wall clock, UTC
+    last_slice_ms: int | None
+    starting_equity: float
+
+
+def _info(r: RunRow) -> RunInfo:
+    return RunInfo(r.id, r.name, r.status, r.config_json, r.config_hash, int(r.seed), r.reviewer_mode,
+                   _aware(r.created_at), None if r.last_slice_ms is None else int(r.last_slice_ms),
+                   float(r.starting_equity))
+
+
+def _positional(dialect: Dialect) -> Dialect:
+    """The same dialect compiling positional parameters (tuples bind fastest in both drivers)."""
+    return type(dialect)(paramstyle="qmark" if dialect.name == "sqlite" else "format")
+
+
+class _Insert:
+    """``INSERT ... ON CONFLICT DO NOTHING`` for one table, compiled once, executed with lists of dicts.
+
+    Run-scoped rows hold only str/int/float/bool/None, which both drivers bind natively, so their SQL is
+    compiled once with positional parameters and the dicts go to the driver's executemany as tuples:
+    SQLAlchemy's per-row parameter processing (and sqlite3's binding by name) would otherwise cost as
+    much as SQLite's own insert work, and bars are the hot path of a replay. Tables holding values the
+    drivers bind differently (datetimes) take the ordinary Core path.
+    """
+
+    def __init__(self, table: Table, dialect: Dialect, *, raw: bool) -> None:
+        ins = sqlite.insert if dialect.name == "sqlite" else postgresql.insert
+        self.table = table.name
+        self.stmt = ins(table).on_conflict_do_nothing()
+        self.sql: str | None = None
+        if raw:
+            compiled = self.stmt.compile(dialect=_positional(dialect))
+            self.sql = str(compiled)
+            self._as_tuple = operator.itemgetter(*(compiled.positiontup or ()))
+
+    def run(self, conn: Connection, data: list[dict[str, Any]]) -> None:
+        if self.sql is not None:
+            conn.exec_driver_sql(self.sql, list(map(self._as_tuple, data)))
+        else:
+            conn.execute(self.stmt, data)
+
+
+class _Statements:
+    """Statements built once per Storage, so that each is compiled once and reused for every slice."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.insert: dict[str, _Insert] = {
+            t.name: _Insert(t, dialect, raw=t is not _CACHE)
+            for t in (_BARS, _SIGNALS, _GATES, _PACKS, _VERDICTS, _DECISIONS, _FILLS, _TRADES, _OUTCOMES, _NEWS,
+                      _EVENTS, _CACHE)
+        }
+        last = _RUNS.c.last_slice_ms
+        upto = bindparam("upto", type_=BigInteger)
+        advances = or_(last.is_(None), last < upto)
+        # last_slice_ms never moves backwards, and a slice recorded again leaves the run row untouched.
+        self.advance_run = (
+            update(_RUNS)
+            .where(_RUNS.c.id == bindparam("rid"))
+            .values(last_slice_ms=case((advances, upto), else_=last),
+                    updated_at=case((advances, bindparam("now")), else_=_RUNS.c.updated_at))
+        )
+        self.max_event_seq = select(func.coalesce(func.max(_EVENTS.c.seq), 0)).where(
+            _EVENTS.c.run_id == bindparam("rid"))
+        c = _CACHE.c
+        get = select(c.verdict).where(c.tier == bindparam("tier"), c.model == bindparam("model"),
+                                      c.prompt_version == bindparam("pv"), c.context_hash == bindparam("h"))
+        compiled = get.compile(dialect=_positional(dialect))
+        # a cache lookup per reviewed signal: driver SQL skips SQLAlchemy's per-call statement work
+        self.cache_get = str(compiled)
+        self.cache_get_order = operator.itemgetter(*(compiled.positiontup or ()))
+        self.events_at = select(_EVENTS.c.kind, _EVENTS.c.at_ms, _EVENTS.c.subject, _EVENTS.c.message,
+                                _EVENTS.c.data).where(
+            _EVENTS.c.run_id == bindparam("rid"), _EVENTS.c.at_ms.in_(bindparam("ats", expanding=True)))
+
+
+# ============================================================================================ Storage
+
+
+class Storage:
+    """One database: runs, per-run recorders and the verdict cache. Build it with ``open_storage``."""
+
+    def __init__(self, engine: Engine, url_masked: str, *, busy_timeout_ms: int) -> None:
+        self.url_masked = url_masked
+        self.engine = engine
+        self.busy_timeout_ms = busy_timeout_ms
+        # Writers announce themselves so that SQLite takes its write lock at BEGIN (see storage.db).
+        self.writer = engine.execution_options(**{WRITE: True})
+        self._read_sessions = sessionmaker(engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(self.writer, expire_on_commit=False)
+        self.statements = _Statements(engine.dialect)
+        self._closed = False
+        # Verdict-cache entries not yet written (see SqlVerdictCache.put), keyed like the table.
+        self._cache_pending: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        self._cache_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Storage({self.url_masked!r})"
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def guard(self, doing: str) -> Iterator[None]:
+        """Database errors inside the block → one-line StorageError naming the URL and ``doing``."""
+        if self._closed:
+            raise StorageError(f"{self.url_masked}: {doing}: storage is closed")
+        with guard(self.url_masked, doing, self.busy_timeout_ms):
+            yield
+
+    @contextmanager
+    def read_session(self, doing: str) -> Iterator[Session]:
+        with self.guard(doing), self._read_sessions() as session:
+            yield session
+
+    @contextmanager
+    def write_session(self, doing: str) -> Iterator[Session]:
+        with self.guard(doing), self._write_sessions.begin() as session:
+            yield session
+
+    # ---------------------------------------------------------------------------------------- runs
+
+    def create_run(self, name: str, config_json: str, config_hash: str, seed: int, reviewer_mode: str,
+                   starting_equity: float) -> int:
+        """Insert a run with status ``running``. Returns its id."""
+        _check(reviewer_mode, RUN_MODES, "reviewer_mode")
+        now = _now()
+        with self.write_session(f"cannot create run {name!r}") as s:
+            row = RunRow(name=name, status="running", config_json=config_json, config_hash=config_hash, seed=seed,
+                         reviewer_mode=reviewer_mode, created_at=now, updated_at=now, last_slice_ms=None,
+                         starting_equity=starting_equity)
+            s.add(row)
+            s.flush()
+            return int(row.id)
+
+    def get_run(self, run_id: int) -> RunInfo:
+        """Raises: StorageError when there is no such run."""
+        with self.read_session(f"cannot read run {run_id}") as s:
+            row = s.get(RunRow, run_id)
+            if row is None:
+                raise StorageError(f"no run {run_id} in {self.url_masked}")
+            return _info(row)
+
+    def find_resumable_run(self, name: str) -> RunInfo | None:
+        """The latest run named ``name`` if it is still ``running`` (crashed) or ``stopped``; else None.
+
+        Only the latest run of a name is considered: once a newer run of that name finished or failed,
+        an older interrupted one is history, not something to continue.
+        """
+        with self.read_session(f"cannot look up run {name!r}") as s:
+            row = s.scalars(select(RunRow).where(RunRow.name == name).order_by(RunRow.id.desc()).limit(1)).first()
+            return _info(row) if row is not None and row.status in RESUMABLE else None
+
+    def resolve_run(self, ref: str) -> RunInfo:
+        """A run by id (``"12"``) or by name (the latest run of that name).
+
+        Raises: StorageError ``no run 'x' in <url> (known: ...)``.
+        """
+        ref = str(ref).strip()
+        with self.read_session(f"cannot look up run {ref!r}") as s:
+            # only plain ASCII digits that fit a 64-bit id are ids; anything else is a name
+            row = s.get(RunRow, int(ref)) if ref.isascii() and ref.isdigit() and len(ref) < 19 else None
+            if row is None:
+                row = s.scalars(select(RunRow).where(RunRow.name == ref).order_by(RunRow.id.desc()).limit(1)).first()
+            if row is not None:
+                return _info(row)
+            names = list(s.scalars(select(RunRow.name).group_by(RunRow.name).order_by(func.max(RunRow.id).desc())))
+        shown = ", ".join(names[:10]) + (f", … ({len(names) - 10} more)" if len(names) > 10 else "")
+        raise StorageError(f"no run {ref!r} in {self.url_masked} (known: {shown or 'none'})")
+
+    def list_runs(self) -> list[RunInfo]:
+        """Every run, oldest first."""
+        with self.read_session("cannot list runs") as s:
+            return [_info(r) for r in s.scalars(select(RunRow).order_by(RunRow.id))]
+
+    def set_run_status(self, run_id: int, status: str) -> None:
+        _check(status, RUN_STATUSES, "status")
+        self._update_run(run_id, f"cannot set the status of run {run_id}", status=status)
+
+    def set_reviewer_mode(self, run_id: int, mode: str) -> None:
+        _check(mode, RUN_MODES, "reviewer mode")
+        self._update_run(run_id, f"cannot set the reviewer mode of run {run_id}", reviewer_mode=mode)
+
+    def _update_run(self, run_id: int, doing: str, **values: Any) -> None:
+        with self.write_session(doing) as s:
+            done = s.execute(update(RunRow).where(RunRow.id == run_id).values(updated_at=_now(), **values))
+            if done.rowcount == 0:  # type: ignore[attr-defined]
+                raise StorageError(f"no run {run_id} in {self.url_masked}")
+
+    # --------------------------------------------------------------------------------- components
+
+    def recorder(self, run_id: int) -> RunRecorder:
+        """The recorder of an existing run. Raises: StorageError when there is no such run."""
+        self.get_run(run_id)
+        return RunRecorder(self, run_id)
+
+    def verdict_cache(self) -> SqlVerdictCache:
+        return SqlVerdictCache(self)
+
+    def table_counts(self, run_id: int | None = None) -> dict[str, int]:
+        """Rows per table: for one run (its run-scoped tables), or for the whole database."""
+        self.flush()
+        names = RUN_SCOPED_TABLES if run_id is not None else ("runs", *RUN_SCOPED_TABLES, "verdict_cache")
+        out: dict[str, int] = {}
+        with self.guard("cannot count rows"), self.engine.connect() as conn:
+            for name in names:
+                table = Base.metadata.tables[name]
+                q = select(func.count()).select_from(table)
+                if run_id is not None:
+                    q = q.where(table.c.run_id == run_id)
+                out[name] = int(conn.execute(q).scalar_one())
+        return out
+
+    def flush(self) -> None:
+        """Write buffered verdict-cache entries now, in a transaction of their own."""
+        pending = self.cache_rows()
+        if pending:
+            with self.guard("cannot write the verdict cache"), self.writer.begin() as conn:
+                self.statements.insert["verdict_cache"].run(conn, pending)
+            self.cache_written(pending)
+
+    def cache_rows(self) -> list[dict[str, Any]]:
+        """Buffered verdict-cache rows (a snapshot); pass them to ``cache_written`` once committed."""
+        with self._cache_lock:
+            return list(self._cache_pending.values())
+
+    def cache_written(self, written: list[dict[str, Any]]) -> None:
+        with self._cache_lock:
+            for row in written:
+                key = (row["tier"], row["model"], row["prompt_version"], row["context_hash"])
+                if self._cache_pending.get(key) is row:
+                    del self._cache_pending[key]
+
+    def close(self) -> None:
+        """Write what is buffered and release every connection. Idempotent."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        except StorageError as e:
+            # closing must not mask the error that made the caller close; a lost cache entry only
+            # costs a fresh review later
+            log.warning("verdict cache: %d entries not written: %s", len(self._cache_pending), e)
+        finally:
+            self._closed = True
+            self.engine.dispose()
+
+
+def _check(value: str, allowed: Sequence[str], what: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"{what} must be one of {', '.join(allowed)} (got {value!r})")
+
+
+# ======================================================================================== RunRecorder
+
+
+class _Batch:
+    """Column dicts of one or more slices, grouped per table, in the order the pipeline produced them."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        self.tables: dict[str, list[dict[str, Any]]] = {name: [] for name in _WRITE_ORDER}
+        self.events: list[tuple[str, int, str, str, str]] = []
+        self.close_ms: int | None = None
+
+    def add(self, rec: SliceRecord) -> None:
+        rid = self.run_id
+        t = self.tables
+        t["bars"].extend([rows.bar_row(rid, b) for b in rec.bars])
+        reviewed = {rv.pack.signal.id for rv in rec.reviews}
+        t["signals"].extend([rows.signal_row(rid, s, "reviewed" if s.id in reviewed else "blocked")
+                             for s in rec.signals])
+        t["gate_results"].extend(rows.gate_rows(rid, rec.gate_results))
+        for rv in rec.reviews:
+            sid = rv.pack.signal.id
+            t["context_packs"].append(rows.pack_row(rid, rv.pack))
+            t["verdicts"].append(rows.verdict_row(rid, sid, rv.verdict, rv.mode))
+            t["decisions"].append(rows.decision_row(rid, rv.decision))
+        t["fills"].extend([rows.fill_row(rid, f) for f in rec.fills])
+        t["trades"].extend([rows.trade_row(rid, x) for x in rec.trades])
+        t["outcomes"].extend([rows.outcome_row(rid, o) for o in rec.outcomes])
+        t["news_items"].extend([rows.news_row(rid, n) for n in rec.news])
+        self.events.extend(rows.event_key(e) for e in rec.events)
+        self.close_ms = rec.close_ms if self.close_ms is None else max(self.close_ms, rec.close_ms)
+
+
+class RunRecorder:
+    """Persistence of one run (implements ``engine.ports.Recorder``)."""
+
+    def __init__(self, storage: Storage, run_id: int) -> None:
+        self.storage = storage
+        self.run_id = run_id
+
+    def __repr__(self) -> str:
+        return f"RunRecorder(run {self.run_id} in {self.storage.url_masked})"
+
+    # -------------------------------------------------------------------------------------- writes
+
+    def record_slice(self, record: SliceRecord) -> None:
+        """Write everything of one slice in one transaction and advance ``runs.last_slice_ms``.
+
+        Idempotent: recording the same slice again changes nothing. Raises: StorageError.
+        """
+        self.record_slices((record,))
+
+    def record_slices(self, records: Sequence[SliceRecord]) -> None:
+        """Write several slices in one transaction (batched replay); last_slice_ms = their latest close."""
+        if not records:
+            return
+        batch = _Batch(self.run_id)
+        for rec in records:
+            batch.add(rec)
+        first, last = records[0].close_ms, records[-1].close_ms
+        what = f"slice {first}" if len(records) == 1 else f"slices {first}..{last}"
+        self._write(batch, f"cannot record {what} of run {self.run_id}")
+
+    def record_events(self, events: Sequence[Event]) -> None:
+        """Append events outside a slice (run start, resume, ...). Sending the same events again adds nothing."""
+        if not events:
+            return
+        batch = _Batch(self.run_id)
+        batch.events.extend(rows.event_key(e) for e in events)
+        self._write(batch, f"cannot record events of run {self.run_id}")
+
+    def _write(self, batch: _Batch, doing: str) -> None:
+        st = self.storage.statements
+        # Buffered verdict-cache entries ride along: one commit instead of one per reviewed signal.
+        cached = self.storage.cache_rows()
+        table: str | None = None
+        try:
+            with self.storage.guard(doing), self.storage.writer.begin() as conn:
+                for table in _WRITE_ORDER:
+                    data = batch.tables[table]
+                    if data:
+                        st.insert[table].run(conn, data)
+                table = "verdict_cache"
+                if cached:
+                    st.insert["verdict_cache"].run(conn, cached)
+                table = "events"
+                if batch.events:
+                    self._write_events(conn, batch.events)
+                table = "runs"
+                if batch.close_ms is not None:
+                    conn.execute(st.advance_run, {"rid": self.run_id, "upto": batch.close_ms, "now": _now()})
+                table = None  # what fails from here on is the commit, not a table
+        except StorageError as e:
+            if table is None or "(table " in str(e):
+                raise
+            raise StorageError(f"{e} (table {table})") from e.__cause__
+        self.storage.cache_written(cached)
+
+    def _write_events(self, conn: Connection, keys: list[tuple[str, int, str, str, str]]) -> None:
+        # Events have no natural key, so "the same event" means equal in every field. Counted as a
+        # multiset: an event sent twice in one call is kept twice, the same call repeated adds nothing.
+        st = self.storage.statements
+        ats = sorted({k[1] for k in keys})
+        stored = Counter(tuple(r) for r in conn.execute(st.events_at, {"rid": self.run_id, "ats": ats}))
+        seq = int(conn.execute(st.max_event_seq, {"rid": self.run_id}).scalar_one())
+        new: list[dict[str, Any]] = []
+        for key in keys:
+            if stored[key] > 0:
+                stored[key] -= 1
+                continue
+            seq += 1
+            new.append(rows.event_row(self.run_id, seq, key))
+        if new:
+            st.insert["events"].run(conn, new)
+
+    # --------------------------------------------------------------------------------------- reads
+
+    @contextmanager
+    def _read(self, what: str) -> Iterator[Connection]:
+        with self.storage.guard(f"cannot load {what} of run {self.run_id}"), self.storage.engine.connect() as conn:
+            yield conn
+
+    def last_slice_ms(self) -> int | None:
+        with self._read("the last slice") as conn:
+            v = conn.execute(select(_RUNS.c.last_slice_ms).where(_RUNS.c.id == self.run_id)).scalar_one_or_none()
+        return None if v is None else int(v)
+
+    def load_fills(self) -> list[Fill]:
+        """The ledger, ordered by fill time then fill id."""
+        q = select(_FILLS).where(_FILLS.c.run_id == self.run_id).order_by(_FILLS.c.filled_ms, _FILLS.c.id)
+        with self._read("fills") as conn:
+            return [rows.row_to_fill(r) for r in conn.execute(q)]
+
+    def load_trades(self) -> list[Trade]:
+        """Closed trades, ordered by close time then signal id."""
+        q = select(_TRADES).where(_TRADES.c.run_id == self.run_id).order_by(_TRADES.c.closed_ms,
+                                                                             _TRADES.c.signal_id)
+        with self._read("trades") as conn:
+            return [rows.row_to_trade(r) for r in conn.execute(q)]
+
+    def _by_signal(self, table: Table, *extra_order: Any) -> Any:
+        """Rows of ``table`` in the order of their signals (creation time, then id)."""
+        return (
+            select(table)
+            .join(_SIGNALS, and_(_SIGNALS.c.run_id == table.c.run_id, _SIGNALS.c.id == table.c.signal_id))
+            .where(table.c.run_id == self.run_id)
+            .order_by(_SIGNALS.c.created_ms, _SIGNALS.c.id, *extra_order)
+        )
+
+    def load_outcomes(self) -> list[Outcome]:
+        """Realized and shadow outcomes, in signal order."""
+        with self._read("outcomes") as conn:
+            return [rows.row_to_outcome(r) for r in conn.execute(self._by_signal(_OUTCOMES, _OUTCOMES.c.kind))]
+
+    def load_signals(self) -> list[Signal]:
+        """Every signal (blocked and reviewed), ordered by creation time then id."""
+        q = select(_SIGNALS).where(_SIGNALS.c.run_id == self.run_id).order_by(_SIGNALS.c.created_ms, _SIGNALS.c.id)
+        with self._read("signals") as conn:
+            return [rows.row_to_signal(r) for r in conn.execute(q)]
+
+    def load_gate_results(self) -> list[tuple[str, GateResult]]:
+        """(signal id, result) pairs in signal order, each signal's gates in evaluation order."""
+        with self._read("gate results") as conn:
+            return [rows.row_to_gate(r) for r in conn.execute(self._by_signal(_GATES, _GATES.c.seq))]
+
+    def load_decisions(self) -> dict[str, Decision]:
+        with self._read("decisions") as conn:
+            return {r.signal_id: rows.row_to_decision(r) for r in conn.execute(self._by_signal(_DECISIONS))}
+
+    def load_reviews(self) -> list[ReviewRecord]:
+        """Reviewed signals in signal order, each pack rebuilt from its stored JSON.
+
+        Raises: StorageError when a rebuilt pack's hash differs from the stored one (the row was altered,
+        or the pack format changed since it was recorded).
+        """
+        p, v, d = _PACKS, _VERDICTS, _DECISIONS
+        q = (
+            select(p.c.signal_id, p.c.hash, p.c.json.label("pack_json"),
+                   *(c for c in v.c if c.name not in ("run_id", "signal_id")),
+                   *(c for c in d.c if c.name not in ("run_id", "signal_id")))
+            .join(v, and_(v.c.run_id == p.c.run_id, v.c.signal_id == p.c.signal_id))
+            .join(d, and_(d.c.run_id == p.c.run_id, d.c.signal_id == p.c.signal_id))
+            .join(_SIGNALS, and_(_SIGNALS.c.run_id == p.c.run_id, _SIGNALS.c.id == p.c.signal_id))
+            .where(p.c.run_id == self.run_id)
+            .order_by(_SIGNALS.c.created_ms, _SIGNALS.c.id)
+        )
+        with self._read("reviews") as conn:
+            result = conn.execute(q).all()
+        out: list[ReviewRecord] = []
+        for r in result:
+            pack = self._rebuild_pack(r.signal_id, r.pack_json, r.hash)
+            decision = rows.row_to_decision(r)
+            out.append(ReviewRecord(pack, rows.row_to_verdict(r), decision, r.mode))
+        return out
+
+    def _rebuild_pack(self, signal_id: str, text: str, stored_hash: str) -> ContextPack:
+        where = f"{self.storage.url_masked}: run {self.run_id}: context pack of signal {signal_id}"
+        try:
+            pack = ContextPack.from_json(text)
+        except (ValueError, KeyError, TypeError) as e:
+            raise StorageError(f"{where} cannot be read back ({type(e).__name__}: {e})") from None
+        if pack.hash != stored_hash:
+            raise StorageError(f"{where} does not match its stored hash (stored {stored_hash[:12]}…, rebuilt "
+                               f"{pack.hash[:12]}…): the row was altered or the pack format changed")
+        return pack
+
+    def load_events(self) -> list[Event]:
+        """The run's timeline, in the order recorded."""
+        q = select(_EVENTS).where(_EVENTS.c.run_id == self.run_id).order_by(_EVENTS.c.seq)
+        with self._read("events") as conn:
+            return [rows.row_to_event(r) for r in conn.execute(q)]
+
+    def load_bars(self, symbol: str | None = None, since_ms: int | None = None) -> list[Bar]:
+        """Recorded bars ordered by close time then symbol; ``since_ms`` keeps bars closing at or after it."""
+        b = _BARS
+        q = select(b.c.symbol, b.c.open_ms, b.c.close_ms, b.c.open, b.c.high, b.c.low, b.c.close, b.c.volume).where(
+            b.c.run_id == self.run_id)
+        if symbol is not None:
+            q = q.where(b.c.symbol == symbol)
+        if since_ms is not None:
+            q = q.where(b.c.close_ms >= since_ms)
+        q = q.order_by(b.c.close_ms, b.c.symbol)
+        with self._read("bars") as conn:
+            # both backends hand back int and float for these columns: Bar(*row) needs no conversion
+            return list(itertools.starmap(Bar, conn.execute(q)))
+
+    def load_news(self) -> list[NewsItem]:
+        """News items the run saw, in publication order."""
+        q = select(_NEWS).where(_NEWS.c.run_id == self.run_id).order_by(_NEWS.c.published_ms, _NEWS.c.id)
+        with self._read("news") as conn:
+            return [rows.row_to_news(r) for r in conn.execute(q)]
+
+
+# ===================================================================================== SqlVerdictCache
+
+
+class SqlVerdictCache:
+    """Verdicts keyed by (tier, model, prompt version, context hash) (implements ``engine.ports.VerdictCache``).
+
+    Shared by all runs of a database. The first verdict stored for a key stays: a cached answer must not
+    change under a replay that relies on it. ``put`` buffers: entries are written with the next recorded
+    slice (in its transaction), when ``FLUSH_AT`` are waiting, or at ``Storage.flush``/``close``; ``get``
+    sees buffered entries at once. A crash can lose buffered entries, which only costs fresh reviews.
+    """
+
+    FLUSH_AT = 256
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    def get(self, tier: str, model: str, prompt_version: str, context_hash: str) -> Verdict | None:
+        st = self.storage.statements
+        key = (tier, model, prompt_version, context_hash)
+        with self.storage._cache_lock:
+            row = self.storage._cache_pending.get(key)
+        if row is not None:
+            text = row["verdict"]
+        else:
+            params = st.cache_get_order({"tier": tier, "model": model, "pv": prompt_version, "h": context_hash})
+            with self.storage.guard("cannot read the verdict cache"), self.storage.engine.connect() as conn:
+                text = conn.exec_driver_sql(st.cache_get, params).scalar()
+        if text is None:
+            return None
+        try:
+            return rows.verdict_from_json(text)
+        except (ValueError, KeyError, TypeError) as e:
+            # An unreadable entry costs one fresh review, not the run.
+            log.warning("verdict cache: unreadable entry for %s/%s/%s/%s treated as a miss (%s)", tier, model,
+                        prompt_version, context_hash[:12], e)
+            return None
+
+    def put(self, tier: str, model: str, prompt_version: str, context_hash: str, verdict: Verdict) -> None:
+        row = {"tier": tier, "model": model, "prompt_version": prompt_version, "context_hash": context_hash,
+               "verdict": rows.verdict_to_json(verdict), "created_at": _now()}
+        with self.storage._cache_lock:
+            self.storage._cache_pending.setdefault((tier, model, prompt_version, context_hash), row)
+            waiting = len(self.storage._cache_pending)
+        if waiting >= self.FLUSH_AT:
+            self.storage.flush()
+
+    def flush(self) -> None:
+        """Write buffered entries now."""
+        self.storage.flush()
