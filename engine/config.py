@@ -83,7 +83,7 @@ class SyntheticConfig(_Model):
     bars: int = Field(2000, gt=0, description="Bars per symbol.")
     start: str = Field("2025-01-01T00:00:00Z", description="Open time of the first bar (ISO 8601, UTC).")
     news: bool = Field(True, description="Emit synthetic news items (with a price impact after publication).")
-    news_per_day: float = Field(1.5, ge=0, description="Average news items per day across all symbols.")
+    news_per_day: float = Field(4.0, ge=0, description="Average news items per day across all symbols.")
 
     @field_validator("start")
     @classmethod

@@ -181,9 +181,11 @@ class SymbolHistory:
         self.count = 0  # bars ever appended
         self._last: Bar | None = None
         self._prev_close: float | None = None
+        self._prev_prev_close: float | None = None
         self._ind: dict[tuple[str, int], _Indicator] = {}
         self._ind_list: list[_Indicator] = []
         # Rolling 24h quote volume (volume × close), exact over the trailing day of bars.
+        self._lr_cache: dict[tuple[int, int], np.ndarray] = {}
         self._qv_window: deque[tuple[int, float]] = deque()
         self._qv_total = 0.0
 
@@ -208,6 +210,7 @@ class SymbolHistory:
         h, lo, c = bar.high, bar.low, bar.close
         for ind in self._ind_list:
             ind.update(h, lo, c, pc)  # type: ignore[attr-defined]
+        self._prev_prev_close = self._prev_close
         self._prev_close = c
         self._last = bar
         qv = bar.volume * c
@@ -226,6 +229,11 @@ class SymbolHistory:
     # -------------------------------------------------------------------------------------- queries
     def __len__(self) -> int:
         return self.count
+
+    @property
+    def prev_close(self) -> float | None:
+        """The close before the last one (None with fewer than two bars)."""
+        return self._prev_prev_close
 
     @property
     def last(self) -> Bar:
@@ -270,6 +278,16 @@ class SymbolHistory:
         if len(c) < 2:
             return np.empty(0)
         return np.diff(np.log(c))
+
+    def cached_log_returns(self, closes: np.ndarray, end_ms: int) -> np.ndarray:
+        """diff(log(closes)) memoised per (window end, length): every signal of a slice reuses it."""
+        key = (int(end_ms), len(closes))
+        hit = self._lr_cache.get(key)
+        if hit is None:
+            if len(self._lr_cache) > 8:
+                self._lr_cache.clear()
+            hit = self._lr_cache[key] = np.diff(np.log(closes))
+        return hit
 
     def quote_volume_24h(self) -> float:
         return self._qv_total
@@ -366,7 +384,7 @@ def _aligned_returns(ha: SymbolHistory, hb: SymbolHistory, lookback: int,
     ca, cb = ha.closes(lookback + 1, as_of_ms), hb.closes(lookback + 1, as_of_ms)
     if len(ta) == len(tb) and len(ta) and ta[-1] == tb[-1] and np.array_equal(ta, tb):
         # the common case: both series cover the same closes (the feeds forward-fill gaps)
-        return np.diff(np.log(ca)), np.diff(np.log(cb))
+        return ha.cached_log_returns(ca, ta[-1]), hb.cached_log_returns(cb, tb[-1])
     common, ia, ib = np.intersect1d(ta, tb, assume_unique=True, return_indices=True)
     if len(common) < 2:
         return np.empty(0), np.empty(0)

@@ -9,6 +9,7 @@ Time is always UTC, carried as integer milliseconds since the epoch in fields na
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -91,6 +92,22 @@ def _canon(obj: Any) -> Any:
 def canonical_json(obj: Any) -> str:
     """Deterministic JSON: sorted keys, no whitespace, floats at 12 significant digits."""
     return json.dumps(_canon(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _num(x: float | None) -> float | None:
+    """A float as canonical JSON writes it (12 significant digits; NaN/inf → None)."""
+    if x is None:
+        return None
+    return float(f"{x:.12g}") if math.isfinite(x) else None
+
+
+def _dumps_rounded(d: dict[str, Any]) -> str:
+    """canonical_json for dicts whose floats already went through ``_num`` (the to_dict methods here):
+    the same text without a second recursive pass. Falls back to the full pass if anything slipped."""
+    try:
+        return json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (ValueError, TypeError):
+        return canonical_json(d)
 
 
 def content_hash(text: str) -> str:
@@ -227,10 +244,10 @@ class Signal:
             "side": str(self.side),
             "created_ms": self.created_ms,
             "created_at": self.created_at.isoformat(),
-            "entry": self.entry,
-            "stop_loss": self.stop_loss,
-            "take_profit": self.take_profit,
-            "size_hint": self.size_hint,
+            "entry": _num(self.entry),
+            "stop_loss": _num(self.stop_loss),
+            "take_profit": _num(self.take_profit),
+            "size_hint": _num(self.size_hint),
             "timeframe": self.timeframe,
             "tags": list(self.tags),
         }
@@ -283,8 +300,8 @@ class TradeSummary:
             "closed_at": ms_to_dt(self.closed_ms).isoformat(),
             "opened_ms": self.opened_ms,
             "closed_ms": self.closed_ms,
-            "pnl_pct": self.pnl_pct,
-            "r_multiple": self.r_multiple,
+            "pnl_pct": _num(self.pnl_pct),
+            "r_multiple": _num(self.r_multiple),
             "exit_reason": self.exit_reason,
         }
 
@@ -296,6 +313,12 @@ class TradeSummary:
         )
 
 
+@functools.lru_cache(maxsize=8192)
+def _summary_dict(t: TradeSummary) -> dict[str, Any]:
+    # The same closed trades appear in many packs; their (immutable) dicts are built once.
+    return t.to_dict()
+
+
 @dataclass(frozen=True, slots=True)
 class TradeStats:
     count: int
@@ -303,7 +326,7 @@ class TradeStats:
     loss_streak: int  # consecutive losing trades, most recent first
 
     def to_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "win_rate": self.win_rate, "loss_streak": self.loss_streak}
+        return {"count": self.count, "win_rate": _num(self.win_rate), "loss_streak": self.loss_streak}
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,9 +341,9 @@ class RegimeInfo:
     def to_dict(self) -> dict[str, Any]:
         return {
             "tag": str(self.tag),
-            "variance_ratio": self.variance_ratio,
-            "realized_vol_ann": self.realized_vol_ann,
-            "vol_percentile": self.vol_percentile,
+            "variance_ratio": _num(self.variance_ratio),
+            "realized_vol_ann": _num(self.realized_vol_ann),
+            "vol_percentile": _num(self.vol_percentile),
             "lookback_bars": self.lookback_bars,
             "k": self.k,
         }
@@ -346,9 +369,9 @@ class CorrelatedPosition:
         return {
             "symbol": self.symbol,
             "side": str(self.side),
-            "size_pct_equity": self.size_pct_equity,
-            "corr": self.corr,
-            "unrealized_pnl_pct": self.unrealized_pnl_pct,
+            "size_pct_equity": _num(self.size_pct_equity),
+            "corr": _num(self.corr),
+            "unrealized_pnl_pct": _num(self.unrealized_pnl_pct),
             "strategy_id": self.strategy_id,
         }
 
@@ -382,7 +405,7 @@ class NewsFlag:
     source: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"category": str(self.category), "age_min": self.age_min,
+        return {"category": str(self.category), "age_min": _num(self.age_min),
                 "headline": self.headline, "source": self.source}
 
     @classmethod
@@ -408,20 +431,20 @@ class ContextPack:
     def to_dict(self) -> dict[str, Any]:
         return {
             "signal": self.signal.to_dict(),
-            "recent_trades": [t.to_dict() for t in self.recent_trades],
+            "recent_trades": [_summary_dict(t) for t in self.recent_trades],
             "trade_stats": self.trade_stats.to_dict(),
             "regime": self.regime.to_dict(),
             "correlated_positions": [c.to_dict() for c in self.correlated],
             "news": [n.to_dict() for n in self.news],
             "gate_note": self.gate_note,
-            "equity": self.equity,
+            "equity": _num(self.equity),
         }
 
     @classmethod
     def build(cls, **parts: Any) -> ContextPack:
         """Assemble a pack and seal it with its canonical JSON and content hash."""
         draft = cls(**parts)
-        text = canonical_json(draft.to_dict())
+        text = _dumps_rounded(draft.to_dict())
         return cls(**parts, json=text, hash=content_hash(text))
 
     @classmethod

@@ -24,14 +24,13 @@ class DonchianBreakout(StrategyBase):
         upper, lower, atr = history.highest(p.period), history.lowest(p.period), history.atr(p.atr_period)
         if upper is None or lower is None or atr is None:
             return None
-        close = history.last.close
-        prev_close = history.closes(2)
-        if len(prev_close) < 2:
+        close, prev_close = history.last.close, history.prev_close
+        if prev_close is None:
             return None
         # Only the first close beyond the channel fires (not every bar of a running breakout).
         prev_upper, prev_lower = history.prev("highest", p.period), history.prev("lowest", p.period)
-        if close > upper and not (prev_upper is not None and prev_close[0] > prev_upper):
+        if close > upper and not (prev_upper is not None and prev_close > prev_upper):
             return self.signal(history, Side.LONG, atr=atr, tags=("donchian_high",))
-        if close < lower and not (prev_lower is not None and prev_close[0] < prev_lower):
+        if close < lower and not (prev_lower is not None and prev_close < prev_lower):
             return self.signal(history, Side.SHORT, atr=atr, tags=("donchian_low",))
         return None
