@@ -102,6 +102,7 @@ class Tier(Protocol):
     name: str
     provider: str
     model: str
+    prompt_version: str  # part of the verdict cache key
     timeout_s: float
     max_concurrency: int
 

@@ -473,7 +473,7 @@ class TierAttempt:
 
     tier: str
     ok: bool
-    kind: str  # "ok" | "timeout" | "connection" | "rate_limit" | "server" | "bad_reply" | "breaker_open" | ...
+    kind: str  # ok | timeout | connection | rate_limit | server | auth | http_<code> | bad_reply | breaker_open | ...
     latency_ms: float
     error: str = ""
 
