@@ -244,10 +244,11 @@ class Signal:
             "side": str(self.side),
             "created_ms": self.created_ms,
             "created_at": self.created_at.isoformat(),
-            "entry": _num(self.entry),
-            "stop_loss": _num(self.stop_loss),
-            "take_profit": _num(self.take_profit),
-            "size_hint": _num(self.size_hint),
+            # exact (JSON round-trips a float's repr): the stored signal is the one that was traded
+            "entry": self.entry,
+            "stop_loss": self.stop_loss,
+            "take_profit": self.take_profit,
+            "size_hint": self.size_hint,
             "timeframe": self.timeframe,
             "tags": list(self.tags),
         }

@@ -80,6 +80,8 @@ def test_demo_run_records_every_table_and_all_three_verdicts(tmp_path: Path) -> 
         # a finished replay is flat: the wallet derived from the ledger is the final equity
         assert cash == pytest.approx(card.pnl["final_equity"])
         reviews = rec.load_reviews()
+        signals = {s.id: s for s in rec.load_signals()}
+        assert all(r.pack.signal == signals[r.pack.signal.id] for r in reviews)  # the pack holds the exact signal
         vetoed = {r.pack.signal.id for r in reviews if r.verdict.verdict is VerdictKind.VETO}
         entered = {f.signal_id for f in fills if f.kind is FillKind.ENTRY}
         assert not (vetoed & entered), "a vetoed signal was executed"
