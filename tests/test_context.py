@@ -500,7 +500,13 @@ def test_building_twice_is_deterministic_and_stateless() -> None:
 
 def test_pack_json_and_hash_are_canonical() -> None:
     pack = make_pack(gate_note="24h quote volume 3.1M ≥ 1M")
-    assert pack.json == canonical_json(pack.to_dict())
+    data = json.loads(pack.json)
+    # derived figures are canonical (12 significant digits) ...
+    without_signal = {k: v for k, v in pack.to_dict().items() if k != "signal"}
+    assert json.dumps({k: v for k, v in data.items() if k != "signal"}, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False) == canonical_json(without_signal)
+    # ... while the signal's prices are exact: the stored signal is the one that was traded
+    assert Signal.from_dict(data["signal"]) == pack.signal
     assert pack.hash == hashlib.sha256(pack.json.encode("utf-8")).hexdigest() == content_hash(pack.json)
     data = json.loads(pack.json)
     assert list(data) == sorted(data)
