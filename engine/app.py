@@ -19,7 +19,7 @@ from engine.plugins import resolve
 from engine.ports import Strategy
 from engine.types import SliceRecord
 
-__all__ = ["PaperResult", "build_pipeline", "build_strategies", "run_replay", "scorecard_for"]
+__all__ = ["PaperResult", "build_pipeline", "build_strategies", "run_live", "run_replay", "scorecard_for"]
 
 log = logging.getLogger("tradevet")
 
@@ -93,7 +93,7 @@ class PaperResult:
 
 
 def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], None] | None = None,
-               storage: Any = None, fresh: bool = False) -> PaperResult:
+               storage: Any = None, fresh: bool = False, metrics_port: int | None = None) -> PaperResult:
     """Replay a finite feed (synthetic or files) through the pipeline into a run.
 
     An interrupted run of the same name (status running or stopped) is resumed unless ``fresh``: its state
@@ -101,8 +101,6 @@ def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], No
 
     Raises: ConfigError, DataError, StorageError.
     """
-    import json
-
     from engine.errors import DataError
     from engine.replay import Replay
     from engine.resume import catch_up
@@ -117,22 +115,11 @@ def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], No
     pipeline = None
     run_id = None
     try:
-        previous = None if fresh else store.find_resumable_run(cfg.run.name)
-        if previous is not None and previous.config_hash != loaded.hash:
-            raise ConfigError(
-                f"run {previous.id} ({previous.name}) was interrupted under config {previous.config_hash}, "
-                f"this config is {loaded.hash}: restore that config to resume it, or pass --fresh for a new run"
-            )
-        if previous is not None:
-            run_id = previous.id
-            store.set_run_status(run_id, "running")
-        else:
-            run_id = store.create_run(cfg.run.name, json.dumps(loaded.effective(), sort_keys=True), loaded.hash,
-                                      cfg.run.seed, cfg.reviewer.mode, cfg.execution.starting_equity)
+        run_id, resumed = _open_or_resume(store, loaded, fresh)
         recorder = store.recorder(run_id)
         pipeline = build_pipeline(loaded, feed=feed, cache=store.verdict_cache())
         total = getattr(feed, "n_slices", None)
-        last_ms = catch_up(pipeline, recorder, list(feed.symbols)) if previous is not None else None
+        last_ms = catch_up(pipeline, recorder, list(feed.symbols)) if resumed else None
         slices = feed.slices()
         done = [0]
         if last_ms is not None:
@@ -157,14 +144,27 @@ def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], No
                 yield first
             yield from slices
 
+        metrics = None
+        if metrics_port is not None:
+            from engine.metrics import Metrics
+
+            metrics = Metrics(metrics_port, tiers=[t.name for t in cfg.reviewer.tiers])
+
         def on_slice(rec: SliceRecord) -> None:
             done[0] += 1
+            if metrics is not None:
+                metrics.observe_slice(rec, pipeline.portfolio.equity(pipeline.market.marks()),
+                                      len(pipeline.portfolio.positions))
             if progress is not None and (done[0] % 50 == 0 or (total and done[0] >= total)):
                 progress(done[0], total)
 
         stats = Replay(pipeline, chained(), recorder, on_slice=on_slice).run()
         if progress is not None:
             progress(min(done[0], total or done[0]), total)
+        if pipeline.mode != store.get_run(run_id).reviewer_mode:
+            # the retire rule switched the reviewer to shadow mode during the replay: the run row must say
+            # so (`runs`, reports), not keep the mode the run started with
+            store.set_reviewer_mode(run_id, pipeline.mode)
         store.set_run_status(run_id, "finished")
         return PaperResult(run_id, cfg.run.name, stats, store.url_masked)
     except KeyboardInterrupt:
@@ -185,6 +185,93 @@ def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], No
             store.close()
 
 
+def _open_or_resume(store: Any, loaded: LoadedConfig, fresh: bool) -> tuple[int, bool]:
+    """(run id, resumed): the interrupted run of this name with the same config, or a new run.
+
+    Raises: ConfigError when the interrupted run was started under another config.
+    """
+    import json
+
+    cfg = loaded.config
+    previous = None if fresh else store.find_resumable_run(cfg.run.name)
+    if previous is not None and previous.config_hash != loaded.hash:
+        raise ConfigError(
+            f"run {previous.id} ({previous.name}) was interrupted under config {previous.config_hash}, "
+            f"this config is {loaded.hash}: restore that config to resume it, or pass --fresh for a new run"
+        )
+    if previous is not None:
+        store.set_run_status(previous.id, "running")
+        return previous.id, True
+    run_id = store.create_run(cfg.run.name, json.dumps(loaded.effective(), sort_keys=True), loaded.hash,
+                              cfg.run.seed, cfg.reviewer.mode, cfg.execution.starting_equity)
+    return run_id, False
+
+
+def run_live(loaded: LoadedConfig, *, fresh: bool = False, metrics_port: int | None = None,
+             status: Callable[[str], None] | None = None, storage: Any = None,
+             scheduler_factory: Callable[[], Any] | None = None, install_signals: bool = True,
+             max_ticks: int | None = None) -> PaperResult:
+    """Paper-trade live: the ccxt feed polled at each bar close by ``PaperLoop`` until SIGINT/SIGTERM.
+
+    The pipeline runs on its own ``SimClock`` advanced to each bar's close (gates and cooldowns count
+    market time, also while back-filling after a pause); the loop and the feed read the wall clock.
+
+    Raises: ConfigError, DataError, StorageError.
+    """
+    from engine.clock import WallClock
+    from engine.live import PaperLoop
+    from engine.resume import catch_up
+    from storage import open_storage
+
+    cfg = loaded.config
+    for w in loaded.warnings:
+        log.warning(w)
+    feed = build_feed(loaded)
+    feed.load()
+    own = storage is None
+    store = storage if storage is not None else open_storage(cfg.run.db_url)
+    pipeline = None
+    metrics = None
+    run_id = None
+    try:
+        run_id, resumed = _open_or_resume(store, loaded, fresh)
+        recorder = store.recorder(run_id)
+        pipeline = build_pipeline(loaded, feed=feed, cache=store.verdict_cache(), clock=SimClock())
+        last_ms = catch_up(pipeline, recorder, list(feed.symbols)) if resumed else None
+        if metrics_port is not None:
+            from engine.metrics import Metrics
+
+            metrics = Metrics(metrics_port, tiers=[t.name for t in cfg.reviewer.tiers])
+        loop = PaperLoop(pipeline, feed, recorder, clock=WallClock(), settle_s=cfg.market.ccxt.settle_s,
+                         status=status, metrics=metrics, scheduler_factory=scheduler_factory,
+                         skip_until_ms=last_ms, starting_equity=None if last_ms is not None else
+                         cfg.execution.starting_equity, install_signals=install_signals)
+        stats = loop.run_for(max_ticks) if max_ticks is not None else loop.run()
+        store.set_run_status(run_id, "stopped")  # a live run is never finished: it can always resume
+        store.set_reviewer_mode(run_id, pipeline.mode)
+        return PaperResult(run_id, cfg.run.name, stats, store.url_masked)
+    except KeyboardInterrupt:
+        if run_id is not None:
+            with contextlib.suppress(Exception):
+                store.set_run_status(run_id, "stopped")
+        raise
+    except BaseException:
+        if run_id is not None:
+            with contextlib.suppress(Exception):
+                store.set_run_status(run_id, "failed")
+        raise
+    finally:
+        if pipeline is not None:
+            pipeline.close()
+        if metrics is not None:
+            metrics.close()
+        close = getattr(feed, "close", None)
+        if close is not None:
+            close()
+        if own:
+            store.close()
+
+
 def scorecard_for(store: Any, run_id: int) -> Any:
     """The scorecard of a recorded run, computed from stored rows only."""
     import json
@@ -197,6 +284,8 @@ def scorecard_for(store: Any, run_id: int) -> Any:
     signals = rec.load_signals()
     cfg = json.loads(run.config_json)
     tiers = cfg.get("reviewer", {}).get("tiers", [])
+    window_days = cfg.get("scoring", {}).get("retire", {}).get("window_days", 14.0)
     return score(reviews, rec.load_outcomes(), rec.load_trades(), signals=len(signals),
-                 starting_equity=run.starting_equity, first_tier=tiers[0]["name"] if tiers else None)
+                 starting_equity=run.starting_equity, first_tier=tiers[0]["name"] if tiers else None,
+                 events=rec.load_events(), window_days=float(window_days))
 

@@ -58,24 +58,29 @@ def paper(
     config: ConfigOpt = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start a new run even if one can be resumed.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", min=0, max=65535, help="Serve Prometheus metrics on 127.0.0.1:PORT.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the paper-trading loop (a replay for synthetic/files sources), then print the scorecard."""
+    """Run the paper-trading loop: a replay for synthetic/files sources, live bar by bar for ccxt.
+
+    An interrupted run of the same name resumes where it stopped (unless --fresh).
+    """
     loaded = _load(config)
     cfg = loaded.config
-    if cfg.market.source == "ccxt":
-        from engine.errors import ConfigError
-
-        raise ConfigError("market.source: 'ccxt' live paper trading is not available in this build yet "
-                          "(use synthetic or files)")
-    from engine.app import run_replay, scorecard_for
+    from engine.app import run_live, run_replay, scorecard_for
     from storage import open_storage
 
     for w in loaded.warnings:
         typer.echo(f"warning: {w}", err=True)
     store = open_storage(cfg.run.db_url)
     try:
-        if progress and not as_json and sys.stderr.isatty():
+        if cfg.market.source == "ccxt":
+            status = None if as_json else (lambda line: typer.echo(line, err=True))
+            typer.echo(f"paper: live on {cfg.market.ccxt.exchange} {', '.join(cfg.market.symbols)} "
+                       f"{cfg.market.timeframe}; Ctrl-C or SIGTERM to stop", err=True)
+            result = run_live(loaded, fresh=fresh, metrics_port=metrics_port, status=status, storage=store)
+        elif progress and not as_json and sys.stderr.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             with Progress(TextColumn("[bold]replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -85,15 +90,15 @@ def paper(
                 def tick(done: int, total: int | None) -> None:
                     bar.update(task, completed=done, total=total)
 
-                result = run_replay(loaded, progress=tick, storage=store, fresh=fresh)
+                result = run_replay(loaded, progress=tick, storage=store, fresh=fresh, metrics_port=metrics_port)
         elif progress and not as_json:
             def tick(done: int, total: int | None) -> None:
                 if total and (done == total or done % max(1, total // 10) < 50):
                     typer.echo(f"replay: {done}/{total} slices", err=True)
 
-            result = run_replay(loaded, progress=tick, storage=store, fresh=fresh)
+            result = run_replay(loaded, progress=tick, storage=store, fresh=fresh, metrics_port=metrics_port)
         else:
-            result = run_replay(loaded, storage=store, fresh=fresh)
+            result = run_replay(loaded, storage=store, fresh=fresh, metrics_port=metrics_port)
         card = scorecard_for(store, result.run_id)
         if as_json:
             _emit_json({"run_id": result.run_id, "run": result.run_name, "db": result.db_url,
@@ -223,6 +228,70 @@ def _print_scorecard(card: Any, *, title: str) -> None:
                        _pct(vp["value"]) + f" ({vp['k']}/{vp['n']})",
                        _pct(base["value"]) + f" ({base['k']}/{base['n']})")
     con.print(bt)
+
+
+# -------------------------------------------------------------------------------------------- data
+
+data_app = typer.Typer(help="Record market data from an exchange into files `market.source: files` reads.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("download")
+def data_download(
+    symbols: Annotated[list[str], typer.Option("--symbols", "-s", help="Symbols, e.g. BTC/USDT (repeatable).")],
+    timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="Bar length, e.g. 5m.")],
+    since: Annotated[str, typer.Option("--since", help="UTC start, e.g. 2025-01-01 or 2025-01-01T00:00:00Z.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory (created if missing).")],
+    more: Annotated[list[str] | None, typer.Argument(help="More symbols (after --symbols).",
+                                                     show_default=False)] = None,
+    exchange: Annotated[str | None, typer.Option("--exchange",
+                                                 help="ccxt exchange id (default: the config's).")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="UTC end (exclusive); default: now.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    config: ConfigOpt = None,
+) -> None:
+    """Download closed OHLCV bars; a second call only appends what is new."""
+    from engine.config import parse_timeframe
+    from engine.download import download
+    from engine.errors import ConfigError
+
+    parse_timeframe(timeframe)
+    if fmt not in ("csv", "parquet"):
+        raise ConfigError(f"--format: must be csv or parquet (got {fmt!r})")
+    cfg = _load(config).config
+    ex = cfg.market.ccxt if exchange is None else cfg.market.ccxt.model_copy(update={"exchange": exchange})
+    all_symbols = [x for s in [*symbols, *(more or [])] for x in s.split(",") if x]
+    since_ms, until_ms = _utc_ms(since, "--since"), (_utc_ms(until, "--until") if until else None)
+    written = _with_progress("download", lambda tick: download(
+        ex, all_symbols, timeframe, since_ms, out, until_ms=until_ms, fmt=fmt, progress=tick))  # type: ignore[arg-type]
+    for sym, path in written.items():
+        typer.echo(f"{sym}: {path}")
+
+
+def _utc_ms(text: str, what: str) -> int:
+    from datetime import UTC, datetime
+
+    from engine.errors import ConfigError
+
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{what}: expected a UTC date or time such as 2025-01-01 (got {text!r})") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def _with_progress(label: str, work: Any) -> Any:
+    """Run ``work(tick)`` with a progress bar on stderr when it is a terminal."""
+    if not sys.stderr.isatty():
+        return work(lambda done, total: None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), console=_stderr_console()) as bar:
+        task = bar.add_task(label, total=None)
+        return work(lambda done, total: bar.update(task, completed=done, total=total))
 
 
 # ------------------------------------------------------------------------------------------ config

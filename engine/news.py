@@ -279,8 +279,14 @@ def _synthetic(cfg: NewsConfig, feed: Feed) -> NewsSource:
     return ListNewsSource(items)
 
 
-def _rss_unavailable(cfg: NewsConfig, feed: Feed) -> NewsSource:
-    raise ConfigError("news.source: 'rss' is not available yet; use 'none', 'file' or 'synthetic'")
+def _rss(cfg: NewsConfig, feed: Feed) -> NewsSource:
+    # Polled by the live loop on wall time; publication times never run ahead of the poll.
+    from engine.clock import WallClock
+    from engine.rss import RssNewsSource
+
+    if not cfg.rss.feeds:
+        raise ConfigError("news.rss.feeds: at least one feed URL is needed when news.source is 'rss' (got [])")
+    return RssNewsSource(cfg.rss, clock=WallClock(), symbols=tuple(feed.symbols))  # type: ignore[return-value]
 
 
 # Named from news.source; a new source adds one entry here.
@@ -288,7 +294,7 @@ NEWS_SOURCES: dict[str, NewsBuilder] = {
     "none": _none,
     "file": _file,
     "synthetic": _synthetic,
-    "rss": _rss_unavailable,
+    "rss": _rss,
 }
 
 

@@ -88,6 +88,7 @@ class Pipeline:
         self._veto_scores: deque[tuple[int, bool]] = deque()  # (scored at, lost) in the retire window
         self._veto_lost = 0
         self._runner: asyncio.Runner | None = None
+        self._news_seen: set[str] = set()
 
     # --------------------------------------------------------------------------------- lifecycle
     def open_ledger(self, amount: float, at_ms: int) -> None:
@@ -208,9 +209,17 @@ class Pipeline:
         return list(verdicts)
 
     def _new_news(self, t: int) -> tuple[NewsItem, ...]:
-        start = self._last_ms if self._last_ms is not None else t - int(self.cfg.context.news_window_h * 3_600_000)
+        """Items not recorded yet that the context window can see. An item that arrives late (a feed
+        polled after its publication time) is still recorded, once, with the slice that first sees it."""
         self._last_ms = t
-        return tuple(self.news.items(start, t))
+        window = self.news.items(t - int(self.cfg.context.news_window_h * 3_600_000), t)
+        if not window:
+            return ()
+        fresh = tuple(i for i in window if i.id not in self._news_seen)
+        self._news_seen.update(i.id for i in fresh)
+        if len(self._news_seen) > 100_000:  # bounded: ids older than the window can be forgotten
+            self._news_seen = {i.id for i in window}
+        return fresh
 
     def _retire_check(self, shadow_out: Sequence[Outcome], t: int) -> list[Event]:
         """DESIGN §4: trailing veto precision below the bar with enough vetoes → shadow mode."""

@@ -250,14 +250,16 @@ def test_build_feed_synthetic_from_config() -> None:
     assert quiet.news() == () and list(quiet.slices()) == list(feed.slices())
 
 
-def test_build_feed_files_and_unavailable_sources(tmp_path: Path) -> None:
+def test_build_feed_files_and_ccxt_sources(tmp_path: Path) -> None:
     write_csv(tmp_path / "X_ETH-BTC_5m.csv", good_rows(5))
     files = MarketConfig.model_validate({"source": "files", "symbols": ["ETH/BTC"], "files": {"dir": str(tmp_path)}})
     assert isinstance(build_feed(files, seed=1, with_news=False), FilesFeed)
     with pytest.raises(ConfigError, match=r"^market\.files\.dir: required"):
         build_feed(MarketConfig.model_validate({"source": "files"}), seed=1, with_news=False)
-    with pytest.raises(ConfigError, match=r"^market\.source: 'ccxt' is not available in a replay feed"):
-        build_feed(MarketConfig.model_validate({"source": "ccxt"}), seed=1, with_news=False)
+    from engine.feeds.ccxt_feed import CcxtFeed
+
+    live = build_feed(MarketConfig.model_validate({"source": "ccxt"}), seed=1, with_news=False)
+    assert isinstance(live, CcxtFeed) and live.symbols == ("BTC/USDT", "ETH/USDT", "SOL/USDT")
 
 
 # ------------------------------------------------------------------------------------------ files feed

@@ -244,5 +244,10 @@ def test_build_news_source(tmp_path: Path) -> None:
     assert len(from_file.items(0, 10**15)) == 1
     with pytest.raises(ConfigError, match=r"^news\.file\.path: required when news\.source is 'file'"):
         build_news_source(NewsConfig(source="file"), feed)
-    with pytest.raises(ConfigError, match=r"^news\.source: 'rss' is not available yet"):
+    with pytest.raises(ConfigError, match=r"^news\.rss\.feeds: at least one feed URL"):
         build_news_source(NewsConfig(source="rss"), feed)
+    from engine.rss import RssNewsSource
+
+    rss = build_news_source(NewsConfig.model_validate({"source": "rss", "rss": {"feeds": ["http://127.0.0.1:9/x"]}}),
+                            feed)
+    assert isinstance(rss, RssNewsSource)

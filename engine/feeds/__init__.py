@@ -115,18 +115,19 @@ def _files(market: MarketConfig, seed: int, with_news: bool) -> Feed:
     )
 
 
-def _ccxt_unavailable(market: MarketConfig, seed: int, with_news: bool) -> Feed:
-    raise ConfigError(
-        "market.source: 'ccxt' is not available in a replay feed yet (a live exchange feed is driven by the "
-        "paper loop); use 'synthetic' or 'files'"
-    )
+def _ccxt(market: MarketConfig, seed: int, with_news: bool) -> Feed:
+    # A live exchange: time comes from the wall clock (the pipeline itself still runs on bar time).
+    from engine.clock import WallClock
+    from engine.feeds.ccxt_feed import CcxtFeed
+
+    return CcxtFeed(market.ccxt, list(market.symbols), market.timeframe, clock=WallClock(),  # type: ignore[return-value]
+                    min_notional_default=market.limits.min_notional, seed=seed)
 
 
-# Named from market.source; a new source adds one entry here.
 FEED_BUILDERS: dict[str, FeedBuilder] = {
     "synthetic": _synthetic,
     "files": _files,
-    "ccxt": _ccxt_unavailable,
+    "ccxt": _ccxt,
 }
 
 
