@@ -86,21 +86,17 @@ class ContextBuilder:
         self.portfolio = portfolio
         self.news = news
         self.timeframe_ms = timeframe_ms
+        self._regime_cache: dict[tuple[str, int], RegimeInfo] = {}
 
     def build(self, signal: Signal, gate_note: str, marks: Mapping[str, float]) -> ContextPack:
         t = signal.created_ms
-        cfg = self.cfg
-        # filter to "closed by t" first, then take the last N (later trades must not crowd out earlier ones)
-        known = self.portfolio.recent_trades(signal.strategy_id, self.portfolio.recent_capacity)
-        recent = [tr for tr in known if tr.closed_ms <= t][-cfg.recent_trades:] if cfg.recent_trades else []
-        hist = self.market.history(signal.symbol)
-        n_closes = cfg.regime.vol_history * cfg.regime.lookback + cfg.regime.lookback + 1
-        regime = regime_of(hist.closes(n_closes, as_of_ms=t), cfg.regime, self.timeframe_ms)
+        recent = self._recent(signal.strategy_id, t)
+        regime = self._regime(signal.symbol, t)
         equity = self.portfolio.equity(marks)
         correlated = self._correlated(signal, self.portfolio.positions.values(), marks, equity)
         return ContextPack.build(
             signal=signal,
-            recent_trades=tuple(tr.summary() for tr in recent),
+            recent_trades=tuple(self.portfolio.summary(tr) for tr in recent),
             trade_stats=trade_stats(recent),
             regime=regime,
             correlated=correlated,
@@ -108,6 +104,30 @@ class ContextBuilder:
             gate_note=gate_note,
             equity=equity,
         )
+
+    def _recent(self, strategy_id: str, t: int) -> list[Trade]:
+        """The last N trades of the strategy closed by ``t``: filter first, then take the last N (later
+        trades must not crowd out earlier ones). In a running pipeline nothing has closed after t yet."""
+        n = self.cfg.recent_trades
+        if n <= 0:
+            return []
+        last = self.portfolio.recent_trades(strategy_id, n)
+        if not last or last[-1].closed_ms <= t:
+            return last
+        known = self.portfolio.recent_trades(strategy_id, self.portfolio.recent_capacity)
+        return [tr for tr in known if tr.closed_ms <= t][-n:]
+
+    def _regime(self, symbol: str, t: int) -> RegimeInfo:
+        # signals of several strategies on one symbol in one slice share the computation
+        key = (symbol, t)
+        hit = self._regime_cache.get(key)
+        if hit is None:
+            if len(self._regime_cache) > 64:
+                self._regime_cache.clear()
+            rc = self.cfg.regime
+            closes = self.market.history(symbol).closes(rc.vol_history * rc.lookback + rc.lookback + 1, as_of_ms=t)
+            hit = self._regime_cache[key] = regime_of(closes, rc, self.timeframe_ms)
+        return hit
 
     def _correlated(self, signal: Signal, positions: Sequence[Position] | object, marks: Mapping[str, float],
                     equity: float) -> tuple[CorrelatedPosition, ...]:

@@ -185,7 +185,7 @@ class SymbolHistory:
         self._ind: dict[tuple[str, int], _Indicator] = {}
         self._ind_list: list[_Indicator] = []
         # Rolling 24h quote volume (volume × close), exact over the trailing day of bars.
-        self._lr_cache: dict[tuple[int, int], np.ndarray] = {}
+        self._lr_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, float]] = {}
         self._qv_window: deque[tuple[int, float]] = deque()
         self._qv_total = 0.0
 
@@ -279,14 +279,16 @@ class SymbolHistory:
             return np.empty(0)
         return np.diff(np.log(c))
 
-    def cached_log_returns(self, closes: np.ndarray, end_ms: int) -> np.ndarray:
-        """diff(log(closes)) memoised per (window end, length): every signal of a slice reuses it."""
-        key = (int(end_ms), len(closes))
+    def cached_moments(self, n_closes: int, as_of_ms: int | None) -> tuple[np.ndarray, np.ndarray, float]:
+        """Log returns of the last ``n_closes`` closes (as of ``as_of_ms``) with their demeaned values and
+        std, memoised per window: every pair and signal of a slice reuses them."""
+        end = self._end(as_of_ms)
+        key = (int(self._close_ms[end - 1]) if end else 0, n_closes)
         hit = self._lr_cache.get(key)
         if hit is None:
             if len(self._lr_cache) > 8:
                 self._lr_cache.clear()
-            hit = self._lr_cache[key] = np.diff(np.log(closes))
+            hit = self._lr_cache[key] = _moments(np.diff(np.log(self.closes(n_closes, as_of_ms))))
         return hit
 
     def quote_volume_24h(self) -> float:
@@ -368,27 +370,35 @@ class MarketState:
         ha, hb = self.histories.get(a), self.histories.get(b)
         if ha is None or hb is None or ha.count < 2 or hb.count < 2:
             return None
-        ra, rb = _aligned_returns(ha, hb, lookback, as_of_ms)
-        if len(ra) < min_overlap:
+        aligned = _aligned_moments(ha, hb, lookback, as_of_ms)
+        if aligned is None or aligned[0][0].size < min_overlap:
             return None
-        sa, sb = ra.std(), rb.std()
+        (_, da, sa), (_, db, sb) = aligned
         if sa == 0.0 or sb == 0.0 or not (math.isfinite(sa) and math.isfinite(sb)):
             return None
-        c = float(((ra - ra.mean()) * (rb - rb.mean())).mean() / (sa * sb))
+        c = float((da * db).mean() / (sa * sb))
         return max(-1.0, min(1.0, c))
 
 
-def _aligned_returns(ha: SymbolHistory, hb: SymbolHistory, lookback: int,
-                     as_of_ms: int | None) -> tuple[np.ndarray, np.ndarray]:
+_Moments = tuple[np.ndarray, np.ndarray, float]  # returns, demeaned returns, population std
+
+
+def _moments(r: np.ndarray) -> _Moments:
+    return r, r - r.mean(), float(r.std())
+
+
+def _aligned_moments(ha: SymbolHistory, hb: SymbolHistory, lookback: int,
+                     as_of_ms: int | None) -> tuple[_Moments, _Moments] | None:
     ta, tb = ha.close_times(lookback + 1, as_of_ms), hb.close_times(lookback + 1, as_of_ms)
-    ca, cb = ha.closes(lookback + 1, as_of_ms), hb.closes(lookback + 1, as_of_ms)
     if len(ta) == len(tb) and len(ta) and ta[-1] == tb[-1] and np.array_equal(ta, tb):
-        # the common case: both series cover the same closes (the feeds forward-fill gaps)
-        return ha.cached_log_returns(ca, ta[-1]), hb.cached_log_returns(cb, tb[-1])
+        # the common case: both series cover the same closes (the feeds forward-fill gaps); the moments
+        # of each symbol's window are computed once per slice and shared by every pair and signal
+        return ha.cached_moments(lookback + 1, as_of_ms), hb.cached_moments(lookback + 1, as_of_ms)
+    ca, cb = ha.closes(lookback + 1, as_of_ms), hb.closes(lookback + 1, as_of_ms)
     common, ia, ib = np.intersect1d(ta, tb, assume_unique=True, return_indices=True)
     if len(common) < 2:
-        return np.empty(0), np.empty(0)
+        return None
     # returns only between consecutive common closes that are one bar apart in both series
     ca_c, cb_c = np.log(ca[ia]), np.log(cb[ib])
     consecutive = np.diff(common) == ha.timeframe_ms
-    return np.diff(ca_c)[consecutive], np.diff(cb_c)[consecutive]
+    return _moments(np.diff(ca_c)[consecutive]), _moments(np.diff(cb_c)[consecutive])

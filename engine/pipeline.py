@@ -205,6 +205,9 @@ class Pipeline:
     def _review(self, packs: list[ContextPack]) -> list[Verdict]:
         if self.reviewer is None or self.mode == "off":
             return [Verdict(VerdictKind.ACCEPT, 0.0, "reviewer off", source="off") for _ in packs]
+        if getattr(self.reviewer, "synchronous", False):
+            # every tier answers without I/O (the rules tier): skip the event loop, same bookkeeping
+            return list(self.reviewer.review_many_sync(packs))  # type: ignore[attr-defined]
         verdicts = self._run(self.reviewer.review_many(packs))
         return list(verdicts)
 

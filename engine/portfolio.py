@@ -10,7 +10,7 @@ from collections import defaultdict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from engine.types import ExitReason, Fill, FillKind, Position, Side, Trade
+from engine.types import ExitReason, Fill, FillKind, Position, Side, Trade, TradeSummary
 
 __all__ = ["EntryMeta", "Portfolio", "trade_figures"]
 
@@ -49,6 +49,7 @@ class Portfolio:
         self.last_exit_ms: dict[tuple[str, str], int] = {}
         self.stopouts: dict[tuple[str, str], deque[int]] = defaultdict(lambda: deque(maxlen=64))
         self._recent: dict[str, deque[Trade]] = defaultdict(lambda: deque(maxlen=max(1, recent_keep)))
+        self._summaries: dict[str, TradeSummary] = {}  # signal id → summary, built once per closed trade
 
     # ------------------------------------------------------------------------------------ ledger
     def apply(self, fill: Fill, meta: EntryMeta | None = None) -> Trade | None:
@@ -83,6 +84,7 @@ class Portfolio:
 
     def _book_trade(self, trade: Trade) -> None:
         self.trades.append(trade)
+        self._summaries[trade.signal_id] = trade.summary()
         self.realized_pnl += trade.pnl
         self._recent[trade.strategy_id].append(trade)
         key = (trade.strategy_id, trade.symbol)
@@ -116,6 +118,11 @@ class Portfolio:
         if not dq or n <= 0:
             return []
         return list(dq)[-n:]
+
+    def summary(self, trade: Trade) -> TradeSummary:
+        """The trade's summary for context packs (the same object every time: cheap to reuse)."""
+        hit = self._summaries.get(trade.signal_id)
+        return hit if hit is not None else trade.summary()
 
     def open_count(self, strategy_id: str | None = None) -> int:
         if strategy_id is None:

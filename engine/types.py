@@ -320,6 +320,33 @@ def _summary_dict(t: TradeSummary) -> dict[str, Any]:
     return t.to_dict()
 
 
+@functools.lru_cache(maxsize=8192)
+def _summary_json(t: TradeSummary) -> str:
+    return _dumps_rounded(_summary_dict(t))
+
+
+def _pack_json(pack: ContextPack) -> str:
+    """The pack's canonical JSON, byte for byte ``_dumps_rounded(pack.to_dict())``, with each recent
+    trade's JSON reused across packs (the largest part of a pack, and the same trades recur)."""
+    d = {
+        "signal": pack.signal.to_dict(),
+        "recent_trades": None,
+        "trade_stats": pack.trade_stats.to_dict(),
+        "regime": pack.regime.to_dict(),
+        "correlated_positions": [c.to_dict() for c in pack.correlated],
+        "news": [n.to_dict() for n in pack.news],
+        "gate_note": pack.gate_note,
+        "equity": _num(pack.equity),
+    }
+    trades = "[" + ",".join(_summary_json(t) for t in pack.recent_trades) + "]"
+    parts = []
+    for key in sorted(d):
+        value = trades if key == "recent_trades" else _dumps_rounded(d[key]) if isinstance(d[key], (dict, list)) \
+            else json.dumps(d[key], ensure_ascii=False, allow_nan=False)
+        parts.append(f"{json.dumps(key)}:{value}")
+    return "{" + ",".join(parts) + "}"
+
+
 @dataclass(frozen=True, slots=True)
 class TradeStats:
     count: int
@@ -445,7 +472,7 @@ class ContextPack:
     def build(cls, **parts: Any) -> ContextPack:
         """Assemble a pack and seal it with its canonical JSON and content hash."""
         draft = cls(**parts)
-        text = _dumps_rounded(draft.to_dict())
+        text = _pack_json(draft)
         return cls(**parts, json=text, hash=content_hash(text))
 
     @classmethod

@@ -66,7 +66,8 @@ class CircuitBreaker:
         return self._failures
 
     def guard(self) -> _Guard:
-        """``async with breaker.guard(): ...`` — raises BreakerOpen on entry when the call is refused."""
+        """``async with breaker.guard(): ...`` (or plain ``with`` around synchronous work) — raises BreakerOpen
+        on entry when the call is refused."""
         return _Guard(self)
 
     async def call(self, fn: Callable[..., Awaitable[T]], *args: object, **kwargs: object) -> T:
@@ -139,4 +140,13 @@ class _Guard:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
+        self._breaker._release(self._gen, self._probe, exc)
+
+    # The same guard for synchronous tiers (the rules tier): ``with breaker.guard(): ...``.
+    def __enter__(self) -> CircuitBreaker:
+        self._gen, self._probe = self._breaker._admit()
+        return self._breaker
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self._breaker._release(self._gen, self._probe, exc)

@@ -116,6 +116,62 @@ class Cascade:
         """Review concurrently (bounded per tier by its ``max_concurrency``); verdicts in the order of ``packs``."""
         return list(await asyncio.gather(*(self.review(p) for p in packs)))
 
+    @property
+    def synchronous(self) -> bool:
+        """True when every tier can answer without awaiting (``review_sync``): no event loop is needed."""
+        return bool(self.tiers) and all(callable(getattr(t, "review_sync", None)) for t in self.tiers)
+
+    def review_many_sync(self, packs: Sequence[ContextPack]) -> list[Verdict]:
+        """``review_many`` for a cascade of synchronous tiers (e.g. rules only), without an event loop.
+
+        The same cache, breaker, attempts, stats and fail-open bookkeeping as the async path; there is no
+        per-tier timeout to enforce because a synchronous tier cannot hang on I/O.
+        Raises: RuntimeError if a tier is not synchronous (check ``synchronous`` first).
+        """
+        if not self.synchronous:
+            raise RuntimeError("review_many_sync needs every tier to provide review_sync")
+        return [self._review_sync(p) for p in packs]
+
+    def _review_sync(self, pack: ContextPack) -> Verdict:
+        if self._mode == "off":
+            return Verdict(VerdictKind.ACCEPT, 0.0, "reviewer off", source="off")
+        self.reviews += 1
+        start = self.clock_s()
+        attempts: list[TierAttempt] = []
+        for tier in self.tiers:
+            stats = self.stats[tier.name]
+            pv = str(getattr(tier, "prompt_version", "") or "")
+            cached = self._cache_get(tier, pv, pack)
+            if cached is not None:
+                stats.cache_hits += 1
+                took = (self.clock_s() - start) * 1000
+                attempts.append(TierAttempt(tier.name, True, "cache", took))
+                return replace(cached, source="cache", tier=tier.name, latency_ms=took, attempts=tuple(attempts))
+            stats.calls += 1
+            t0 = self.clock_s()
+            try:
+                with self.breakers[tier.name].guard():
+                    verdict = tier.review_sync(pack)  # type: ignore[attr-defined]
+                if not isinstance(verdict, Verdict):
+                    raise TypeError(f"tier {tier.name!r} returned {type(verdict).__name__}, not a Verdict")
+            except Exception as e:
+                took = (self.clock_s() - t0) * 1000
+                kind, err = (e.kind, _one_line(e)) if isinstance(e, ReviewError) else ("error", _one_line(e))
+                attempts.append(TierAttempt(tier.name, False, kind, took, err))
+                stats.failures[kind] += 1
+                if not isinstance(e, BreakerOpen):
+                    stats.latencies_ms.append(took)
+                continue
+            took = (self.clock_s() - t0) * 1000
+            stats.successes += 1
+            stats.latencies_ms.append(took)
+            attempts.append(TierAttempt(tier.name, True, "ok", took))
+            total = (self.clock_s() - start) * 1000
+            out = replace(verdict, source=tier.name, tier=tier.name, latency_ms=total, attempts=tuple(attempts))
+            self._cache_put(tier, pv, pack, replace(out, attempts=()))
+            return out
+        return self._fail_open(attempts, start, False)
+
     async def review(self, pack: ContextPack) -> Verdict:
         """One pack through the cascade. Fails open: every failure ends in the fallback verdict."""
         if self._mode == "off":
