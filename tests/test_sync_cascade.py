@@ -64,7 +64,8 @@ def test_async_only_tiers_are_not_synchronous() -> None:
     from reviewer.cascade import Cascade
 
     t = ScriptedTier(script=[Verdict(VerdictKind.ACCEPT, 0.9)], name="s")
-    c = Cascade([t], breakers={"s": CircuitBreaker("s", 5, 60)}, deadline_s=5, fallback=Verdict(VerdictKind.ACCEPT, 0.0))
+    c = Cascade([t], breakers={"s": CircuitBreaker("s", 5, 60)}, deadline_s=5,
+                fallback=Verdict(VerdictKind.ACCEPT, 0.0))
     assert not c.synchronous
     with pytest.raises(RuntimeError):
         c.review_many_sync([make_pack()])
