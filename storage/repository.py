@@ -625,9 +625,23 @@ class SqlVerdictCache:
     """
 
     FLUSH_AT = 256
+    _PREFIX = 16  # hex digits of the context hash kept in the in-memory key index
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
+        # Keys present in the table, read once at the first lookup: a miss — every signal of a new replay —
+        # then costs a set lookup instead of a query. Entries another process writes after that are not
+        # seen here (a cache miss: one fresh review), never a wrong verdict.
+        self._index: set[tuple[str, str, str, str]] | None = None
+
+    def _key(self, tier: str, model: str, prompt_version: str, context_hash: str) -> tuple[str, str, str, str]:
+        return (tier, model, prompt_version, context_hash[: self._PREFIX])
+
+    def _load_index(self) -> set[tuple[str, str, str, str]]:
+        c = _CACHE.c
+        q = select(c.tier, c.model, c.prompt_version, func.substr(c.context_hash, 1, self._PREFIX))
+        with self.storage.guard("cannot read the verdict cache"), self.storage.engine.connect() as conn:
+            return {tuple(r) for r in conn.execute(q)}  # type: ignore[misc]
 
     def get(self, tier: str, model: str, prompt_version: str, context_hash: str) -> Verdict | None:
         st = self.storage.statements
@@ -637,6 +651,10 @@ class SqlVerdictCache:
         if row is not None:
             text = row["verdict"]
         else:
+            if self._index is None:
+                self._index = self._load_index()
+            if self._key(tier, model, prompt_version, context_hash) not in self._index:
+                return None
             params = st.cache_get_order({"tier": tier, "model": model, "pv": prompt_version, "h": context_hash})
             with self.storage.guard("cannot read the verdict cache"), self.storage.engine.connect() as conn:
                 text = conn.exec_driver_sql(st.cache_get, params).scalar()
@@ -653,6 +671,8 @@ class SqlVerdictCache:
     def put(self, tier: str, model: str, prompt_version: str, context_hash: str, verdict: Verdict) -> None:
         row = {"tier": tier, "model": model, "prompt_version": prompt_version, "context_hash": context_hash,
                "verdict": rows.verdict_to_json(verdict), "created_at": _now()}
+        if self._index is not None:
+            self._index.add(self._key(tier, model, prompt_version, context_hash))
         with self.storage._cache_lock:
             self.storage._cache_pending.setdefault((tier, model, prompt_version, context_hash), row)
             waiting = len(self.storage._cache_pending)

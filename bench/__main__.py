@@ -1,0 +1,140 @@
+"""`make bench`: run every benchmark case in its own process → a table with targets + bench/results/*.json.
+
+Each end-to-end case's trade fingerprint is compared with bench/fingerprints.json: a change means an
+"optimisation" changed results, and the run says so (and exits 1). ``BENCH_SCALE=0.1`` gives a quick look;
+fingerprints are kept per scale. The backtesting.py comparison installs that package into a separate
+virtual environment under bench/.venv-bt, only for the benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+FINGERPRINTS = HERE / "fingerprints.json"
+SCALE = os.environ.get("BENCH_SCALE", "1")
+
+
+def run_case(name: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    t = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "bench.cases", name], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, check=False)
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out["wall_s"] = time.perf_counter() - t
+    return out
+
+
+def backtesting_py(npz: Path) -> dict[str, Any]:
+    venv = HERE / ".venv-bt"
+    py = venv / "bin" / "python"
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "backtesting"],
+                       check=True)
+    done = subprocess.run([str(py), str(HERE / "bt_runner.py"), str(npz)], capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out["bars_per_s"] = out["bars"] / out["seconds"]
+    return out
+
+
+def fmt(x: Any, unit: str = "", digits: int = 0) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}{unit}"
+    return f"{x}{unit}"
+
+
+def main() -> int:
+    print(f"tradevet benchmarks (BENCH_SCALE={SCALE}; {os.cpu_count()} cores)", flush=True)
+    results: dict[str, Any] = {}
+    for name in ("replay_synthetic", "replay_bittrex", "context", "reviewer", "backtest_cached"):
+        print(f"  running {name} …", flush=True)
+        results[name] = run_case(name)
+    with tempfile.TemporaryDirectory() as d:
+        npz = Path(d) / "bars.npz"
+        print("  running sma_tradevet …", flush=True)
+        results["sma_tradevet"] = run_case("sma_tradevet", {"BENCH_BARS_NPZ": str(npz)})
+        print("  running backtesting.py (separate venv) …", flush=True)
+        results["backtesting_py"] = backtesting_py(npz) if npz.exists() else {"error": "no bars written"}
+
+    rs, rb, cx, rv, bt = (results[k] for k in ("replay_synthetic", "replay_bittrex", "context", "reviewer",
+                                                "backtest_cached"))
+    sm, bp = results["sma_tradevet"], results["backtesting_py"]
+    rows = [
+        ("replay, synthetic 10×100k bars (rules, SQLite)", fmt(rs.get("bars_per_s"), " bars/s"),
+         "≥ 160,000 bars/s", fmt(rs.get("seconds"), " s", 1)),
+        ("  signals/s · peak memory", f"{fmt(rs.get('signals_per_s'), '/s')} · {fmt(rs.get('peak_mb'), ' MB')}",
+         "≤ 1,024 MB", ""),
+        ("replay, bittrex 10 pairs 5m (rules, SQLite)", fmt(rb.get("bars_per_s"), " bars/s"),
+         "", rb.get("skipped") or fmt(rb.get("seconds"), " s", 1)),
+        ("  signals/s · peak memory", f"{fmt(rb.get('signals_per_s'), '/s')} · {fmt(rb.get('peak_mb'), ' MB')}",
+         "", ""),
+        ("context build per signal (mean · p95)", f"{fmt(cx.get('mean_us'), ' µs')} · {fmt(cx.get('p95_us'), ' µs')}",
+         "≤ 200 µs", fmt(cx.get("packs"), " packs")),
+        ("breaker-open fast-fail (async · sync)",
+         f"{fmt(rv.get('breaker_open_fast_fail_us'), ' µs', 2)} · "
+         f"{fmt(rv.get('breaker_open_fast_fail_sync_us'), ' µs', 2)}", "≤ 20 µs", ""),
+        ("fallback decision (3 tiers open)", fmt(rv.get("fallback_decision_us"), " µs", 1), "", ""),
+        ("decision with first tier open → rules", fmt(rv.get("decision_first_tier_open_us"), " µs", 1), "", ""),
+        ("backtest, recorded signals, cached verdicts", fmt(bt.get("signals_per_s"), " signals/s"),
+         "≥ 20,000 signals/s", bt.get("skipped") or fmt(bt.get("signals"), " signals")),
+        ("SMA cross, tradevet (reviewer off, in memory)", fmt(sm.get("bars_per_s_in_memory"), " bars/s"), "",
+         fmt(sm.get("seconds_in_memory"), " s", 2)),
+        ("SMA cross, tradevet (reviewer off, SQLite)", fmt(sm.get("bars_per_s_recorded"), " bars/s"), "",
+         fmt(sm.get("seconds_recorded"), " s", 2)),
+        ("SMA cross, backtesting.py", fmt(bp.get("bars_per_s"), " bars/s"), "",
+         fmt(bp.get("seconds"), " s", 2)),
+    ]
+    if sm.get("seconds_in_memory") and bp.get("seconds"):
+        ratio = sm["seconds_in_memory"] / bp["seconds"]
+        rows.append(("time ratio tradevet / backtesting.py (in memory)", f"{ratio:.2f}", "< 1", ""))
+        results["ratio_vs_backtesting_py"] = ratio
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'figure'.ljust(width)}  {'measured':>28}  {'target':>20}  note")
+    for name, value, target, note in rows:
+        print(f"{name.ljust(width)}  {value:>28}  {target:>20}  {note}")
+    for k, v in results.items():
+        if isinstance(v, dict) and v.get("error"):
+            print(f"error in {k}: {v['error']}")
+
+    # fingerprints: results must not change under optimisation
+    known = json.loads(FINGERPRINTS.read_text()) if FINGERPRINTS.exists() else {}
+    changed = []
+    for case in ("replay_synthetic", "replay_bittrex", "sma_tradevet"):
+        fp = results[case].get("fingerprint")
+        if not fp:
+            continue
+        key = f"{case}@{SCALE}"
+        if key in known and known[key] != fp:
+            changed.append(f"{case}: {known[key][:12]} → {fp[:12]}")
+        known.setdefault(key, fp)
+    FINGERPRINTS.write_text(json.dumps(known, indent=2, sort_keys=True) + "\n")
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for path in (RESULTS / f"bench-{stamp}.json", RESULTS / "latest.json"):
+        path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"\nresults: {RESULTS / 'latest.json'}")
+    if changed:
+        print("TRADE FINGERPRINT CHANGED (results differ from the recorded ones):\n  " + "\n  ".join(changed))
+        return 1
+    print("trade fingerprints unchanged")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
