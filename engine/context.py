@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from engine.config import ContextConfig, RegimeConfig
-from engine.market import MarketState
+from engine.market import MarketState, var
 from engine.portfolio import Portfolio
 from engine.ports import NewsSource
 from engine.types import (
@@ -44,19 +44,20 @@ def regime_of(closes: np.ndarray, cfg: RegimeConfig, timeframe_ms: int) -> Regim
         return RegimeInfo(RegimeTag.UNKNOWN, None, None, None, lb, k)
     r_all = np.diff(np.log(closes[-(cfg.vol_history * lb + lb + 1):]))
     r = r_all[-lb:]
-    var1 = float(r.var(ddof=1))
+    var1 = var(r, 1)
     if not var1 > 0:
         return RegimeInfo(RegimeTag.UNKNOWN, None, 0.0, None, lb, k)
     csum = np.concatenate(([0.0], np.cumsum(r)))
     rk = csum[k:] - csum[:-k]
-    vr = float(rk.var(ddof=1) / (k * var1))
+    vr = var(rk, 1) / (k * var1)
     ann = math.sqrt(var1 * _YEAR_MS / timeframe_ms)
     # rolling variance of every lookback-window ending in the trailing history (cumsums: O(n))
     c1 = np.concatenate(([0.0], np.cumsum(r_all)))
     c2 = np.concatenate(([0.0], np.cumsum(r_all * r_all)))
     s1, s2 = c1[lb:] - c1[:-lb], c2[lb:] - c2[:-lb]
     rolling_var = (s2 - s1 * s1 / lb) / (lb - 1)
-    pct = float((rolling_var <= var1 * (1 + 1e-9)).mean() * 100.0) if len(rolling_var) > 1 else None
+    below = np.count_nonzero(rolling_var <= var1 * (1 + 1e-9))
+    pct = float(below / rolling_var.shape[0] * 100.0) if len(rolling_var) > 1 else None
     if vr >= cfg.trend_above:
         tag = RegimeTag.TRENDING
     elif vr <= cfg.revert_below:

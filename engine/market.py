@@ -15,7 +15,7 @@ import numpy as np
 
 from engine.types import Bar
 
-__all__ = ["MarketState", "SymbolHistory"]
+__all__ = ["MarketState", "SymbolHistory", "var"]
 
 _DAY_MS = 86_400_000
 
@@ -383,8 +383,19 @@ class MarketState:
 _Moments = tuple[np.ndarray, np.ndarray, float]  # returns, demeaned returns, population std
 
 
+_add = np.add.reduce
+
+
+def var(a: np.ndarray, ddof: int = 0) -> float:
+    """``a.var(ddof=ddof)`` for a 1-D float array, the same arithmetic (so the same bits) without numpy's
+    Python-level wrapper, which costs more than the sum itself on the short windows used here."""
+    d = a - _add(a) / a.shape[0]
+    return float(_add(d * d) / max(a.shape[0] - ddof, 0))
+
+
 def _moments(r: np.ndarray) -> _Moments:
-    return r, r - r.mean(), float(r.std())
+    d = r - _add(r) / r.shape[0]  # as r - r.mean()
+    return r, d, math.sqrt(float(_add(d * d) / r.shape[0]))  # as r.std()
 
 
 def _aligned_moments(ha: SymbolHistory, hb: SymbolHistory, lookback: int,
