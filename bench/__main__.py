@@ -62,7 +62,7 @@ def fmt(x: Any, unit: str = "", digits: int = 0) -> str:
 def main() -> int:
     print(f"tradevet benchmarks (BENCH_SCALE={SCALE}; {os.cpu_count()} cores)", flush=True)
     results: dict[str, Any] = {}
-    for name in ("replay_synthetic", "replay_bittrex", "context", "reviewer", "backtest_cached"):
+    for name in ("replay_synthetic", "replay_bittrex", "context", "reviewer", "outage", "backtest_cached"):
         print(f"  running {name} …", flush=True)
         results[name] = run_case(name)
     with tempfile.TemporaryDirectory() as d:
@@ -74,7 +74,7 @@ def main() -> int:
 
     rs, rb, cx, rv, bt = (results[k] for k in ("replay_synthetic", "replay_bittrex", "context", "reviewer",
                                                 "backtest_cached"))
-    sm, bp = results["sma_tradevet"], results["backtesting_py"]
+    sm, bp, og = results["sma_tradevet"], results["backtesting_py"], results["outage"]
     rows = [
         ("replay, synthetic 10×100k bars (rules, SQLite)", fmt(rs.get("bars_per_s"), " bars/s"),
          "≥ 160,000 bars/s", fmt(rs.get("seconds"), " s", 1)),
@@ -91,6 +91,11 @@ def main() -> int:
          f"{fmt(rv.get('breaker_open_fast_fail_sync_us'), ' µs', 2)}", "≤ 20 µs", ""),
         ("fallback decision (3 tiers open)", fmt(rv.get("fallback_decision_us"), " µs", 1), "", ""),
         ("decision with first tier open → rules", fmt(rv.get("decision_first_tier_open_us"), " µs", 1), "", ""),
+        ("outage of tier 1: decision p50/p99 before open",
+         f"{fmt(og.get('before_open_p50_ms'), ' ms')} / {fmt(og.get('before_open_p99_ms'), ' ms')}", "≈ timeout", ""),
+        ("outage of tier 1: decision p50/p99 after open",
+         f"{fmt(og.get('after_open_p50_ms'), ' ms', 2)} / {fmt(og.get('after_open_p99_ms'), ' ms', 2)}", "", ""),
+        ("100 concurrent reviews, 500 ms tier", fmt(og.get("concurrent_100_at_500ms_s"), " s", 2), "≈ 1 s", ""),
         ("backtest, recorded signals, cached verdicts", fmt(bt.get("signals_per_s"), " signals/s"),
          "≥ 20,000 signals/s", bt.get("skipped") or fmt(bt.get("signals"), " signals")),
         ("SMA cross, tradevet (reviewer off, in memory)", fmt(sm.get("bars_per_s_in_memory"), " bars/s"), "",

@@ -229,6 +229,62 @@ def case_sma_tradevet(tmp: Path) -> dict[str, Any]:
             "peak_mb": _peak_mb()}
 
 
+def case_outage(tmp: Path) -> dict[str, Any]:
+    """Decision latency while the first tier (Anthropic SDK → fake server) hangs: before and after its
+    breaker opens; then 100 signals reviewed concurrently against a tier with 500 ms latency."""
+    import asyncio
+
+    from engine.config import ReviewerConfig
+    from reviewer import build_reviewer
+    from tests.fake_llm import FakeLLM
+    from tests.test_rules import make_pack
+
+    def pct(xs: list[float], q: float) -> float:
+        xs = sorted(xs)
+        return xs[min(len(xs) - 1, int(q / 100 * len(xs)))]
+
+    with FakeLLM() as srv:
+        srv.set_default("hang")
+        cfg = ReviewerConfig.model_validate({"deadline_s": 20, "tiers": [
+            {"name": "sonnet", "provider": "anthropic", "model": "claude-sonnet-4-6", "api_key_env": "BENCH_KEY",
+             "base_url": srv.url, "timeout_s": 1.0, "breaker": {"failure_threshold": 5, "recovery_timeout_s": 600}},
+            {"name": "rules", "provider": "rules"}]})
+        os.environ["BENCH_KEY"] = "bench-key-not-real"
+        cascade = build_reviewer(cfg, cache=None)
+        packs = [make_pack(streak=i % 3) for i in range(60)]
+
+        async def sequential() -> list[float]:
+            out = []
+            for p in packs:
+                t = time.perf_counter()
+                v = await cascade.review(p)
+                assert v.source == "rules"
+                out.append((time.perf_counter() - t) * 1000)
+            await cascade.aclose()
+            return out
+
+        lat = asyncio.run(sequential())
+        before, after = lat[:5], lat[5:]
+    with FakeLLM(latency=0.5) as srv:
+        srv.set_default("accept")
+        cfg = ReviewerConfig.model_validate({"tiers": [
+            {"name": "gpt", "provider": "openai", "model": "gpt-4o-mini", "api_key_env": "BENCH_KEY",
+             "base_url": srv.openai_url, "timeout_s": 8, "max_concurrency": 100}]})
+        cascade = build_reviewer(cfg, cache=None)
+
+        async def concurrent() -> float:
+            t = time.perf_counter()
+            vs = await cascade.review_many([make_pack(streak=i % 5) for i in range(100)])
+            assert all(v.source == "gpt" for v in vs)
+            await cascade.aclose()
+            return time.perf_counter() - t
+
+        conc = asyncio.run(concurrent())
+    return {"before_open_p50_ms": pct(before, 50), "before_open_p99_ms": pct(before, 99),
+            "after_open_p50_ms": pct(after, 50), "after_open_p99_ms": pct(after, 99),
+            "concurrent_100_at_500ms_s": conc, "peak_mb": _peak_mb()}
+
+
 CASES = {name.removeprefix("case_"): fn for name, fn in globals().items() if name.startswith("case_")}
 
 
