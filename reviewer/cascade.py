@@ -139,15 +139,11 @@ class Cascade:
         start = self.clock_s()
         attempts: list[TierAttempt] = []
         for tier in self.tiers:
-            stats = self.stats[tier.name]
             pv = str(getattr(tier, "prompt_version", "") or "")
-            cached = self._cache_get(tier, pv, pack)
+            cached = self._from_cache(tier, pv, pack, attempts, start)
             if cached is not None:
-                stats.cache_hits += 1
-                took = (self.clock_s() - start) * 1000
-                attempts.append(TierAttempt(tier.name, True, "cache", took))
-                return replace(cached, source="cache", tier=tier.name, latency_ms=took, attempts=tuple(attempts))
-            stats.calls += 1
+                return cached
+            self.stats[tier.name].calls += 1
             t0 = self.clock_s()
             try:
                 with self.breakers[tier.name].guard():
@@ -155,21 +151,9 @@ class Cascade:
                 if not isinstance(verdict, Verdict):
                     raise TypeError(f"tier {tier.name!r} returned {type(verdict).__name__}, not a Verdict")
             except Exception as e:
-                took = (self.clock_s() - t0) * 1000
-                kind, err = (e.kind, _one_line(e)) if isinstance(e, ReviewError) else ("error", _one_line(e))
-                attempts.append(TierAttempt(tier.name, False, kind, took, err))
-                stats.failures[kind] += 1
-                if not isinstance(e, BreakerOpen):
-                    stats.latencies_ms.append(took)
+                self._failed(tier, e, t0, attempts)
                 continue
-            took = (self.clock_s() - t0) * 1000
-            stats.successes += 1
-            stats.latencies_ms.append(took)
-            attempts.append(TierAttempt(tier.name, True, "ok", took))
-            total = (self.clock_s() - start) * 1000
-            out = replace(verdict, source=tier.name, tier=tier.name, latency_ms=total, attempts=tuple(attempts))
-            self._cache_put(tier, pv, pack, replace(out, attempts=()))
-            return out
+            return self._succeeded(tier, pv, pack, verdict, attempts, t0, start)
         return self._fail_open(attempts, start, False)
 
     async def review(self, pack: ContextPack) -> Verdict:
@@ -209,13 +193,9 @@ class Cascade:
         """One tier's try: the cached verdict, or the tier's, or None after recording why it failed."""
         stats = self.stats[tier.name]
         pv = str(getattr(tier, "prompt_version", "") or "")
-        cached = self._cache_get(tier, pv, pack)
+        cached = self._from_cache(tier, pv, pack, attempts, start)
         if cached is not None:
-            stats.cache_hits += 1
-            took = (self.clock_s() - start) * 1000
-            attempts.append(TierAttempt(tier.name, True, "cache", took))
-            return replace(cached, source="cache", tier=tier.name, latency_ms=took, attempts=tuple(attempts))
-
+            return cached
         stats.calls += 1
         t0 = self.clock_s()
         try:
@@ -231,20 +211,39 @@ class Cascade:
             stats.failures[kind] += 1
             raise
         except Exception as e:
-            took = (self.clock_s() - t0) * 1000
-            if isinstance(e, TimeoutError):
-                kind, err = "timeout", f"no reply within {tier.timeout_s:g} s"
-            elif isinstance(e, ReviewError):
-                kind, err = e.kind, _one_line(e)
-            else:
-                kind, err = "error", _one_line(e)
-            attempts.append(TierAttempt(tier.name, False, kind, took, err))
-            stats.failures[kind] += 1
-            if not isinstance(e, BreakerOpen):
-                stats.latencies_ms.append(took)
+            self._failed(tier, e, t0, attempts)
             return None
+        return self._succeeded(tier, pv, pack, verdict, attempts, t0, start)
 
+    def _from_cache(self, tier: Tier, pv: str, pack: ContextPack, attempts: list[TierAttempt],
+                    start: float) -> Verdict | None:
+        cached = self._cache_get(tier, pv, pack)
+        if cached is None:
+            return None
+        self.stats[tier.name].cache_hits += 1
+        took = (self.clock_s() - start) * 1000
+        attempts.append(TierAttempt(tier.name, True, "cache", took))
+        return replace(cached, source="cache", tier=tier.name, latency_ms=took, attempts=tuple(attempts))
+
+    def _failed(self, tier: Tier, e: Exception, t0: float, attempts: list[TierAttempt]) -> None:
+        """Record one tier's failure under its kind; the cascade moves on to the next tier."""
         took = (self.clock_s() - t0) * 1000
+        if isinstance(e, TimeoutError):
+            kind, err = "timeout", f"no reply within {tier.timeout_s:g} s"
+        elif isinstance(e, ReviewError):
+            kind, err = e.kind, _one_line(e)
+        else:
+            kind, err = "error", _one_line(e)
+        attempts.append(TierAttempt(tier.name, False, kind, took, err))
+        stats = self.stats[tier.name]
+        stats.failures[kind] += 1
+        if not isinstance(e, BreakerOpen):
+            stats.latencies_ms.append(took)
+
+    def _succeeded(self, tier: Tier, pv: str, pack: ContextPack, verdict: Verdict, attempts: list[TierAttempt],
+                   t0: float, start: float) -> Verdict:
+        took = (self.clock_s() - t0) * 1000
+        stats = self.stats[tier.name]
         stats.successes += 1
         stats.latencies_ms.append(took)
         attempts.append(TierAttempt(tier.name, True, "ok", took))
