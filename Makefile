@@ -31,4 +31,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) *.egg-info tradevet.db tradevet.db-wal tradevet.db-shm
+	rm -rf $(VENV) *.egg-info tradevet.db tradevet.db-wal tradevet.db-shm tradevet.db-lock

@@ -228,6 +228,7 @@ def _print_scorecard(card: Any, *, title: str) -> None:
                        _pct(vp["value"]) + f" ({vp['k']}/{vp['n']})",
                        _pct(base["value"]) + f" ({base['k']}/{base['n']})")
     con.print(bt)
+    _print_verdict_quality(card)  # random-veto test, counterfactual, costs, retire events
 
 
 # -------------------------------------------------------------------------------------------- data
@@ -263,6 +264,8 @@ def data_download(
     ex = cfg.market.ccxt if exchange is None else cfg.market.ccxt.model_copy(update={"exchange": exchange})
     all_symbols = [x for s in [*symbols, *(more or [])] for x in s.split(",") if x]
     since_ms, until_ms = _utc_ms(since, "--since"), (_utc_ms(until, "--until") if until else None)
+    if until_ms is not None and until_ms <= since_ms:
+        raise ConfigError(f"--until: must be after --since (got --since {since}, --until {until})")
     written = _with_progress("download", lambda tick: download(
         ex, all_symbols, timeframe, since_ms, out, until_ms=until_ms, fmt=fmt, progress=tick))  # type: ignore[arg-type]
     for sym, path in written.items():
@@ -307,6 +310,10 @@ def config_check(files: Annotated[list[Path] | None, typer.Argument(help="YAML f
 
     build_strategies(loaded.config)
     build_gates(loaded.config.gates)
+    from reviewer import TIERS, resolve_tier_class
+
+    for i, tier in enumerate(loaded.config.reviewer.tiers):
+        resolve_tier_class(tier.provider, TIERS, path=f"reviewer.tiers[{i}].provider")
     for w in loaded.warnings:
         typer.echo(f"warning: {w}", err=True)
     typer.echo(f"ok: {' + '.join(loaded.files)} (config hash {loaded.hash})")
@@ -335,6 +342,227 @@ def config_schema() -> None:
     _emit_json(Config.model_json_schema())
 
 
+# ============================================================ verdict quality: backtest, signals, report
+# Commands of the "verdict quality" work: re-review recorded signals, move them between databases,
+# and render the operations dashboard. The scorecard additions printed by `paper` and `score` live here too.
+
+signals_app = typer.Typer(help="Move recorded signals between databases as JSONL (export, import).",
+                          no_args_is_help=True)
+app.add_typer(signals_app, name="signals")
+
+RunOpt = Annotated[str, typer.Option("--run", help="Run id or name (latest run of that name).")]
+
+
+def _print_verdict_quality(card: Any) -> None:
+    """What the complete scorecard adds: random-veto test, counterfactual, costs, retire events."""
+    from rich.table import Table
+
+    con = _console()
+    rv, cf, amb, lat, cost, tr = (card.random_veto, card.counterfactual, card.ambiguous, card.latency, card.cost,
+                                  card.trailing)
+    t = Table(title="verdict quality", show_header=False, title_justify="left")
+    t.add_column("figure", style="bold")
+    t.add_column("value")
+    if rv:
+        rng = rv.get("range95")
+        t.add_row("random veto at the same rate", f"expected {_pct(rv.get('expected'))}, 95 % range "
+                  f"{_pct(rng[0]) if rng else '—'}–{_pct(rng[1]) if rng else '—'}, "
+                  f"p-value {_pvalue(rv.get('p_value'))} (exact, one-sided)")
+    if amb:
+        t.add_row("ambiguous outcomes (apart)", f"{amb['reviewed']} reviewed, {amb['vetoes']} vetoed "
+                  f"({amb['vetoes_lost']} of those lost)")
+    if tr and tr.get("veto_precision"):
+        vp = tr["veto_precision"]
+        t.add_row(f"trailing {tr['window_days']:g} days veto precision",
+                  f"{_pct(vp['value'])} ({vp['k']}/{vp['n']})" if vp["n"] else "— (n = 0)")
+    if lat:
+        p50, p95 = lat.get("p50_ms"), lat.get("p95_ms")
+        t.add_row("cascade latency p50 / p95",
+                  "—" if p50 is None else f"{p50:.1f} / {p95:.1f} ms")
+    if cost:
+        t.add_row("cost (real calls)", f"${cost['usd']:.4f}, tokens {cost['input_tokens']}/{cost['output_tokens']}, "
+                  f"cache hits {cost['cache_hits']}")
+    if cf:
+        real = cf.get("realized_pnl")
+        t.add_row("PnL vs gate-only (reviewer off)",
+                  f"{'—' if real is None else f'{real:+.2f}'} vs {cf['gate_only_pnl']:+.2f}  "
+                  f"(same convention: {cf['reviewed_est_pnl']:+.2f}, reviewer value {cf['reviewer_value_est']:+.2f})")
+    con.print(t)
+    for r in card.retire:
+        con.print(f"[bold red]reviewer retired[/] at {r['at'][:16].replace('T', ' ')} UTC: {r['message']}",
+                  highlight=False, markup=True)
+
+
+def _pvalue(p: float | None) -> str:
+    if p is None:
+        return "—"
+    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+@app.command()
+def backtest(
+    run: RunOpt,
+    reviewer: Annotated[list[Path] | None, typer.Option(
+        "--reviewer", help="YAML file with a `reviewer:` section (and optionally `policy:`), merged over the run's "
+                           "stored config (repeatable: one column each).")] = None,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1,
+                                             help="Signals in flight at once (tiers also cap their own).")] = 256,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-review a run's recorded signals with one or more reviewer configs; score each side by side."""
+    from engine.backtest import run_backtest
+    from engine.errors import ConfigError
+
+    if not reviewer:
+        raise ConfigError("--reviewer: expected at least one reviewer config file (e.g. --reviewer config/llm.yaml)")
+    store = _open_store(db, config)
+    try:
+        info = store.resolve_run(run)
+        if progress and not as_json and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeRemainingColumn(), console=_stderr_console()) as bar:
+                tasks: dict[str, Any] = {}
+
+                def tick(label: str, done: int, total: int) -> None:
+                    if label not in tasks:
+                        tasks[label] = bar.add_task(label, total=total)
+                    bar.update(tasks[label], completed=done, total=total)
+
+                result = run_backtest(store, info.id, reviewer, concurrency=concurrency, progress=tick)
+        else:
+            result = run_backtest(store, info.id, reviewer, concurrency=concurrency)
+        for col in result.columns:
+            for w in col.warnings:
+                typer.echo(f"warning: {col.name}: {w}", err=True)
+        if as_json:
+            _emit_json(result.to_dict())
+        else:
+            _print_backtest(result)
+    finally:
+        store.close()
+
+
+def _print_backtest(result: Any) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"backtest of run {result.run_id} ({result.run_name}): {result.signals} reviewed signals, "
+                    "each column judged by the same stored shadow outcomes", title_justify="left")
+    t.add_column("figure", style="bold")
+    for col in result.columns:
+        t.add_column(col.name, overflow="fold")
+
+    def row(label: str, fn: Any) -> None:
+        t.add_row(label, *(fn(c) for c in result.columns))
+
+    def lat(c: Any) -> str:
+        p50, p95 = c.card.latency.get("p50_ms"), c.card.latency.get("p95_ms")
+        return "—" if p50 is None else f"{p50:.3g} / {p95:.3g} ms"
+
+    row("verdict mix (accept/modify/veto)",
+        lambda c: " / ".join(str(c.card.verdicts.get(k, 0)) for k in ("accept", "modify", "veto")))
+    row("answered by", lambda c: ", ".join(f"{k} {v}" for k, v in sorted(c.card.sources.items())) or "—")
+    row("veto precision [95 % CI]", lambda c: _rate(c.card.veto_precision))
+    row("p-value (random veto)", lambda c: _pvalue(c.card.veto_pvalue))
+    row("base loss rate", lambda c: _rate(c.card.base_loss_rate))
+    row("accept precision", lambda c: _rate(c.card.accept_precision))
+    row("modify estimate (net, % pts)",
+        lambda c: f"{c.card.modify_loss_avoided_pct - c.card.modify_gain_given_up_pct:+.2f} over "
+                  f"{c.card.modify.get('n', 0)}")
+    row("est. PnL vs gate-only", lambda c: f"{c.card.counterfactual['reviewed_est_pnl']:+.2f} vs "
+        f"{c.card.counterfactual['gate_only_pnl']:+.2f}")
+    row("fallthrough", lambda c: _rate(c.card.fallthrough_rate))
+    row("fallback", lambda c: _rate(c.card.fallback_rate))
+    row("cost $", lambda c: f"{c.card.cost['usd']:.4f}")
+    row("latency p50 / p95", lat)
+    row("signals/s", lambda c: "—" if c.signals_per_s is None else f"{c.signals_per_s:,.0f}")
+    _console().print(t)
+    typer.echo("modify estimate: clamped size × the stored shadow trade (a modified stop is not re-simulated); "
+               "`recorded` is the run's own reviewer, scored the same way.", err=True)
+    for col in result.columns:
+        for e in col.events:
+            typer.echo(f"{col.name}: {e}", err=True)
+
+
+@signals_app.command("export")
+def signals_export(
+    run: RunOpt,
+    out: Annotated[Path, typer.Option("--out", help="JSONL file to write.")],
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a run's signals (packs, verdicts, decisions, outcomes, the bars behind them) to JSONL."""
+    from engine.transfer import export_run
+
+    store = _open_store(db, config)
+    try:
+        info = store.resolve_run(run)
+        s = export_run(store, info.id, out)
+    finally:
+        store.close()
+    if as_json:
+        _emit_json({"run_id": info.id, "path": s.path, "signals": s.signals, "reviewed": s.reviewed, "bars": s.bars,
+                    "fills": s.fills, "trades": s.trades, "events": s.events})
+    else:
+        typer.echo(f"exported run {info.id} ({info.name}): {s.signals} signals ({s.reviewed} reviewed), {s.bars} bars, "
+                   f"{s.fills} fills, {s.trades} trades, {s.events} events → {s.path}")
+
+
+@signals_app.command("import")
+def signals_import(
+    file: Annotated[Path, typer.Argument(help="JSONL file written by `tradevet signals export`.")],
+    name: Annotated[str | None, typer.Option("--name", help="Name of the new run (default: <source>-imported).")]
+    = None,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record a JSONL export as a new run (then `backtest` or `report` it)."""
+    from engine.transfer import import_file
+    from storage import open_storage
+
+    store = open_storage(db or _load(config).config.run.db_url)
+    try:
+        s = import_file(store, file, name=name)
+        where = store.url_masked
+    finally:
+        store.close()
+    if as_json:
+        _emit_json({"run_id": s.run_id, "run": s.name, "source_run": s.source_run, "db": where,
+                    "signals": s.signals, "reviewed": s.reviewed, "bars": s.bars, "fills": s.fills,
+                    "trades": s.trades, "events": s.events})
+    else:
+        typer.echo(f"imported run {s.run_id} ({s.name}) from {file} (source run {s.source_run}) into {where}: "
+                   f"{s.signals} signals ({s.reviewed} reviewed), {s.bars} bars, {s.trades} trades")
+
+
+@app.command()
+def report(
+    run: RunOpt,
+    out: Annotated[Path, typer.Option("--out", help="HTML file to write (self-contained).")],
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    window_days: Annotated[float | None, typer.Option(
+        "--window-days", min=0.001, help="Trailing window of the rolling charts (default: chosen from the run).")]
+    = None,
+) -> None:
+    """Write the operations dashboard of a run as one self-contained HTML page."""
+    from engine.report import write_report
+
+    store = _open_store(db, config)
+    try:
+        info = store.resolve_run(run)
+        size = write_report(store, info.id, out, window_days=window_days)
+    finally:
+        store.close()
+    typer.echo(f"wrote {out} ({size / 1024:,.0f} KiB): run {info.id} ({info.name})")
+
+
 # -------------------------------------------------------------------------------------------- main
 
 
@@ -343,6 +571,9 @@ def main(argv: list[str] | None = None) -> int:
     from engine.errors import TradevetError, exit_code_for
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from engine.redact import install
+
+    install()  # secrets registered while loading the config never reach a log line
     try:
         app(args=argv, standalone_mode=False)
     except TradevetError as e:

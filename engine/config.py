@@ -9,6 +9,7 @@ config.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ __all__ = [
     "Config",
     "LoadedConfig",
     "TierConfig",
+    "explain_error",
     "load_config",
     "parse_timeframe",
 ]
@@ -381,7 +383,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: expected UTF-8 text ({e.reason} at byte {e.start})") from e
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_unique_key_loader())  # a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -392,6 +394,37 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level (got {type(data).__name__})")
     return data
+
+
+@functools.cache
+def _unique_key_loader() -> Any:
+    """A ``yaml.SafeLoader`` that refuses a key given twice in one mapping.
+
+    PyYAML keeps the last of two equal keys silently, so a second ``reviewer:`` section would replace the
+    first without a word (YAML itself says keys are unique). Keys merged in with ``<<: *anchor`` may
+    still be overridden.
+    """
+    import yaml
+    from yaml.constructor import ConstructorError
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[Any, Any] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node, deep=False)
+                    try:
+                        first = seen.setdefault(key, key_node.start_mark)
+                    except TypeError:  # an unhashable key: SafeLoader itself reports it
+                        continue
+                    if first is not key_node.start_mark:
+                        raise ConstructorError(None, None, f"duplicate key {key!r} (first given on line "
+                                               f"{first.line + 1})", key_node.start_mark)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any], origin: dict[str, str], src: str,
@@ -443,7 +476,13 @@ def _interpolate(node: Any, path: str, env: Mapping[str, str], masked: set[str],
             return env[name]
 
         masked.add(path)
-        return _ENV_REF.sub(sub, node)
+        out = _ENV_REF.sub(sub, node)
+        from engine.redact import register
+
+        for m in _ENV_REF.finditer(node):
+            register(env.get(m.group(1)))  # the value, and the whole string it became part of
+        register(out)
+        return out
     return node
 
 
@@ -483,7 +522,9 @@ def _model_in(ann: Any) -> type[BaseModel] | None:
     return None
 
 
-def _explain(err: Mapping[str, Any], model: type[BaseModel]) -> str:
+def explain_error(err: Mapping[str, Any], model: type[BaseModel]) -> str:
+    """One pydantic error (``ValidationError.errors()`` item) of ``model`` → the user's wording: "must be > 0 (got -1)",
+    "unknown key (known keys: ...); did you mean 'x'?". Also for plug-in ``Params`` models."""
     typ, ctx, got = err["type"], err.get("ctx") or {}, err.get("input")
     loc = err["loc"]
     if typ == "extra_forbidden":
@@ -550,7 +591,7 @@ def validate(data: dict[str, Any], origin: Mapping[str, str] | None = None, *, d
             src = _source_of(path, origin, order or [], default_src)
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
         where = f"{path}: " if path else ""
-        raise ConfigError(f"{src}: {where}{_explain(first, Config)}{more}") from None
+        raise ConfigError(f"{src}: {where}{explain_error(first, Config)}{more}") from None
 
 
 def load_config(
@@ -579,7 +620,11 @@ def load_config(
     cfg = validate(merged, origin, default_src=last, order=[_display(f) for f in files] + ["override"])
     disabled: list[tuple[str, str]] = []
     warnings: list[str] = []
+    from engine.redact import register
+
     for i, t in enumerate(cfg.reviewer.tiers):
+        if t.api_key_env:
+            register(env.get(t.api_key_env))
         if t.api_key_env and not env.get(t.api_key_env):
             if t.required:
                 raise ConfigError(

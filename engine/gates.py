@@ -224,11 +224,12 @@ def build_gates(configs: Sequence[GateConfig]) -> list[Gate]:
             params_model = getattr(cls, "Params", None)
             gate = cls(params_model(**gc.params)) if params_model else cls(**gc.params)
         except ValidationError as e:
+            from engine.config import explain_error
+
             err = e.errors(include_url=False)[0]
             where = ".".join(str(x) for x in err["loc"])
-            raise ConfigError(
-                f"gates[{i}].params.{where}: {err['msg'].lower()} (got {err.get('input')!r})"
-            ) from None
+            raise ConfigError(f"gates[{i}].params{'.' + where if where else ''}: "
+                              f"{explain_error(err, params_model)}") from None
         if not getattr(gate, "name", None):
             gate.name = gc.kind  # type: ignore[misc]
         gates.append(gate)

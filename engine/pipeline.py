@@ -89,6 +89,7 @@ class Pipeline:
         self._veto_lost = 0
         self._runner: asyncio.Runner | None = None
         self._news_seen: set[str] = set()
+        self.ended = False  # finish() ran: a finite replay reached the end of its data
 
     # --------------------------------------------------------------------------------- lifecycle
     def open_ledger(self, amount: float, at_ms: int) -> None:
@@ -176,6 +177,7 @@ class Pipeline:
         """End of a finite replay: mark open positions and shadows out at the last close."""
         if self._last_ms is None:
             return None
+        self.ended = True
         t = self._last_ms
         rep = ExecutionReport(fills=self._carry_fills)
         self._carry_fills = []

@@ -73,6 +73,14 @@ def catch_up(pipeline: Pipeline, recorder, symbols: Sequence[str]) -> int | None
         pipeline.open_ledger(deposit.qty * deposit.fill_price, deposit.filled_ms)
         for bars in group_slices(recorder.load_bars(), symbols):
             regenerated.extend(pipeline.step(bars).fills)
+        # A replay killed after writing its last batch (which carries the end-of-data exits) but before it
+        # was marked finished: its data had ended, so the end-of-data exits are part of the ledger to match.
+        load_events = getattr(recorder, "load_events", None)  # a recorder without events never saw an end
+        if load_events is not None and any(e.kind == "run" and e.subject == "replay" for e in load_events()):
+            end = pipeline.finish()
+            if end is not None:
+                regenerated.extend(end.fills)
+            pipeline.ended = True
     finally:
         pipeline.reviewer = real
         if real is not None:

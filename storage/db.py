@@ -44,6 +44,7 @@ SCHEMA_REVISION = "0001"
 DEFAULT_BUSY_TIMEOUT_MS = 5_000
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 WRITE = "tradevet_write"  # execution option: this transaction will write (SQLite takes the lock up front)
+_MIGRATION_LOCK = 0x74726164657665  # PostgreSQL advisory lock key held while migrating ("tradeve")
 
 
 # ------------------------------------------------------------------------------------------------ URLs
@@ -287,5 +288,10 @@ def migrate(engine: Engine, url_masked: str, *, create: bool = True,
             raise StorageError(f"{url_masked}: no tradevet schema in this database (run `tradevet paper` to "
                                f"create one)")
         with engine.execution_options(**{WRITE: True}).begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Two processes opening a new database at once would both create the tables, and the second
+                # fail on PostgreSQL's catalog. The second waits here instead; Alembic then reads the revision
+                # the first committed and has nothing left to do. (SQLite: BEGIN IMMEDIATE serialises.)
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
             command.upgrade(_alembic_config(conn), "head")
     return head

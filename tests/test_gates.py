@@ -307,7 +307,7 @@ def test_unknown_gate_kind_without_a_close_match() -> None:
         ("min_volume", {"min_quote_volume_24h": -1}, "gates[1].params.min_quote_volume_24h: ", "(got -1)"),
         ("max_drawdown", {"max_drawdown_pct": 150}, "gates[1].params.max_drawdown_pct: ", "(got 150)"),
         ("loss_streak", {"stopouts": "many"}, "gates[1].params.stopouts: ", "(got 'many')"),
-        ("correlation_cap", {"min_cor": 0.5}, "gates[1].params.min_cor: ", "(got 0.5)"),
+        ("correlation_cap", {"min_cor": 0.5}, "gates[1].params.min_cor: ", "did you mean 'min_corr'?"),
     ],
 )
 def test_bad_gate_params_name_the_path(kind: str, params: dict, prefix: str, got: str) -> None:
