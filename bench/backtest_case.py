@@ -1,0 +1,35 @@
+"""Bench case: `tradevet backtest` over N recorded signals whose verdicts are already cached (second run)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+
+def run(tmp: Path, n: int) -> dict[str, Any]:
+    from engine.backtest import run_backtest
+    from storage import open_storage
+    from tests.test_backtest import record_synthetic_run
+
+    url = f"sqlite:///{tmp / 'bt.db'}"
+    reviewer = tmp / "rules.yaml"
+    reviewer.write_text("reviewer:\n  tiers:\n    - {name: rules, provider: rules}\n")
+    store = open_storage(url)
+    try:
+        run_id = record_synthetic_run(store, n)
+        t = time.perf_counter()
+        run_backtest(store, run_id, [reviewer])  # fills the verdict cache
+        first = time.perf_counter() - t
+    finally:
+        store.close()
+    store = open_storage(url)
+    try:
+        t = time.perf_counter()
+        result = run_backtest(store, run_id, [reviewer])
+        cached = time.perf_counter() - t
+    finally:
+        store.close()
+    sources = result.columns[1].card.sources
+    return {"signals": n, "first_s": first, "cached_s": cached, "signals_per_s": n / cached,
+            "first_signals_per_s": n / first, "cached_sources": sources}
