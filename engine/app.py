@@ -180,22 +180,25 @@ def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], No
             store.set_reviewer_mode(run_id, pipeline.mode)
         store.set_run_status(run_id, "finished")
         return PaperResult(run_id, cfg.run.name, stats, store.url_masked)
-    except KeyboardInterrupt:
-        if run_id is not None:
-            with contextlib.suppress(Exception):
-                store.set_run_status(run_id, "stopped")
-        raise
-    except BaseException:
-        if run_id is not None:
-            # the original error is what the user needs to see
-            with contextlib.suppress(Exception):
-                store.set_run_status(run_id, _status_after_error(resumed, phase))
+    except BaseException as exc:
+        _record_interruption(store, run_id, exc, resumed=resumed, phase=phase)
         raise
     finally:
         if pipeline is not None:
             pipeline.close()
         if own:
             store.close()
+
+
+def _record_interruption(store: Any, run_id: int | None, exc: BaseException, *, resumed: bool, phase: str,
+                         live: bool = False) -> None:
+    """Leave the run in the status this interruption calls for: ``stopped`` after Ctrl-C (resumable),
+    else ``_status_after_error``. Never raises: the original error is what the user needs to see."""
+    if run_id is None:
+        return
+    status = "stopped" if isinstance(exc, KeyboardInterrupt) else _status_after_error(resumed, phase, live=live)
+    with contextlib.suppress(Exception):
+        store.set_run_status(run_id, status)
 
 
 def _status_after_error(resumed: bool, phase: str, *, live: bool = False) -> str:
@@ -299,15 +302,8 @@ def run_live(loaded: LoadedConfig, *, fresh: bool = False, metrics_port: int | N
         store.set_run_status(run_id, "stopped")  # a live run is never finished: it can always resume
         store.set_reviewer_mode(run_id, pipeline.mode)
         return PaperResult(run_id, cfg.run.name, stats, store.url_masked)
-    except KeyboardInterrupt:
-        if run_id is not None:
-            with contextlib.suppress(Exception):
-                store.set_run_status(run_id, "stopped")
-        raise
-    except BaseException:
-        if run_id is not None:
-            with contextlib.suppress(Exception):
-                store.set_run_status(run_id, _status_after_error(resumed, phase, live=True))
+    except BaseException as exc:
+        _record_interruption(store, run_id, exc, resumed=resumed, phase=phase, live=True)
         raise
     finally:
         if pipeline is not None:
