@@ -339,6 +339,7 @@ def full_packs(store: Any, run_id: int, ids: Sequence[str]) -> dict[str, Context
     from sqlalchemy import bindparam, select
 
     from storage.models import ContextPackRow
+    from storage.repository import rebuild_pack
 
     p = ContextPackRow.__table__.c
     q = select(p.signal_id, p.json, p.hash).where(p.run_id == run_id, p.signal_id.in_(bindparam("ids", expanding=True)))
@@ -346,15 +347,7 @@ def full_packs(store: Any, run_id: int, ids: Sequence[str]) -> dict[str, Context
     with store.guard(f"cannot load context packs of run {run_id}"), store.engine.connect() as conn:
         for i in range(0, len(ids), _CHUNK_IN):
             for sid, text, h in conn.execute(q, {"ids": list(ids[i:i + _CHUNK_IN])}):
-                where = f"{store.url_masked}: run {run_id}: context pack of signal {sid}"
-                try:
-                    pack = ContextPack.from_json(text)
-                except (ValueError, KeyError, TypeError) as e:
-                    raise StorageError(f"{where} cannot be read back ({type(e).__name__}: {e})") from None
-                if pack.hash != h:
-                    raise StorageError(f"{where} does not match its stored hash (stored {h[:12]}…, rebuilt "
-                                       f"{pack.hash[:12]}…): the row was altered or the pack format changed")
-                out[sid] = pack
+                out[sid] = rebuild_pack(store.url_masked, run_id, sid, text, h)
     return out
 
 

@@ -686,15 +686,7 @@ class RunRecorder:
         return out
 
     def _rebuild_pack(self, signal_id: str, text: str, stored_hash: str) -> ContextPack:
-        where = f"{self.storage.url_masked}: run {self.run_id}: context pack of signal {signal_id}"
-        try:
-            pack = ContextPack.from_json(text)
-        except (ValueError, KeyError, TypeError) as e:
-            raise StorageError(f"{where} cannot be read back ({type(e).__name__}: {e})") from None
-        if pack.hash != stored_hash:
-            raise StorageError(f"{where} does not match its stored hash (stored {stored_hash[:12]}…, rebuilt "
-                               f"{pack.hash[:12]}…): the row was altered or the pack format changed")
-        return pack
+        return rebuild_pack(self.storage.url_masked, self.run_id, signal_id, text, stored_hash)
 
     def load_events(self) -> list[Event]:
         """The run's timeline, in the order recorded."""
@@ -721,6 +713,22 @@ class RunRecorder:
         q = select(_NEWS).where(_NEWS.c.run_id == self.run_id).order_by(_NEWS.c.published_ms, _NEWS.c.id)
         with self._read("news") as conn:
             return [rows.row_to_news(r) for r in conn.execute(q)]
+
+
+def rebuild_pack(url_masked: str, run_id: int, signal_id: str, text: str, stored_hash: str) -> ContextPack:
+    """A stored context pack, rebuilt from its JSON and checked against its stored hash.
+
+    Raises: StorageError when the JSON cannot be read back or no longer hashes to what was stored.
+    """
+    where = f"{url_masked}: run {run_id}: context pack of signal {signal_id}"
+    try:
+        pack = ContextPack.from_json(text)
+    except (ValueError, KeyError, TypeError) as e:
+        raise StorageError(f"{where} cannot be read back ({type(e).__name__}: {e})") from None
+    if pack.hash != stored_hash:
+        raise StorageError(f"{where} does not match its stored hash (stored {stored_hash[:12]}…, rebuilt "
+                           f"{pack.hash[:12]}…): the row was altered or the pack format changed")
+    return pack
 
 
 # ===================================================================================== SqlVerdictCache
