@@ -63,21 +63,12 @@ def case_replay_synthetic(tmp: Path) -> dict[str, Any]:
 
 def case_replay_bittrex(tmp: Path) -> dict[str, Any]:
     """The recorded bittrex 2018-01 5m set (10 BTC pairs), rules tier, SQLite, end to end."""
-    from engine.config import load_config
+    from tests.test_pipeline import bittrex_config
 
     data = MARKET / "bittrex_20180110-20180130"
     if not data.is_dir():
         return {"skipped": "shared market data not present"}
-    symbols = sorted({p.name.split("_")[1].replace("-", "/") for p in data.glob("*_5m.csv")})
-    loaded = load_config(overrides={
-        "run": {"name": "bittrex", "db_url": f"sqlite:///{tmp / 'bittrex.db'}"},
-        "market": {"source": "files", "symbols": symbols, "timeframe": "5m", "files": {"dir": str(data)}},
-        "news": {"source": "none"},
-        "gates": [{"kind": "min_volume", "params": {"min_quote_volume_24h": 5}},
-                  {"kind": "max_open_positions", "params": {"max_total": 5, "max_per_strategy": 2}},
-                  {"kind": "cooldown", "params": {"bars": 6}}],
-    })
-    return replay(loaded)
+    return replay(bittrex_config(data, f"sqlite:///{tmp / 'bittrex.db'}"))
 
 
 def case_context(tmp: Path) -> dict[str, Any]:

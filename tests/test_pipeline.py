@@ -124,20 +124,26 @@ def test_retire_rule_switches_to_shadow_mode(tmp_path: Path) -> None:
     assert after and all(rv.mode == "shadow" for rv in after)
 
 
+def bittrex_config(data: Path, db_url: str):  # type: ignore[no-untyped-def]
+    """A files replay of every 5m pair in ``data`` (the shared bittrex set; also used by bench/)."""
+    symbols = sorted({p.name.split("_")[1].replace("-", "/") for p in data.glob("*_5m.csv")})
+    return load_config(overrides={
+        "run": {"name": "bittrex", "db_url": db_url},
+        "market": {"source": "files", "symbols": symbols, "timeframe": "5m", "files": {"dir": str(data)}},
+        "news": {"source": "none"},
+        # the quote currency is BTC here: a 24h volume of a few BTC is a liquid pair
+        "gates": [{"kind": "min_volume", "params": {"min_quote_volume_24h": 5}},
+                  {"kind": "max_open_positions", "params": {"max_total": 5, "max_per_strategy": 2}},
+                  {"kind": "cooldown", "params": {"bars": 6}}],
+    })
+
+
 @pytest.mark.slow
 def test_replay_of_real_bittrex_data(tmp_path: Path) -> None:
     data = MARKET / "bittrex_20180110-20180130"
     if not data.is_dir():
         pytest.skip("shared market data not present")
-    symbols = sorted({p.name.split("_")[1].replace("-", "/") for p in data.glob("*_5m.csv")})
-    loaded = load_config(overrides={
-        "run": {"name": "bittrex", "db_url": f"sqlite:///{tmp_path / 'b.db'}"},
-        "market": {"source": "files", "symbols": symbols, "timeframe": "5m", "files": {"dir": str(data)}},
-        "news": {"source": "none"},
-        "gates": [{"kind": "min_volume", "params": {"min_quote_volume_24h": 5}},
-                  {"kind": "max_open_positions", "params": {"max_total": 5, "max_per_strategy": 2}},
-                  {"kind": "cooldown", "params": {"bars": 6}}],
-    })
+    loaded = bittrex_config(data, f"sqlite:///{tmp_path / 'b.db'}")
     from storage import open_storage
 
     res = run_replay(loaded)
