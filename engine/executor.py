@@ -89,12 +89,12 @@ class PaperExecutor:
                 self._exit(pos.signal_id, bar, hit.reason, hit.requested_price, hit.fill_price,
                            out, ambiguous=hit.ambiguous, gap=hit.gap)
 
-    def close_all(self, marks: Mapping[str, float], at_ms: int, timeframe_ms: int, out: ExecutionReport) -> None:
+    def close_all(self, marks: Mapping[str, float], at_ms: int, out: ExecutionReport) -> None:
         """Mark every open position out at the last close (a finite replay ran out of data)."""
         for pos in sorted(self.portfolio.positions.values(), key=lambda p: p.signal_id):
             price = marks.get(pos.symbol, pos.entry_price)
             fill_price = slip(price, pos.side, pos.side is Side.SHORT, self.cfg.slippage_bps)
-            bar = Bar(pos.symbol, at_ms - timeframe_ms, at_ms, price, price, price, price, 0.0)
+            bar = Bar(pos.symbol, at_ms - self.timeframe_ms, at_ms, price, price, price, price, 0.0)
             self._exit(pos.signal_id, bar, ExitReason.END, price, fill_price, out)
         for sym in sorted(self.pending):
             for p in self.pending[sym]:

@@ -181,7 +181,7 @@ class Pipeline:
         t = self._last_ms
         rep = ExecutionReport(fills=self._carry_fills)
         self._carry_fills = []
-        self.executor.close_all(self._marks, t, self.timeframe_ms, rep)
+        self.executor.close_all(self._marks, t, rep)
         shadow_out: list[Outcome] = []
         self.shadow.close_all(self._marks, t, shadow_out)
         return SliceRecord(close_ms=t, bars=(), fills=tuple(rep.fills), trades=tuple(rep.trades),

@@ -412,7 +412,7 @@ def test_close_all_marks_out_positions_and_reports_unfilled_entries() -> None:
     later = make_signal(sid="late", created_ms=bar_close_ms(1))
     rig.submit(later)
     out = ExecutionReport()
-    rig.ex.close_all({sig.symbol: 103.0}, bar_close_ms(5), TF, out)
+    rig.ex.close_all({sig.symbol: 103.0}, bar_close_ms(5), out)
     (fill,) = out.fills
     (trade,) = out.trades
     assert fill.reason == "end" and fill.requested_price == 103.0
