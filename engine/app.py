@@ -56,8 +56,10 @@ def build_strategies(cfg: Config) -> list[Strategy]:
 
 
 def build_pipeline(loaded: LoadedConfig, *, feed: Any, cache: Any = None, clock: Any = None,
-                   reviewer: Any = None) -> Pipeline:
-    """Wire one pipeline from config. ``reviewer`` may be given (tests); otherwise built from config."""
+                   reviewer: Any = None, preload: bool = True) -> Pipeline:
+    """Wire one pipeline from config. ``reviewer`` may be given (tests); otherwise built from config.
+    A finite replay feed (one with ``arrays()``) is preloaded unless ``preload`` is false (the same run,
+    bar by bar: the tests compare both)."""
     from engine.gates import build_gates
     from engine.news import build_news_source
 
@@ -67,7 +69,7 @@ def build_pipeline(loaded: LoadedConfig, *, feed: Any, cache: Any = None, clock:
 
         reviewer = build_reviewer(cfg.reviewer, cache=cache if cfg.reviewer.cache else None,
                                   disabled=[name for name, _ in loaded.disabled_tiers])
-    return Pipeline(
+    pipeline = Pipeline(
         cfg,
         strategies=build_strategies(cfg),
         gates=build_gates(cfg.gates),
@@ -77,6 +79,10 @@ def build_pipeline(loaded: LoadedConfig, *, feed: Any, cache: Any = None, clock:
         limits=feed.limits(),
         symbols=list(feed.symbols),
     )
+    arrays = getattr(feed, "arrays", None)
+    if preload and arrays is not None:  # a finite replay feed: its whole series is known in advance
+        pipeline.preload(arrays())
+    return pipeline
 
 
 def build_feed(loaded: LoadedConfig) -> Any:

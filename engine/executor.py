@@ -7,7 +7,7 @@ shadow trade that scores what a veto or a modification avoided.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from engine.config import ExecutionConfig
@@ -88,6 +88,17 @@ class PaperExecutor:
             if hit is not None:
                 self._exit(pos.signal_id, bar, hit.reason, hit.requested_price, hit.fill_price,
                            out, ambiguous=hit.ambiguous, gap=hit.gap)
+
+    def on_bars(self, bars: Sequence[Bar], marks: Mapping[str, float], out: ExecutionReport) -> None:
+        """``on_bar`` for each bar of a slice, skipping the symbols with nothing pending or open (a bar only
+        ever changes the orders and positions of its own symbol)."""
+        busy = {p.symbol for p in self.portfolio.positions.values()}
+        if self.pending:
+            busy.update(self.pending)
+        if busy:
+            for bar in bars:
+                if bar.symbol in busy:
+                    self.on_bar(bar, marks, out)
 
     def close_all(self, marks: Mapping[str, float], at_ms: int, out: ExecutionReport) -> None:
         """Mark every open position out at the last close (a finite replay ran out of data)."""
@@ -180,6 +191,12 @@ class ShadowBook:
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.by_symbol.values())
+
+    def on_bars(self, bars: Sequence[Bar], out: list[Outcome]) -> None:
+        if self.by_symbol:
+            for bar in bars:
+                if bar.symbol in self.by_symbol:
+                    self.on_bar(bar, out)
 
     def on_bar(self, bar: Bar, out: list[Outcome]) -> None:
         lst = self.by_symbol.get(bar.symbol)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable
+from itertools import islice, pairwise
 
 import numpy as np
 
@@ -159,6 +160,132 @@ _FACTORIES = {
 }
 
 
+# ------------------------------------------------------------------------------------ whole series
+# A finite replay knows its bars in advance (``SymbolHistory.preload``): each indicator is then computed
+# once over the whole column, with exactly the arithmetic of its incremental class above (same
+# operations, same order: the results are the same bits), and read by index as bars are appended.
+
+
+def _sma_series(c: np.ndarray, n: int) -> tuple[np.ndarray, int]:
+    # running total: (total + c[i]) - c[i-n] at every step, as _Sma; the interleaved sequence
+    # c0, 0, c1, 0, ..., cn, -c0, ... accumulated in order gives exactly those partial sums
+    m = len(c)
+    seq = np.zeros(2 * m)
+    seq[0::2] = c
+    if m > n:
+        seq[2 * n + 1 :: 2] = -c[: m - n]
+    return np.add.accumulate(seq)[1::2] / n, n - 1
+
+
+def _ema_series(c: np.ndarray, n: int) -> tuple[np.ndarray, int]:
+    out = np.full(len(c), np.nan)
+    if len(c) < n:
+        return out, n - 1
+    closes = c.tolist()
+    alpha = 2.0 / (n + 1)
+    v = sum(closes[:n]) / n
+    vals = [v]
+    for x in closes[n:]:
+        v = v + alpha * (x - v)
+        vals.append(v)
+    out[n - 1 :] = vals
+    return out, n - 1
+
+
+def _true_range(h: np.ndarray, low: np.ndarray, c: np.ndarray) -> np.ndarray:
+    tr = h - low
+    if len(c) > 1:
+        pc = c[:-1]
+        tr[1:] = np.maximum(np.maximum(tr[1:], np.abs(h[1:] - pc)), np.abs(low[1:] - pc))
+    return tr
+
+
+def _atr_series(h: np.ndarray, low: np.ndarray, c: np.ndarray, n: int) -> tuple[np.ndarray, int]:
+    out = np.full(len(c), np.nan)
+    if len(c) < n:
+        return out, n - 1
+    tr = _true_range(h, low, c).tolist()
+    m = n - 1
+    v = sum(tr[:n]) / n
+    vals = [v]
+    for x in tr[n:]:
+        v = (v * m + x) / n
+        vals.append(v)
+    out[n - 1 :] = vals
+    return out, n - 1
+
+
+def _rsi_series(c: np.ndarray, n: int) -> tuple[np.ndarray, int]:
+    out = np.full(len(c), np.nan)
+    if len(c) <= n:
+        return out, n
+    moves = pairwise(c.tolist())  # (previous close, close) from the second bar on
+    gains: list[float] = []
+    losses: list[float] = []
+    for pc, x in islice(moves, n):
+        d = x - pc
+        g, lo = (d, 0.0) if d > 0 else (0.0, -d)
+        gains.append(g)
+        losses.append(lo)
+    ag, al = sum(gains) / n, sum(losses) / n
+    m = n - 1
+    vals = [(100.0 if ag > 0 else 50.0) if al == 0.0 else 100.0 - 100.0 / (1.0 + ag / al)]
+    for pc, x in moves:
+        d = x - pc
+        g, lo = (d, 0.0) if d > 0 else (0.0, -d)
+        ag = (ag * m + g) / n
+        al = (al * m + lo) / n
+        vals.append((100.0 if ag > 0 else 50.0) if al == 0.0 else 100.0 - 100.0 / (1.0 + ag / al))
+    out[n:] = vals
+    return out, n
+
+
+def _extreme_series(x: np.ndarray, n: int, highest: bool) -> tuple[np.ndarray, int]:
+    # the n bars before the current one: value at i is max/min of x[i-n .. i-1] (exact, like the deque)
+    out = np.full(len(x), np.nan)
+    if len(x) > n:
+        w = np.lib.stride_tricks.sliding_window_view(x[:-1], n)
+        out[n:] = w.max(axis=1) if highest else w.min(axis=1)
+    return out, n
+
+
+def _series(name: str, n: int, h: np.ndarray, low: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, int]:
+    if name == "sma":
+        return _sma_series(c, n)
+    if name == "ema":
+        return _ema_series(c, n)
+    if name == "atr":
+        return _atr_series(h, low, c, n)
+    if name == "rsi":
+        return _rsi_series(c, n)
+    if name in ("highest", "lowest"):
+        return _extreme_series(h if name == "highest" else low, n, name == "highest")
+    raise KeyError(name)
+
+
+class _SeriesIndicator:
+    """An indicator of a preloaded history: its whole series, read at the history's last appended bar."""
+
+    __slots__ = ("_first", "_hist", "_values", "array")
+
+    def __init__(self, hist: SymbolHistory, array: np.ndarray, first: int) -> None:
+        array.flags.writeable = False
+        self.array = array  # NaN before ``first``
+        self._values = memoryview(array)  # indexing gives Python floats
+        self._first = first
+        self._hist = hist
+
+    @property
+    def value(self) -> float | None:
+        i = self._hist._n - 1
+        return self._values[i] if i >= self._first else None
+
+    @property
+    def prev(self) -> float | None:
+        i = self._hist._n - 2
+        return self._values[i] if i >= self._first else None
+
+
 class SymbolHistory:
     """Closed history of one symbol (implements ``engine.ports.History``).
 
@@ -188,9 +315,48 @@ class SymbolHistory:
         self._lr_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, float]] = {}
         self._qv_window: deque[tuple[int, float]] = deque()
         self._qv_total = 0.0
+        self._preloaded = 0  # > 0: the whole series is known (see preload); append only advances
+        self._qv_series: memoryview | None = None
+
+    def preload(self, cols: dict[str, np.ndarray]) -> None:
+        """Hand over the whole series in advance (a finite replay): ``close_ms`` (int64), ``high``, ``low``,
+        ``close``, ``volume`` (and ``open``) columns of equal length, in time order.
+
+        Bars must then be appended exactly in this order (each is checked against the series). Every query
+        still answers as of the last appended bar — with the same values, to the bit, as without a preload
+        (including the buffer size a non-preloaded history would have); indicators are computed once per
+        column instead of once per bar.
+        """
+        if self.count:
+            raise ValueError(f"{self.symbol}: preload must come before the first bar")
+        cms = np.ascontiguousarray(cols["close_ms"], dtype=np.int64)
+        if len(cms) > 1 and not bool((np.diff(cms) > 0).all()):
+            raise ValueError(f"{self.symbol}: preloaded close times are not strictly increasing")
+        arrays = [cms] + [np.ascontiguousarray(cols[k], dtype=np.float64)
+                          for k in ("open", "high", "low", "close", "volume")]
+        if any(len(a) != len(cms) for a in arrays):
+            raise ValueError(f"{self.symbol}: preloaded columns differ in length")
+        self._close_ms, self._open, self._high, self._low, self._close, self._volume = arrays
+        self._preloaded = len(cms)
+        self._check = tuple(memoryview(a) for a in (cms, arrays[2], arrays[3], arrays[4], arrays[5]))
+
+    @property
+    def preloaded(self) -> bool:
+        return self._preloaded > 0
+
+    def _lo(self) -> int:
+        """First buffer index visible to queries: for a preloaded history, where a non-preloaded one's
+        buffer (kept between ``keep`` and ``2 × keep`` bars, see _compact) would start now."""
+        if not self._preloaded:
+            return 0
+        c, k = self.count, self.keep
+        return 0 if c <= 2 * k else c - (k + (c - 2 * k - 1) % k + 1)
 
     # --------------------------------------------------------------------------------------- update
     def append(self, bar: Bar) -> None:
+        if self._preloaded:
+            self._advance(bar)
+            return
         if self._last is not None and bar.close_ms <= self._last.close_ms:
             raise ValueError(
                 f"{self.symbol}: bar closing at {bar.close_ms} is not after the last one ({self._last.close_ms})"
@@ -220,6 +386,20 @@ class SymbolHistory:
         while self._qv_window and self._qv_window[0][0] <= cutoff:
             self._qv_total -= self._qv_window.popleft()[1]
 
+    def _advance(self, bar: Bar) -> None:
+        i = self._n
+        cms, h, lo, c, v = self._check
+        if i >= self._preloaded or bar.close_ms != cms[i] or bar.close != c[i] or bar.high != h[i] \
+                or bar.low != lo[i] or bar.volume != v[i]:
+            expected = f"the bar closing at {cms[i]}" if i < self._preloaded else "no more bars"
+            raise ValueError(f"{self.symbol}: appended bar closing at {bar.close_ms} differs from the preloaded "
+                             f"series (expected {expected})")
+        self._n = i + 1
+        self.count += 1
+        self._prev_prev_close = self._prev_close
+        self._prev_close = bar.close
+        self._last = bar
+
     def _compact(self) -> None:
         k = self.keep
         for arr in (self._close_ms, self._open, self._high, self._low, self._close, self._volume):
@@ -245,11 +425,12 @@ class SymbolHistory:
         """Buffer index one past the last bar closed at or before ``as_of_ms`` (None = all)."""
         if as_of_ms is None or self._n == 0 or self._close_ms[self._n - 1] <= as_of_ms:
             return self._n
-        return int(np.searchsorted(self._close_ms[: self._n], as_of_ms, side="right"))
+        lo = self._lo()
+        return lo + int(np.searchsorted(self._close_ms[lo : self._n], as_of_ms, side="right"))
 
     def _view(self, arr: np.ndarray, n: int, as_of_ms: int | None = None) -> np.ndarray:
         end = self._end(as_of_ms)
-        v = arr[max(0, end - n) : end]
+        v = arr[max(self._lo(), end - n) : end]
         v.flags.writeable = False  # type: ignore[misc]  # views handed out must not be mutated
         return v
 
@@ -270,11 +451,11 @@ class SymbolHistory:
 
     @property
     def buffered(self) -> int:
-        return self._n
+        return self._n - self._lo()
 
     def log_returns(self, n: int) -> np.ndarray:
         """The last ``n`` one-bar log returns (fewer if history is short)."""
-        c = self._close[max(0, self._n - n - 1) : self._n]
+        c = self._close[max(self._lo(), self._n - n - 1) : self._n]
         if len(c) < 2:
             return np.empty(0)
         return np.diff(np.log(c))
@@ -292,6 +473,10 @@ class SymbolHistory:
         return hit
 
     def quote_volume_24h(self) -> float:
+        if self._preloaded:
+            if self._qv_series is None:
+                self._qv_series = memoryview(_qv_series(self._close_ms, self._close, self._volume))
+            return self._qv_series[self._n - 1] if self._n else 0.0
         return self._qv_total
 
     def indicator(self, name: str, n: int) -> _Indicator:
@@ -300,6 +485,14 @@ class SymbolHistory:
         if ind is None:
             if n <= 0:
                 raise ValueError(f"{name}({n}): period must be positive")
+            if self._preloaded:
+                # as if created now and warmed on the buffer: the series starts at the buffer's first bar
+                lo = self._lo()
+                part, first = _series(name, n, self._high[lo:], self._low[lo:], self._close[lo:])
+                full = np.full(self._preloaded, np.nan)
+                full[lo:] = part
+                ind = self._ind[key] = _SeriesIndicator(self, full, lo + first)  # type: ignore[assignment]
+                return ind
             ind = _FACTORIES[name](n)
             # Warm the new indicator on the buffered history so the first answer is as if it had
             # always been there (identical whether it was asked for early or late).
@@ -334,6 +527,42 @@ class SymbolHistory:
     def prev(self, name: str, n: int) -> float | None:
         return self.indicator(name, n).prev
 
+    def series(self, name: str, n: int) -> np.ndarray:
+        """A preloaded history only: the indicator's values at every bar of the whole series (NaN where it has
+        none yet), read-only. For precomputing where something *may* happen (``Strategy.candidates``);
+        what a decision uses must come from the causal queries above."""
+        ind = self.indicator(name, n)
+        if not isinstance(ind, _SeriesIndicator):
+            raise ValueError(f"{self.symbol}: series() needs a preloaded history")
+        return ind.array
+
+    def column(self, name: str) -> np.ndarray:
+        """A preloaded history only: a whole column (close_ms, open, high, low, close, volume), read-only."""
+        if not self._preloaded:
+            raise ValueError(f"{self.symbol}: column() needs a preloaded history")
+        v = getattr(self, f"_{name}")[:]
+        v.flags.writeable = False
+        return v
+
+
+def _qv_series(close_ms: np.ndarray, close: np.ndarray, volume: np.ndarray) -> np.ndarray:
+    """Rolling 24h quote volume at every bar, with exactly SymbolHistory.append's running-total arithmetic."""
+    out = np.empty(len(close))
+    times = close_ms.tolist()
+    qvs = (volume * close).tolist()
+    total = 0.0
+    head = 0
+    vals: list[float] = []
+    for i, (t, qv) in enumerate(zip(times, qvs, strict=True)):
+        total += qv
+        cutoff = t - _DAY_MS
+        while head <= i and times[head] <= cutoff:
+            total -= qvs[head]
+            head += 1
+        vals.append(total)
+    out[:] = vals
+    return out
+
 
 class MarketState:
     """All symbols' histories. Bars are appended slice by slice; nothing from after the slice is here."""
@@ -353,6 +582,11 @@ class MarketState:
 
     def append(self, bar: Bar) -> None:
         self.history(bar.symbol).append(bar)
+
+    def preload(self, arrays: dict[str, dict[str, np.ndarray]]) -> None:
+        """The whole series of each symbol in advance (a finite replay; see SymbolHistory.preload)."""
+        for sym, cols in arrays.items():
+            self.history(sym).preload(cols)
 
     def last_close(self, symbol: str) -> float | None:
         h = self.histories.get(symbol)

@@ -13,6 +13,8 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from engine.clamp import clamp
 from engine.config import Config
 from engine.context import ContextBuilder
@@ -80,6 +82,9 @@ class Pipeline:
         self.mode = reviewer.mode if reviewer is not None else "off"
         self.stats = StepStats()
         self._plan = [(s, tuple(s.symbols) if s.symbols else tuple(symbols)) for s in strategies]
+        # preloaded replays (see preload): where each strategy may fire, by bar close time / by pair
+        self._cands: dict[int, list[tuple[Strategy, str]]] | None = None
+        self._masks: dict[tuple[int, str], bytes] = {}
         self._marks: dict[str, float] = {}
         self._carry_fills: list[Fill] = []
         self._carry_events: list[Event] = []
@@ -95,6 +100,40 @@ class Pipeline:
     def open_ledger(self, amount: float, at_ms: int) -> None:
         """First deposit of a new run; recorded with the next slice."""
         self._carry_fills.append(self.executor.deposit(amount, at_ms))
+
+    def preload(self, arrays: dict[str, dict[str, np.ndarray]]) -> None:
+        """A finite replay hands over its whole series before the first step (``MarketState.preload``):
+        indicators are computed once per column, and strategies that offer ``candidates`` are evaluated
+        only on the bars where they may fire (and always on a symbol's first bar, where evaluate creates
+        its indicators). What each step sees and decides is unchanged, to the bit."""
+        self.market.preload(arrays)
+        masks: dict[tuple[int, str], bytes] = {}
+        complete = True
+        for k, (strat, syms) in enumerate(self._plan):
+            find = getattr(strat, "candidates", None)
+            for sym in syms:
+                h = self.market.histories.get(sym)
+                m = find(h) if find is not None and h is not None and h.preloaded else None
+                if m is None:
+                    complete = False
+                    continue
+                m = np.asarray(m, dtype=bool).copy()
+                if m.shape != (h.column("close").shape[0],):  # type: ignore[union-attr]
+                    raise ValueError(f"strategy {strat.id}: candidates() for {sym} has shape {m.shape}, "
+                                     f"expected one value per bar")
+                m[:1] = True
+                masks[(k, sym)] = m.tobytes()
+        self._masks = masks
+        if not complete:
+            return
+        cands: dict[int, list[tuple[Strategy, str]]] = {}
+        for k, (strat, syms) in enumerate(self._plan):
+            for sym in syms:
+                times = self.market.histories[sym].column("close_ms")
+                hits = np.frombuffer(masks[(k, sym)], dtype=bool)
+                for t in times[hits].tolist():
+                    cands.setdefault(t, []).append((strat, sym))
+        self._cands = cands  # each list in plan order (strategies in order, then their symbols), as bar by bar
 
     def close(self) -> None:
         if self._runner is not None:
@@ -114,14 +153,15 @@ class Pipeline:
         t = bars[0].close_ms
         self.clock.advance_to(t)
         prev_marks = self._marks
+        histories = self.market.histories
         for bar in bars:
-            self.market.append(bar)
+            h = histories.get(bar.symbol)
+            (h if h is not None else self.market.history(bar.symbol)).append(bar)
         rep = ExecutionReport(fills=self._carry_fills)
         self._carry_fills = []
         shadow_out: list[Outcome] = []
-        for bar in bars:
-            self.executor.on_bar(bar, prev_marks, rep)
-            self.shadow.on_bar(bar, shadow_out)
+        self.executor.on_bars(bars, prev_marks, rep)
+        self.shadow.on_bars(bars, shadow_out)
         marks = self.market.marks()
         self._marks = marks
 
@@ -190,18 +230,27 @@ class Pipeline:
 
     # --------------------------------------------------------------------------------- internals
     def _signals(self, bars: Sequence[Bar], t: int) -> list[Signal]:
-        present = {b.symbol for b in bars}
-        out: list[Signal] = []
         histories = self.market.histories
-        for strat, syms in self._plan:
-            for sym in syms:
-                if sym not in present:
-                    continue
-                sig = strat.evaluate(histories[sym])
-                if sig is not None:
-                    if sig.created_ms != t:
-                        raise RuntimeError(f"strategy {strat.id} emitted a signal for {sig.created_ms}, not {t}")
-                    out.append(sig)
+        if self._cands is not None:  # preloaded: only the pairs that may fire at t
+            todo = [(strat, histories[sym]) for strat, sym in self._cands.get(t, ())]
+        else:
+            present = {b.symbol for b in bars}
+            masks = self._masks
+            todo = []
+            for k, (strat, syms) in enumerate(self._plan):
+                for sym in syms:
+                    if sym in present:
+                        h = histories[sym]
+                        m = masks.get((k, sym)) if masks else None
+                        if m is None or m[h.count - 1]:
+                            todo.append((strat, h))
+        out: list[Signal] = []
+        for strat, h in todo:
+            sig = strat.evaluate(h)
+            if sig is not None:
+                if sig.created_ms != t:
+                    raise RuntimeError(f"strategy {strat.id} emitted a signal for {sig.created_ms}, not {t}")
+                out.append(sig)
         return out
 
     def _review(self, packs: list[ContextPack]) -> list[Verdict]:

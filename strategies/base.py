@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.ports import History
 from engine.types import Side, Signal
 
-__all__ = ["AtrParams", "StrategyBase"]
+__all__ = ["AtrParams", "StrategyBase", "prior"]
+
+
+def prior(a: np.ndarray) -> np.ndarray:
+    """The series one bar earlier (NaN at the first bar): for ``candidates`` masks."""
+    out = np.empty_like(a, dtype=np.float64)
+    out[:1] = np.nan
+    out[1:] = a[:-1]
+    return out
 
 
 class AtrParams(BaseModel):
@@ -38,6 +47,13 @@ class StrategyBase:
 
     def evaluate(self, history: History) -> Signal | None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def candidates(self, history: Any) -> np.ndarray | None:
+        """Optional, for finite replays: given a preloaded history (``SymbolHistory.series`` / ``column``),
+        a boolean mask over its whole series that is True wherever ``evaluate`` *may* return a signal.
+        The pipeline then calls ``evaluate`` only there; the decision itself is still ``evaluate``'s, from
+        causal data. Must never be False where evaluate would fire. None = evaluate on every bar."""
+        return None
 
     def signal(self, history: History, side: Side, *, atr: float, tags: tuple[str, ...] = ()) -> Signal | None:
         """A signal at the last close with an ATR stop and an R-multiple target; None if degenerate."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 from pydantic import Field
 
 from engine.ports import History
 from engine.types import Side, Signal
-from strategies.base import AtrParams, StrategyBase
+from strategies.base import AtrParams, StrategyBase, prior
 
 __all__ = ["DonchianBreakout"]
 
@@ -34,3 +37,12 @@ class DonchianBreakout(StrategyBase):
         if close < lower and not (prev_lower is not None and prev_close < prev_lower):
             return self.signal(history, Side.SHORT, atr=atr, tags=("donchian_low",))
         return None
+
+    def candidates(self, history: Any) -> np.ndarray:
+        p: DonchianParams = self.params  # type: ignore[assignment]
+        upper, lower = history.series("highest", p.period), history.series("lowest", p.period)
+        close = history.column("close")
+        prev_close, prev_upper, prev_lower = prior(close), prior(upper), prior(lower)
+        with np.errstate(invalid="ignore"):
+            # NaN compares False: "not (prev_upper known and prev_close > prev_upper)" is ~(prev_close > prev_upper)
+            return ((close > upper) & ~(prev_close > prev_upper)) | ((close < lower) & ~(prev_close < prev_lower))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 from pydantic import Field, model_validator
 
 from engine.ports import History
 from engine.types import Side, Signal
-from strategies.base import AtrParams, StrategyBase
+from strategies.base import AtrParams, StrategyBase, prior
 
 __all__ = ["RsiReversion"]
 
@@ -37,3 +40,10 @@ class RsiReversion(StrategyBase):
         if rsi0 > p.upper >= rsi:
             return self.signal(history, Side.SHORT, atr=atr, tags=("rsi_overbought_exit",))
         return None
+
+    def candidates(self, history: Any) -> np.ndarray:
+        p: RsiParams = self.params  # type: ignore[assignment]
+        rsi = history.series("rsi", p.period)
+        rsi0 = prior(rsi)
+        with np.errstate(invalid="ignore"):
+            return ((rsi0 < p.lower) & (p.lower <= rsi)) | ((rsi0 > p.upper) & (p.upper >= rsi))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 from pydantic import Field, model_validator
 
 from engine.ports import History
 from engine.types import Side, Signal
-from strategies.base import AtrParams, StrategyBase
+from strategies.base import AtrParams, StrategyBase, prior
 
 __all__ = ["SmaCross"]
 
@@ -37,3 +40,10 @@ class SmaCross(StrategyBase):
         if fast0 >= slow0 and fast < slow:
             return self.signal(history, Side.SHORT, atr=atr, tags=("sma_cross_down",))
         return None
+
+    def candidates(self, history: Any) -> np.ndarray:
+        p: SmaCrossParams = self.params  # type: ignore[assignment]
+        fast, slow = history.series("sma", p.fast), history.series("sma", p.slow)
+        fast0, slow0 = prior(fast), prior(slow)
+        with np.errstate(invalid="ignore"):
+            return ((fast0 <= slow0) & (fast > slow)) | ((fast0 >= slow0) & (fast < slow))
