@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable
-from itertools import islice, pairwise
 
 import numpy as np
 
@@ -219,24 +218,21 @@ def _rsi_series(c: np.ndarray, n: int) -> tuple[np.ndarray, int]:
     out = np.full(len(c), np.nan)
     if len(c) <= n:
         return out, n
-    moves = pairwise(c.tolist())  # (previous close, close) from the second bar on
-    gains: list[float] = []
-    losses: list[float] = []
-    for pc, x in islice(moves, n):
-        d = x - pc
-        g, lo = (d, 0.0) if d > 0 else (0.0, -d)
-        gains.append(g)
-        losses.append(lo)
-    ag, al = sum(gains) / n, sum(losses) / n
+    d = c[1:] - c[:-1]  # from the second bar on, as _Rsi: gain d or 0.0, loss 0.0 or -d
+    up = d > 0
+    gains, losses = np.where(up, d, 0.0).tolist(), np.where(up, 0.0, -d).tolist()
     m = n - 1
-    vals = [(100.0 if ag > 0 else 50.0) if al == 0.0 else 100.0 - 100.0 / (1.0 + ag / al)]
-    for pc, x in moves:
-        d = x - pc
-        g, lo = (d, 0.0) if d > 0 else (0.0, -d)
+    ag, al = sum(gains[:n]) / n, sum(losses[:n]) / n
+    avg_gain, avg_loss = [ag], [al]
+    for g, lo in zip(gains[n:], losses[n:], strict=True):
         ag = (ag * m + g) / n
         al = (al * m + lo) / n
-        vals.append((100.0 if ag > 0 else 50.0) if al == 0.0 else 100.0 - 100.0 / (1.0 + ag / al))
-    out[n:] = vals
+        avg_gain.append(ag)
+        avg_loss.append(al)
+    g_arr, l_arr = np.array(avg_gain), np.array(avg_loss)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rsi = 100.0 - 100.0 / (1.0 + g_arr / l_arr)
+    out[n:] = np.where(l_arr == 0.0, np.where(g_arr > 0, 100.0, 50.0), rsi)
     return out, n
 
 
@@ -546,22 +542,20 @@ class SymbolHistory:
 
 
 def _qv_series(close_ms: np.ndarray, close: np.ndarray, volume: np.ndarray) -> np.ndarray:
-    """Rolling 24h quote volume at every bar, with exactly SymbolHistory.append's running-total arithmetic."""
-    out = np.empty(len(close))
-    times = close_ms.tolist()
-    qvs = (volume * close).tolist()
-    total = 0.0
-    head = 0
-    vals: list[float] = []
-    for i, (t, qv) in enumerate(zip(times, qvs, strict=True)):
-        total += qv
-        cutoff = t - _DAY_MS
-        while head <= i and times[head] <= cutoff:
-            total -= qvs[head]
-            head += 1
-        vals.append(total)
-    out[:] = vals
-    return out
+    """Rolling 24h quote volume at every bar, with exactly SymbolHistory.append's running-total arithmetic:
+    at each bar, + its quote volume, then − each bar that left the trailing day, oldest first. Those events
+    in that order, accumulated in sequence, give the same partial sums; the value at a bar is the sum after
+    its last event."""
+    qv = volume * close
+    n = len(qv)
+    # bar j leaves the window at the first bar i with close_ms[i] - DAY >= close_ms[j]
+    leaves_at = np.searchsorted(close_ms, close_ms + _DAY_MS, side="left")
+    gone = leaves_at < n
+    steps = np.concatenate([np.arange(n), leaves_at[gone]])
+    kinds = np.concatenate([np.zeros(n, dtype=np.int8), np.ones(int(gone.sum()), dtype=np.int8)])
+    order = np.lexsort((kinds, steps))  # by bar, its addition first, then departures oldest first (stable)
+    sums = np.add.accumulate(np.concatenate([qv, -qv[gone]])[order])
+    return sums[np.cumsum(np.bincount(steps, minlength=n)) - 1]
 
 
 class MarketState:

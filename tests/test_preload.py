@@ -173,3 +173,14 @@ class EveryBar(SmaCross):
 
     def candidates(self, history):  # type: ignore[no-untyped-def,override]
         return None
+
+
+def test_quote_volume_over_holes_in_time_matches_bar_by_bar() -> None:
+    bars = random_bars(2000, 21)
+    rng = np.random.default_rng(3)
+    holes = [b for i, b in enumerate(bars) if not (300 < i < 700) and rng.random() > 0.3]  # a 33h hole, gaps
+    plain, pre = pair(holes, 4096)
+    for b in holes:
+        plain.append(b)
+        pre.append(b)
+        assert pre.quote_volume_24h() == plain.quote_volume_24h()
