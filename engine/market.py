@@ -587,7 +587,7 @@ class MarketState:
         return h.last.close if h is not None and h.count else None
 
     def marks(self) -> dict[str, float]:
-        return {s: h.last.close for s, h in self.histories.items() if h.count}
+        return {s: h._last.close for s, h in self.histories.items() if h._last is not None}
 
     def correlation(self, a: str, b: str, lookback: int, min_overlap: int = 10,
                     as_of_ms: int | None = None) -> float | None:

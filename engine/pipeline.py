@@ -168,7 +168,8 @@ class Pipeline:
         signals = self._signals(bars, t)
         gate_rows: list[tuple[str, GateResult]] = []
         passed: list[tuple[Signal, str]] = []
-        self.view.reserved.clear()
+        if signals:
+            self.view.reserved.clear()
         for sig in signals:
             if sig.side is Side.SHORT and not self.cfg.execution.allow_short:
                 gate_rows.append((sig.id, GateResult("allow_short", False, "execution.allow_short is false")))
@@ -197,16 +198,21 @@ class Pipeline:
         events = self._carry_events
         self._carry_events = []
         if self.reviewer is not None:
-            events.extend(Event(e.kind, t, e.subject, e.message, e.data) for e in self.reviewer.drain_events())
+            drained = self.reviewer.drain_events()
+            if drained:
+                events.extend(Event(e.kind, t, e.subject, e.message, e.data) for e in drained)
         outcomes = rep.outcomes + shadow_out
-        events.extend(self._retire_check(shadow_out, t))
+        if shadow_out or self._veto_scores:  # otherwise nothing to score or expire (min_vetoes >= 1)
+            events.extend(self._retire_check(shadow_out, t))
 
         news = self._new_news(t)
-        self.stats.slices += 1
-        self.stats.bars += len(bars)
-        self.stats.signals += len(signals)
-        self.stats.reviewed += len(reviews)
-        self.stats.blocked += len(signals) - len(reviews)
+        stats = self.stats
+        stats.slices += 1
+        stats.bars += len(bars)
+        if signals:
+            stats.signals += len(signals)
+            stats.reviewed += len(reviews)
+            stats.blocked += len(signals) - len(reviews)
         return SliceRecord(
             close_ms=t, bars=tuple(bars), signals=tuple(signals), gate_results=tuple(gate_rows),
             reviews=tuple(reviews), fills=tuple(rep.fills), trades=tuple(rep.trades), outcomes=tuple(outcomes),
