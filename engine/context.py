@@ -7,6 +7,7 @@ from data cut at the signal time must hash the same.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -26,6 +27,7 @@ from engine.types import (
     Signal,
     Trade,
     TradeStats,
+    TradeSummary,
 )
 
 __all__ = ["ContextBuilder", "regime_of", "trade_stats"]
@@ -42,20 +44,20 @@ def regime_of(closes: np.ndarray, cfg: RegimeConfig, timeframe_ms: int) -> Regim
     lb, k = cfg.lookback, cfg.k
     if len(closes) < lb + 1:
         return RegimeInfo(RegimeTag.UNKNOWN, None, None, None, lb, k)
-    r_all = np.diff(np.log(closes[-(cfg.vol_history * lb + lb + 1):]))
+    logs = np.log(closes[-(cfg.vol_history * lb + lb + 1):])
+    r_all = logs[1:] - logs[:-1]  # np.diff
     r = r_all[-lb:]
     var1 = var(r, 1)
     if not var1 > 0:
         return RegimeInfo(RegimeTag.UNKNOWN, None, 0.0, None, lb, k)
-    csum = np.concatenate(([0.0], np.cumsum(r)))
+    csum = np.empty(lb + 1)  # np.concatenate(([0.0], np.cumsum(r))): the same additions, fewer calls
+    csum[0] = 0.0
+    np.add.accumulate(r, out=csum[1:])
     rk = csum[k:] - csum[:-k]
     vr = var(rk, 1) / (k * var1)
     ann = math.sqrt(var1 * _YEAR_MS / timeframe_ms)
-    # rolling variance of every lookback-window ending in the trailing history (cumsums: O(n))
-    c1 = np.concatenate(([0.0], np.cumsum(r_all)))
-    c2 = np.concatenate(([0.0], np.cumsum(r_all * r_all)))
-    s1, s2 = c1[lb:] - c1[:-lb], c2[lb:] - c2[:-lb]
-    rolling_var = (s2 - s1 * s1 / lb) / (lb - 1)
+    # the current window's rank among every lookback-window ending in the trailing history
+    rolling_var = _rolling_var(r_all, lb)
     below = np.count_nonzero(rolling_var <= var1 * (1 + 1e-9))
     pct = float(below / rolling_var.shape[0] * 100.0) if len(rolling_var) > 1 else None
     if vr >= cfg.trend_above:
@@ -65,6 +67,15 @@ def regime_of(closes: np.ndarray, cfg: RegimeConfig, timeframe_ms: int) -> Regim
     else:
         tag = RegimeTag.CHOP
     return RegimeInfo(tag, vr, ann, pct, lb, k)
+
+
+def _rolling_var(r: np.ndarray, lb: int) -> np.ndarray:
+    """Sample variance of every ``lb``-window of ``r``, from running sums (O(n)). This exact sequence of
+    operations defines the vol percentile's figures."""
+    c1 = np.concatenate(([0.0], np.cumsum(r)))
+    c2 = np.concatenate(([0.0], np.cumsum(r * r)))
+    s1, s2 = c1[lb:] - c1[:-lb], c2[lb:] - c2[:-lb]
+    return (s2 - s1 * s1 / lb) / (lb - 1)
 
 
 def trade_stats(trades: Sequence[Trade]) -> TradeStats:
@@ -79,6 +90,23 @@ def trade_stats(trades: Sequence[Trade]) -> TradeStats:
     return TradeStats(len(trades), wins / len(trades), streak)
 
 
+@functools.lru_cache(maxsize=4096)
+def _sanitized_str(text: str, max_chars: int) -> str:
+    from engine.news import sanitize_headline
+
+    return sanitize_headline(text, max_chars)
+
+
+def _sanitized(text: str, max_chars: int) -> str:
+    """``sanitize_headline``: a headline stays in the news window for hours, so it is cleaned once (a pure
+    function of its arguments)."""
+    if type(text) is str:
+        return _sanitized_str(text, max_chars)
+    from engine.news import sanitize_headline
+
+    return sanitize_headline(text, max_chars)
+
+
 class ContextBuilder:
     def __init__(self, cfg: ContextConfig, market: MarketState, portfolio: Portfolio, news: NewsSource,
                  timeframe_ms: int) -> None:
@@ -88,17 +116,18 @@ class ContextBuilder:
         self.news = news
         self.timeframe_ms = timeframe_ms
         self._regime_cache: dict[tuple[str, int], RegimeInfo] = {}
+        self._recent_cache: dict[tuple[int, ...], tuple[tuple[Trade, ...], tuple[TradeSummary, ...], TradeStats]] = {}
 
     def build(self, signal: Signal, gate_note: str, marks: Mapping[str, float]) -> ContextPack:
         t = signal.created_ms
-        recent = self._recent(signal.strategy_id, t)
+        summaries, stats = self._recent_parts(self._recent(signal.strategy_id, t))
         regime = self._regime(signal.symbol, t)
         equity = self.portfolio.equity(marks)
         correlated = self._correlated(signal, self.portfolio.positions.values(), marks, equity)
         return ContextPack.build(
             signal=signal,
-            recent_trades=tuple(self.portfolio.summary(tr) for tr in recent),
-            trade_stats=trade_stats(recent),
+            recent_trades=summaries,
+            trade_stats=stats,
             regime=regime,
             correlated=correlated,
             news=self._news(signal, t),
@@ -118,6 +147,19 @@ class ContextBuilder:
         known = self.portfolio.recent_trades(strategy_id, self.portfolio.recent_capacity)
         return [tr for tr in known if tr.closed_ms <= t][-n:]
 
+    def _recent_parts(self, recent: list[Trade]) -> tuple[tuple[TradeSummary, ...], TradeStats]:
+        """The trades' summaries and stats. A strategy's list changes only when one of its trades closes: they
+        are kept per list, by the identities of its (immutable) trades, which each entry holds, so that no
+        key's ids can be taken by other objects while it is here."""
+        key = tuple(map(id, recent))
+        hit = self._recent_cache.get(key)
+        if hit is None:
+            if len(self._recent_cache) >= 256:
+                self._recent_cache.clear()
+            summary = self.portfolio.summary
+            hit = self._recent_cache[key] = (tuple(recent), tuple([summary(tr) for tr in recent]), trade_stats(recent))
+        return hit[1], hit[2]
+
     def _regime(self, symbol: str, t: int) -> RegimeInfo:
         # signals of several strategies on one symbol in one slice share the computation
         key = (symbol, t)
@@ -127,7 +169,8 @@ class ContextBuilder:
                 self._regime_cache.clear()
             rc = self.cfg.regime
             closes = self.market.history(symbol).closes(rc.vol_history * rc.lookback + rc.lookback + 1, as_of_ms=t)
-            hit = self._regime_cache[key] = regime_of(closes, rc, self.timeframe_ms)
+            hit = regime_of(closes, rc, self.timeframe_ms)
+            self._regime_cache[key] = hit
         return hit
 
     def _correlated(self, signal: Signal, positions: Sequence[Position] | object, marks: Mapping[str, float],
@@ -135,17 +178,17 @@ class ContextBuilder:
         if self.cfg.correlated_top <= 0:
             return ()
         rows: list[CorrelatedPosition] = []
-        cache: dict[str, float | None] = {}
+        corr: dict[str, float | None] = {}
         for pos in sorted(positions, key=lambda p: p.signal_id):  # type: ignore[arg-type]
-            if pos.symbol not in cache:
-                cache[pos.symbol] = self.market.correlation(signal.symbol, pos.symbol, self.cfg.correlation.lookback,
-                                                            as_of_ms=signal.created_ms)
+            if pos.symbol not in corr:
+                corr[pos.symbol] = self.market.correlation(signal.symbol, pos.symbol, self.cfg.correlation.lookback,
+                                                           as_of_ms=signal.created_ms)
             mark = marks.get(pos.symbol, pos.entry_price)
             rows.append(CorrelatedPosition(
                 symbol=pos.symbol,
                 side=pos.side,
                 size_pct_equity=pos.qty * mark / equity * 100.0 if equity > 0 else 0.0,
-                corr=cache[pos.symbol],
+                corr=corr[pos.symbol],
                 unrealized_pnl_pct=pos.side.sign * (mark - pos.entry_price) / pos.entry_price * 100.0,
                 strategy_id=pos.strategy_id,
             ))
@@ -157,12 +200,12 @@ class ContextBuilder:
         items = self.news.items(start, t)
         if not items:
             return ()
-        from engine.news import sanitize_headline, symbol_matches
+        from engine.news import symbol_matches
 
         flags = []
         for item in items:
             if symbol_matches(item, signal.symbol):
                 flags.append(NewsFlag(item.category, (t - item.published_ms) / 60_000.0,
-                                      sanitize_headline(item.headline, self.cfg.headline_chars),
-                                      sanitize_headline(item.source, 40)))
+                                      _sanitized(item.headline, self.cfg.headline_chars),
+                                      _sanitized(item.source, 40)))
         return tuple(flags)
