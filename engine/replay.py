@@ -1,63 +1,122 @@
 """Replay driver: a finite feed + SimClock → Pipeline.step per slice → recorder, as fast as possible.
 
-Slices are written in small batches; each batch is one transaction, so a slice is never half-written.
+Slices are written in batches; each batch is one transaction holding whole slices (and advancing the run's
+last recorded slice), so a slice is never half-written and a crash costs at most the batch in memory, which
+a resume regenerates. A batch is written once it holds ``batch_rows`` rows, once ``batch_seconds`` passed
+since its first slice, or at its slice limit, whichever comes first. The slice limit starts at
+``FIRST_BATCH_SLICES`` and doubles with each batch (unless ``batch_slices`` fixes it): a run records its
+first progress at once, and then batches grow until the per-transaction cost (a commit, now and then a WAL
+checkpoint) is small next to the rows, while a slow replay (a remote reviewer) still records its progress
+every few seconds. A recorder with ``new_batch``/``write_batch`` (``storage.RunRecorder``) turns each slice
+into rows as it comes, so that a filling batch holds rows rather than slice records; other recorders get
+the records (``record_slices``, else ``record_slice`` each).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from engine.pipeline import Pipeline, StepStats
 from engine.ports import Recorder
 from engine.types import Bar, Fill, SliceRecord
 
-__all__ = ["Replay", "fills_fingerprint", "record_digest"]
+__all__ = ["Replay", "fills_fingerprint", "record_digest", "slice_rows"]
+
+
+def slice_rows(rec: SliceRecord) -> int:
+    """About how many rows recording ``rec`` writes (bars, signals, gate results, reviews, fills, ...)."""
+    return (len(rec.bars) + len(rec.signals) + len(rec.gate_results) + 3 * len(rec.reviews) + len(rec.fills)
+            + len(rec.trades) + len(rec.outcomes) + len(rec.events) + len(rec.news))
+
+
+class _Records(list[SliceRecord]):
+    """The batch of a recorder that takes whole slice records only (``record_slice``/``record_slices``)."""
+
+    rows = 0
+
+    @property
+    def slices(self) -> int:
+        return len(self)
+
+    def add(self, rec: SliceRecord) -> None:
+        self.append(rec)
+        self.rows += slice_rows(rec)
 
 
 class Replay:
+    FIRST_BATCH_SLICES = 64
+    BATCH_ROWS = 50_000
+    BATCH_SECONDS = 2.0
+
     def __init__(self, pipeline: Pipeline, slices: Iterable[tuple[Bar, ...]], recorder: Recorder | None, *,
-                 batch_slices: int = 64, on_slice: Callable[[SliceRecord], None] | None = None,
-                 finish: bool = True) -> None:
+                 batch_slices: int | None = None, batch_rows: int | None = None, batch_seconds: float | None = None,
+                 on_slice: Callable[[SliceRecord], None] | None = None, finish: bool = True) -> None:
         self.pipeline = pipeline
         self.slices = slices
         self.recorder = recorder
-        self.batch_slices = max(1, batch_slices)
+        self.batch_slices = max(1, batch_slices) if batch_slices is not None else None
+        self.batch_rows = max(1, batch_rows if batch_rows is not None else self.BATCH_ROWS)
+        self.batch_seconds = self.BATCH_SECONDS if batch_seconds is None else batch_seconds
         self.on_slice = on_slice
         self.finish = finish
 
     def run(self) -> StepStats:
-        buf: list[SliceRecord] = []
         step = self.pipeline.step
+        on_slice = self.on_slice
+        recording = self.recorder is not None
+        max_slices = self.batch_slices or self.FIRST_BATCH_SLICES
+        growing = self.batch_slices is None
+        max_rows = self.batch_rows
+        max_seconds = self.batch_seconds
+        clock = time.monotonic
+        batch = self._new_batch()
+        started = 0.0
         for bars in self.slices:
             rec = step(bars)
-            if self.on_slice is not None:
-                self.on_slice(rec)
-            if self.recorder is not None:
-                buf.append(rec)
-                if len(buf) >= self.batch_slices:
-                    self._flush(buf)
+            if on_slice is not None:
+                on_slice(rec)
+            if recording:
+                if not batch.slices:
+                    started = clock()
+                batch.add(rec)
+                if batch.rows >= max_rows or batch.slices >= max_slices or clock() - started >= max_seconds:
+                    self._write(batch)
+                    batch = self._new_batch()
+                    if growing:
+                        max_slices *= 2
         if self.finish:
             last = self.pipeline.finish()
             if last is not None:
-                if self.on_slice is not None:
-                    self.on_slice(last)
-                buf.append(last)
-        self._flush(buf)
+                if on_slice is not None:
+                    on_slice(last)
+                if recording:
+                    batch.add(last)
+        if recording:
+            self._write(batch)
         return self.pipeline.stats
 
-    def _flush(self, buf: list[SliceRecord]) -> None:
-        if not buf or self.recorder is None:
-            buf.clear()
+    def _new_batch(self) -> Any:
+        """A recorder batch (rows built as slices are added), or a list of the records for a plain recorder."""
+        new_batch = getattr(self.recorder, "new_batch", None)
+        return new_batch() if new_batch is not None else _Records()
+
+    def _write(self, batch: Any) -> None:
+        recorder = self.recorder
+        if recorder is None or not batch.slices:
             return
-        record_many = getattr(self.recorder, "record_slices", None)
+        if not isinstance(batch, _Records):
+            recorder.write_batch(batch)  # type: ignore[attr-defined]
+            return
+        record_many = getattr(recorder, "record_slices", None)
         if record_many is not None:
-            record_many(buf)
+            record_many(batch)
         else:
-            for r in buf:
-                self.recorder.record_slice(r)
-        buf.clear()
+            for r in batch:
+                recorder.record_slice(r)
 
 
 def fills_fingerprint(fills: Iterable[Fill]) -> str:

@@ -1,6 +1,10 @@
-"""Row codecs: pipeline value types ⇄ plain column dicts/tuples (in: ``engine.types`` values or rows; out: the other).
+"""Row codecs: pipeline value types ⇄ plain column tuples/dicts (in: ``engine.types`` values or rows; out: the other).
 
-Kept free of SQLAlchemy so the hot path (a dict per bar) stays a plain function call. JSON written
+Each row shape is defined once, as a ``*_values`` function returning a tuple in the order of its table's
+columns (``COLUMNS``; a test keeps that order equal to ``storage.models``): the recorder strings them
+together into the driver's parameters. The ``*_row`` functions give the same values as column-name dicts.
+
+Kept free of SQLAlchemy so the hot path (a tuple per bar) stays a plain function call. JSON written
 here is ``json.dumps`` with ``repr`` floats, not ``canonical_json``: stored numbers must read back
 bit for bit, and only context packs are hashed (they carry their own canonical JSON).
 """
@@ -34,17 +38,27 @@ from engine.types import (
 )
 
 __all__ = [
+    "COLUMNS",
     "VERDICT_FIELDS",
+    "add_gate_values",
     "bar_row",
+    "bar_values",
     "decision_row",
+    "decision_values",
     "dumps",
     "event_key",
     "event_row",
+    "event_values",
     "fill_row",
+    "fill_values",
     "gate_rows",
+    "gate_values",
     "news_row",
+    "news_values",
     "outcome_row",
+    "outcome_values",
     "pack_row",
+    "pack_values",
     "row_to_bar",
     "row_to_decision",
     "row_to_event",
@@ -56,10 +70,13 @@ __all__ = [
     "row_to_trade",
     "row_to_verdict",
     "signal_row",
+    "signal_values",
     "trade_row",
+    "trade_values",
     "verdict_from_json",
     "verdict_row",
     "verdict_to_json",
+    "verdict_values",
 ]
 
 # Every Verdict field stored in its own column (attempts go to a JSON column of their own).
@@ -69,10 +86,50 @@ VERDICT_FIELDS = (
     "raw_reply",
 )
 
+# Column order of each run-scoped table: the order of the ``*_values`` tuples.
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "bars": ("run_id", "close_ms", "symbol", "open_ms", "open", "high", "low", "close", "volume"),
+    "signals": ("run_id", "id", "strategy_id", "symbol", "side", "created_ms", "entry", "stop_loss", "take_profit",
+                "size_hint", "timeframe", "tags", "status"),
+    "gate_results": ("run_id", "signal_id", "seq", "gate", "passed", "reason", "until_ms"),
+    "context_packs": ("run_id", "signal_id", "hash", "regime_tag", "json"),
+    "verdicts": ("run_id", "signal_id", *VERDICT_FIELDS, "attempts", "mode"),
+    "decisions": ("run_id", "signal_id", "action", "size_pct", "stop_loss", "take_profit", "clamps", "reason"),
+    "fills": ("run_id", "id", "signal_id", "symbol", "side", "kind", "filled_ms", "requested_price", "fill_price",
+              "qty", "fee", "reason", "ambiguous", "gap"),
+    "trades": ("run_id", "signal_id", "strategy_id", "symbol", "side", "qty", "entry_price", "exit_price",
+               "opened_ms", "closed_ms", "pnl", "pnl_pct", "r_multiple", "fees", "exit_reason", "bars_held",
+               "ambiguous"),
+    "outcomes": ("run_id", "signal_id", "kind", "filled", "pnl_pct", "r_multiple", "exit_reason", "ambiguous",
+                 "opened_ms", "closed_ms", "note"),
+    "events": ("run_id", "seq", "kind", "at_ms", "subject", "message", "data"),
+    "news_items": ("run_id", "id", "published_ms", "symbols", "headline", "source", "category"),
+}
+
+
+def _as_dict(table: str, values: tuple[Any, ...]) -> dict[str, Any]:
+    return dict(zip(COLUMNS[table], values, strict=True))
+
 
 def dumps(obj: Any) -> str:
     """Compact JSON that keeps key order and exact floats."""
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+_STRINGS_JSON: dict[tuple[str, ...], str] = {}
+_STRINGS_JSON_MAX = 4096
+
+
+def _strings_json(items: tuple[str, ...]) -> str:
+    """``dumps(list(items))``, remembered for tuples of plain str (signal tags, clamps: a few distinct values)."""
+    if type(items) is tuple and all(type(x) is str for x in items):
+        text = _STRINGS_JSON.get(items)
+        if text is None:
+            text = dumps(list(items))
+            if len(_STRINGS_JSON) < _STRINGS_JSON_MAX:
+                _STRINGS_JSON[items] = text
+        return text
+    return dumps(list(items))
 
 
 def _freeze(v: Any) -> Any:
@@ -87,9 +144,12 @@ def _freeze(v: Any) -> Any:
 # --------------------------------------------------------------------------------------------- bars
 
 
+def bar_values(run_id: int, b: Bar) -> tuple[Any, ...]:
+    return (run_id, b.close_ms, b.symbol, b.open_ms, b.open, b.high, b.low, b.close, b.volume)
+
+
 def bar_row(run_id: int, b: Bar) -> dict[str, Any]:
-    return {"run_id": run_id, "symbol": b.symbol, "close_ms": b.close_ms, "open_ms": b.open_ms, "open": b.open,
-            "high": b.high, "low": b.low, "close": b.close, "volume": b.volume}
+    return _as_dict("bars", bar_values(run_id, b))
 
 
 def row_to_bar(r: Sequence[Any]) -> Bar:
@@ -100,10 +160,13 @@ def row_to_bar(r: Sequence[Any]) -> Bar:
 # ------------------------------------------------------------------------------------------ signals
 
 
+def signal_values(run_id: int, s: Signal, status: str) -> tuple[Any, ...]:
+    return (run_id, s.id, s.strategy_id, s.symbol, str(s.side), s.created_ms, s.entry, s.stop_loss, s.take_profit,
+            s.size_hint, s.timeframe, _strings_json(s.tags), status)
+
+
 def signal_row(run_id: int, s: Signal, status: str) -> dict[str, Any]:
-    return {"run_id": run_id, "id": s.id, "strategy_id": s.strategy_id, "symbol": s.symbol, "side": str(s.side),
-            "created_ms": s.created_ms, "entry": s.entry, "stop_loss": s.stop_loss, "take_profit": s.take_profit,
-            "size_hint": s.size_hint, "timeframe": s.timeframe, "tags": dumps(list(s.tags)), "status": status}
+    return _as_dict("signals", signal_values(run_id, s, status))
 
 
 def row_to_signal(r: Any) -> Signal:
@@ -112,16 +175,33 @@ def row_to_signal(r: Any) -> Signal:
                   timeframe=r.timeframe, tags=tuple(json.loads(r.tags)))
 
 
-def gate_rows(run_id: int, results: Iterable[tuple[str, GateResult]]) -> list[dict[str, Any]]:
-    """Rows with ``seq`` = position among the results of the same signal (the gates' evaluation order)."""
+def add_gate_values(out: list[Any], run_id: int, results: Iterable[tuple[str, GateResult]]) -> int:
+    """Append the rows' column values to ``out`` (flat, row after row); returns the number of rows.
+
+    ``seq`` = position among the results of the same signal (the gates' evaluation order).
+    """
     seen: dict[str, int] = {}
-    out: list[dict[str, Any]] = []
+    get = seen.get
+    ext = out.extend
+    n = 0
     for signal_id, g in results:
-        seq = seen.get(signal_id, 0)
+        seq = get(signal_id, 0)
         seen[signal_id] = seq + 1
-        out.append({"run_id": run_id, "signal_id": signal_id, "seq": seq, "gate": g.gate, "passed": g.passed,
-                    "reason": g.reason, "until_ms": g.until_ms})
-    return out
+        ext((run_id, signal_id, seq, g.gate, g.passed, g.reason, g.until_ms))
+        n += 1
+    return n
+
+
+def gate_values(run_id: int, results: Iterable[tuple[str, GateResult]]) -> list[tuple[Any, ...]]:
+    """One tuple per result (see ``add_gate_values``)."""
+    flat: list[Any] = []
+    add_gate_values(flat, run_id, results)
+    w = len(COLUMNS["gate_results"])
+    return [tuple(flat[i:i + w]) for i in range(0, len(flat), w)]
+
+
+def gate_rows(run_id: int, results: Iterable[tuple[str, GateResult]]) -> list[dict[str, Any]]:
+    return [_as_dict("gate_results", v) for v in gate_values(run_id, results)]
 
 
 def row_to_gate(r: Any) -> tuple[str, GateResult]:
@@ -131,11 +211,14 @@ def row_to_gate(r: Any) -> tuple[str, GateResult]:
 # ------------------------------------------------------------------------------------------ reviews
 
 
-def pack_row(run_id: int, p: ContextPack) -> dict[str, Any]:
+def pack_values(run_id: int, p: ContextPack) -> tuple[Any, ...]:
     if not p.json or not p.hash:
         raise ValueError(f"context pack of {p.signal.id} is not sealed (build it with ContextPack.build)")
-    return {"run_id": run_id, "signal_id": p.signal.id, "hash": p.hash, "regime_tag": str(p.regime.tag),
-            "json": p.json}
+    return (run_id, p.signal.id, p.hash, str(p.regime.tag), p.json)
+
+
+def pack_row(run_id: int, p: ContextPack) -> dict[str, Any]:
+    return _as_dict("context_packs", pack_values(run_id, p))
 
 
 def _attempts_json(attempts: Iterable[TierAttempt]) -> str:
@@ -154,9 +237,12 @@ def _verdict_fields(v: Verdict) -> dict[str, Any]:
     return d
 
 
+def verdict_values(run_id: int, signal_id: str, v: Verdict, mode: str) -> tuple[Any, ...]:
+    return (run_id, signal_id, *_verdict_fields(v).values(), _attempts_json(v.attempts), mode)
+
+
 def verdict_row(run_id: int, signal_id: str, v: Verdict, mode: str) -> dict[str, Any]:
-    return {"run_id": run_id, "signal_id": signal_id, **_verdict_fields(v),
-            "attempts": _attempts_json(v.attempts), "mode": mode}
+    return _as_dict("verdicts", verdict_values(run_id, signal_id, v, mode))
 
 
 def _verdict(d: Mapping[str, Any], attempts: tuple[TierAttempt, ...]) -> Verdict:
@@ -183,10 +269,13 @@ def verdict_from_json(text: str) -> Verdict:
     return _verdict(json.loads(text), ())
 
 
+def decision_values(run_id: int, d: Decision) -> tuple[Any, ...]:
+    return (run_id, d.signal_id, str(d.action), d.size_pct, d.stop_loss, d.take_profit, _strings_json(d.clamps),
+            d.reason)
+
+
 def decision_row(run_id: int, d: Decision) -> dict[str, Any]:
-    return {"run_id": run_id, "signal_id": d.signal_id, "action": str(d.action), "size_pct": d.size_pct,
-            "stop_loss": d.stop_loss, "take_profit": d.take_profit, "clamps": dumps(list(d.clamps)),
-            "reason": d.reason}
+    return _as_dict("decisions", decision_values(run_id, d))
 
 
 def row_to_decision(r: Any) -> Decision:
@@ -197,11 +286,13 @@ def row_to_decision(r: Any) -> Decision:
 # ---------------------------------------------------------------------------------------- execution
 
 
+def fill_values(run_id: int, f: Fill) -> tuple[Any, ...]:
+    return (run_id, f.id, f.signal_id, f.symbol, str(f.side), str(f.kind), f.filled_ms, f.requested_price,
+            f.fill_price, f.qty, f.fee, f.reason, f.ambiguous, f.gap)
+
+
 def fill_row(run_id: int, f: Fill) -> dict[str, Any]:
-    return {"run_id": run_id, "id": f.id, "signal_id": f.signal_id, "symbol": f.symbol, "side": str(f.side),
-            "kind": str(f.kind), "filled_ms": f.filled_ms, "requested_price": f.requested_price,
-            "fill_price": f.fill_price, "qty": f.qty, "fee": f.fee, "reason": f.reason, "ambiguous": f.ambiguous,
-            "gap": f.gap}
+    return _as_dict("fills", fill_values(run_id, f))
 
 
 def row_to_fill(r: Any) -> Fill:
@@ -210,12 +301,14 @@ def row_to_fill(r: Any) -> Fill:
                 fee=r.fee, reason=r.reason, ambiguous=bool(r.ambiguous), gap=bool(r.gap))
 
 
+def trade_values(run_id: int, t: Trade) -> tuple[Any, ...]:
+    return (run_id, t.signal_id, t.strategy_id, t.symbol, str(t.side), t.qty, t.entry_price, t.exit_price,
+            t.opened_ms, t.closed_ms, t.pnl, t.pnl_pct, t.r_multiple, t.fees, str(t.exit_reason), t.bars_held,
+            t.ambiguous)
+
+
 def trade_row(run_id: int, t: Trade) -> dict[str, Any]:
-    return {"run_id": run_id, "signal_id": t.signal_id, "strategy_id": t.strategy_id, "symbol": t.symbol,
-            "side": str(t.side), "qty": t.qty, "entry_price": t.entry_price, "exit_price": t.exit_price,
-            "opened_ms": t.opened_ms, "closed_ms": t.closed_ms, "pnl": t.pnl, "pnl_pct": t.pnl_pct,
-            "r_multiple": t.r_multiple, "fees": t.fees, "exit_reason": str(t.exit_reason),
-            "bars_held": t.bars_held, "ambiguous": t.ambiguous}
+    return _as_dict("trades", trade_values(run_id, t))
 
 
 def row_to_trade(r: Any) -> Trade:
@@ -225,10 +318,13 @@ def row_to_trade(r: Any) -> Trade:
                  exit_reason=ExitReason(r.exit_reason), bars_held=int(r.bars_held), ambiguous=bool(r.ambiguous))
 
 
+def outcome_values(run_id: int, o: Outcome) -> tuple[Any, ...]:
+    return (run_id, o.signal_id, str(o.kind), o.filled, o.pnl_pct, o.r_multiple, o.exit_reason, o.ambiguous,
+            o.opened_ms, o.closed_ms, o.note)
+
+
 def outcome_row(run_id: int, o: Outcome) -> dict[str, Any]:
-    return {"run_id": run_id, "signal_id": o.signal_id, "kind": str(o.kind), "filled": o.filled,
-            "pnl_pct": o.pnl_pct, "r_multiple": o.r_multiple, "exit_reason": o.exit_reason,
-            "ambiguous": o.ambiguous, "opened_ms": o.opened_ms, "closed_ms": o.closed_ms, "note": o.note}
+    return _as_dict("outcomes", outcome_values(run_id, o))
 
 
 def row_to_outcome(r: Any) -> Outcome:
@@ -246,19 +342,25 @@ def event_key(e: Event) -> tuple[str, int, str, str, str]:
     return (e.kind, int(e.at_ms), e.subject, e.message, dumps([[k, v] for k, v in e.data]))
 
 
-def event_row(run_id: int, seq: int, key: tuple[str, int, str, str, str]) -> dict[str, Any]:
+def event_values(run_id: int, seq: int, key: tuple[str, int, str, str, str]) -> tuple[Any, ...]:
     kind, at_ms, subject, message, data = key
-    return {"run_id": run_id, "seq": seq, "kind": kind, "at_ms": at_ms, "subject": subject, "message": message,
-            "data": data}
+    return (run_id, seq, kind, at_ms, subject, message, data)
+
+
+def event_row(run_id: int, seq: int, key: tuple[str, int, str, str, str]) -> dict[str, Any]:
+    return _as_dict("events", event_values(run_id, seq, key))
 
 
 def row_to_event(r: Any) -> Event:
     return Event(r.kind, int(r.at_ms), r.subject, r.message, tuple((k, _freeze(v)) for k, v in json.loads(r.data)))
 
 
+def news_values(run_id: int, n: NewsItem) -> tuple[Any, ...]:
+    return (run_id, n.id, n.published_ms, dumps(list(n.symbols)), n.headline, n.source, str(n.category))
+
+
 def news_row(run_id: int, n: NewsItem) -> dict[str, Any]:
-    return {"run_id": run_id, "id": n.id, "published_ms": n.published_ms, "symbols": dumps(list(n.symbols)),
-            "headline": n.headline, "source": n.source, "category": str(n.category)}
+    return _as_dict("news_items", news_values(run_id, n))
 
 
 def row_to_news(r: Any) -> NewsItem:

@@ -23,6 +23,7 @@ import pytest
 
 from engine.cli import main
 from engine.errors import StorageError, exit_code_for
+from storage.db import SCHEMA_REVISION
 
 ROOT = Path(__file__).resolve().parents[1]
 CSV_HEADER = "timestamp,open,high,low,close,volume"
@@ -698,64 +699,65 @@ def test_schema_newer_than_the_code_is_refused_and_left_alone(db: tuple[str, Pat
     raw.close()
     f = _write(tmp_path / "n.yaml", f"run: {{name: second, db_url: '{url}'}}\n")
     msg = (f"error: {url}: database schema is at revision 0042_future, newer than this tradevet (knows up to "
-           "0001): upgrade tradevet")
+           f"{SCHEMA_REVISION}): upgrade tradevet")
     assert _error(capsys, "paper", "-c", f, "--no-progress") == (4, msg)
     assert _error(capsys, "runs", "--db", url) == (4, msg)
     with sqlite3.connect(path) as raw:
         assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0042_future",)]
         assert raw.execute("SELECT name, status FROM runs").fetchall() == [("first", "finished")]
-        raw.execute("UPDATE alembic_version SET version_num = '0001'")  # so the fixture can check the rest
+        raw.execute("UPDATE alembic_version SET version_num = ?", (SCHEMA_REVISION,))  # the fixture checks the rest
     raw.close()
 
 
-NEXT_REVISION = '''"""Test-only revision: a table added after 0001.
+NEXT_REVISION = '''"""Test-only revision: a table added after {head}.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: probe
+Revises: {head}
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "probe"
+down_revision = "{head}"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    op.create_table("probe_0002", sa.Column("id", sa.Integer(), primary_key=True))
+    op.create_table("probe", sa.Column("id", sa.Integer(), primary_key=True))
 
 
 def downgrade() -> None:
-    op.drop_table("probe_0002")
+    op.drop_table("probe")
 '''
 
 
 def test_schema_older_than_the_code_is_migrated_up_keeping_every_row(db: tuple[str, Path], tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str],
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """A database at 0001 opened by code that knows 0002: migrated in place, nothing lost, no prompt."""
+    """A database at the newest revision opened by code that knows a newer one: migrated in place, nothing lost,
+    no prompt."""
     import storage.db
 
     url, path = db
     before = _snapshot(url)
     migrations = tmp_path / "migrations"
     shutil.copytree(storage.db.MIGRATIONS_DIR, migrations, ignore=shutil.ignore_patterns("__pycache__"))
-    _write(migrations / "versions" / "0002_probe.py", NEXT_REVISION)
+    _write(migrations / "versions" / "9999_probe.py", NEXT_REVISION.format(head=SCHEMA_REVISION))
     monkeypatch.setattr(storage.db, "MIGRATIONS_DIR", migrations)
-    monkeypatch.setattr(storage.db, "SCHEMA_REVISION", "0002")
+    monkeypatch.setattr(storage.db, "SCHEMA_REVISION", "probe")
     code, err, out = _run(capsys, "runs", "--db", url, "--json")
     assert (code, err) == (0, "")
     assert [(r["id"], r["name"], r["status"]) for r in json.loads(out)] == [(1, "first", "finished")]
     with sqlite3.connect(path) as raw:
-        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("0002",)]
-        assert raw.execute("SELECT count(*) FROM probe_0002").fetchall() == [(0,)]
+        assert raw.execute("SELECT version_num FROM alembic_version").fetchall() == [("probe",)]
+        assert raw.execute("SELECT count(*) FROM probe").fetchall() == [(0,)]
     raw.close()
     assert _snapshot(url)["counts"] == before["counts"]
-    with sqlite3.connect(path) as raw:  # back to 0001, so that the fixture (real code) can check the rest
-        raw.execute("DROP TABLE probe_0002")
-        raw.execute("UPDATE alembic_version SET version_num = '0001'")
+    with sqlite3.connect(path) as raw:  # back to the real head, so that the fixture (real code) can check the rest
+        raw.execute("DROP TABLE probe")
+        raw.execute("UPDATE alembic_version SET version_num = ?", (SCHEMA_REVISION,))
     raw.close()
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from storage.db import SCHEMA_REVISION
 from tests.test_crash import PG_URL, pg_database
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,7 +173,7 @@ def test_two_processes_open_a_new_database_at_once(backend: str, tmp_path: Path)
         eng = create_engine(url)
         try:
             with eng.connect() as c:
-                assert c.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0001"]
+                assert c.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [SCHEMA_REVISION]
         finally:
             eng.dispose()
 

@@ -190,7 +190,7 @@ def test_migration_creates_every_table_and_records_its_revision(store: Storage) 
         tables = set(inspect(conn).get_table_names())
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
     assert tables >= ALL_TABLES and "alembic_version" in tables
-    assert version == head_revision() == SCHEMA_REVISION == "0001"
+    assert version == head_revision() == SCHEMA_REVISION == "0002"
 
 
 def test_models_and_migrations_agree(store: Storage) -> None:
@@ -231,7 +231,7 @@ def test_schema_newer_than_the_code_is_refused(db_url: str) -> None:
     with pytest.raises(StorageError) as e:
         open_storage(db_url)
     msg = str(e.value)
-    assert msg.endswith("database schema is at revision 0042_future, newer than this tradevet (knows up to 0001): "
+    assert msg.endswith("database schema is at revision 0042_future, newer than this tradevet (knows up to 0002): "
                         "upgrade tradevet")
     assert "\n" not in msg
 
@@ -723,3 +723,219 @@ def test_event_data_round_trips_as_tuples() -> None:
 
     got = storage.rows.row_to_event(Row())
     assert got.data == (("window", (1, 2)), ("nested", {"a": (3,)}), ("none", None))
+
+
+def test_row_tuples_follow_the_column_order_of_their_tables() -> None:
+    rows = storage.rows
+    for name, columns in rows.COLUMNS.items():
+        assert tuple(Base.metadata.tables[name].c.keys()) == columns, name
+    sl = _slice()
+    sig, rv = sl.signals[0], sl.reviews[0]
+    shapes = {
+        "bars": (rows.bar_values(1, sl.bars[0]), rows.bar_row(1, sl.bars[0])),
+        "signals": (rows.signal_values(1, sig, "blocked"), rows.signal_row(1, sig, "blocked")),
+        "gate_results": (rows.gate_values(1, sl.gate_results)[3], rows.gate_rows(1, sl.gate_results)[3]),
+        "context_packs": (rows.pack_values(1, rv.pack), rows.pack_row(1, rv.pack)),
+        "verdicts": (rows.verdict_values(1, sig.id, rv.verdict, "active"),
+                     rows.verdict_row(1, sig.id, rv.verdict, "active")),
+        "decisions": (rows.decision_values(1, rv.decision), rows.decision_row(1, rv.decision)),
+        "fills": (rows.fill_values(1, sl.fills[1]), rows.fill_row(1, sl.fills[1])),
+        "trades": (rows.trade_values(1, sl.trades[0]), rows.trade_row(1, sl.trades[0])),
+        "outcomes": (rows.outcome_values(1, sl.outcomes[0]), rows.outcome_row(1, sl.outcomes[0])),
+        "events": (rows.event_values(1, 7, rows.event_key(sl.events[0])),
+                   rows.event_row(1, 7, rows.event_key(sl.events[0]))),
+        "news_items": (rows.news_values(1, sl.news[0]), rows.news_row(1, sl.news[0])),
+    }
+    assert set(shapes) == set(rows.COLUMNS)
+    for name, (values, row) in shapes.items():
+        assert tuple(row) == rows.COLUMNS[name] and tuple(row.values()) == values, name
+    # the second gate result of a signal is its seq 1; the fourth row is b's cooldown
+    assert shapes["gate_results"][1] == {"run_id": 1, "signal_id": sl.signals[1].id, "seq": 1, "gate": "cooldown",
+                                         "passed": False, "reason": "cooldown 6 bars", "until_ms": T0 + 6 * TF}
+    assert shapes["signals"][1]["tags"] == '["cross","atr_stop"]'
+
+
+def test_tags_json_is_the_same_for_any_tag_values() -> None:
+    rows = storage.rows
+    for tags in (("a", "b"), ("a", "b"), (), ("é", '"q"'), (1, True), [1.0, "x"]):
+        sig = dataclasses.replace(_signal("s", T0), tags=tags)  # type: ignore[arg-type]
+        assert rows.signal_row(1, sig, "blocked")["tags"] == rows.dumps(list(tags))
+
+
+# ------------------------------------------------------------------------------------ bulk writes
+
+
+def _many(n: int) -> list[SliceRecord]:
+    return [_slice(T0 + i * TF, n=i) for i in range(n)]
+
+
+def test_many_rows_per_statement_record_like_one_slice_at_a_time(db_url: str) -> None:
+    # 123 slices: 246 bars and 492 gate results, so full multi-row statements and a remainder for both
+    slices = _many(123)
+    with open_storage(db_url) as s:
+        assert s.statements.insert["bars"].rows_per_statement == s.statements.insert["gate_results"].rows_per_statement
+        assert s.statements.insert["bars"].rows_per_statement == storage.repository._Insert.ROWS_PER_STATEMENT == 100
+        one = _new_run(s, "single")
+        for sl in slices:
+            one.record_slice(sl)
+        batch = _new_run(s, "batch")
+        batch.record_slices(slices)
+        counts = s.table_counts(batch.run_id)
+        assert counts == s.table_counts(one.run_id) and counts["bars"] == 246 and counts["gate_results"] == 492
+        for load in ("load_bars", "load_signals", "load_gate_results", "load_fills", "load_trades", "load_outcomes",
+                     "load_events", "load_news", "load_decisions", "load_reviews"):
+            assert getattr(batch, load)() == getattr(one, load)(), load
+        before = _dump(s)
+        batch.record_slices(slices)  # again: every row conflicts and is skipped
+        batch.record_slices(slices[::-1][:101])
+        assert _dump(s) == before
+
+
+def test_floats_round_trip_exactly_through_multi_row_statements(store: Storage) -> None:
+    rec = _new_run(store)
+    finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+    runs = iter(range(10**6))
+
+    @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(prices=st.lists(finite, min_size=101, max_size=260))
+    def check(prices: list[float]) -> None:
+        t0 = T0 + next(runs) * 1_000 * TF
+        bars = [Bar("BTC/USDT", t0 + i * TF - TF, t0 + i * TF, p, -p, p / 3, p * 7, abs(p)) for i, p in
+                enumerate(prices)]
+        rec.record_slices([SliceRecord(close_ms=b.close_ms, bars=(b,)) for b in bars])
+        assert rec.load_bars(since_ms=t0)[: len(bars)] == bars
+
+    check()
+
+
+def test_insert_refuses_values_that_are_not_whole_rows(store: Storage) -> None:
+    ins = store.statements.insert["bars"]
+    with store.writer.begin() as conn, pytest.raises(ValueError, match="not whole rows of 9"):
+        ins.run(conn, [1, 2, 3])
+
+
+def test_new_batch_and_write_batch_record_like_record_slices(store: Storage) -> None:
+    slices = _many(5)
+    a, b = _new_run(store, "a"), _new_run(store, "b")
+    a.record_slices(slices)
+    batch = b.new_batch()
+    for sl in slices:
+        batch.add(sl)
+    assert (batch.slices, batch.close_ms) == (5, T0 + 4 * TF)
+    assert batch.rows == sum(store.table_counts(a.run_id).values())
+    b.write_batch(batch)
+    b.write_batch(b.new_batch())  # empty: nothing to do
+    assert store.table_counts(b.run_id) == store.table_counts(a.run_id)
+    assert b.load_reviews() == a.load_reviews() and b.last_slice_ms() == T0 + 4 * TF
+
+
+def test_a_slice_refused_by_a_batch_adds_nothing_to_it(store: Storage) -> None:
+    rec = _new_run(store)
+    batch = rec.new_batch()
+    batch.add(_slice(T0))
+    before = ({k: list(v) for k, v in batch.values.items()}, list(batch.events), batch.rows, batch.slices)
+    sl = _slice(T0 + TF, n=1)
+    raw = dataclasses.replace(sl.reviews[0].pack, json="", hash="")
+    with pytest.raises(ValueError, match="not sealed"):
+        batch.add(dataclasses.replace(sl, reviews=(dataclasses.replace(sl.reviews[0], pack=raw),)))
+    assert ({k: list(v) for k, v in batch.values.items()}, list(batch.events), batch.rows, batch.slices) == before
+    rec.write_batch(batch)
+    assert rec.last_slice_ms() == T0 and store.table_counts(rec.run_id)["bars"] == 2
+
+
+def test_a_failed_batch_names_its_slices_and_writes_nothing(store: Storage) -> None:
+    rec = _new_run(store)
+    orphan = Trade("never-signalled", "sma_fast", "BTC/USDT", Side.LONG, 1.0, 1.0, 1.0, T0, T0, 0.0, 0.0, 0.0, 0.0,
+                   ExitReason.TIME, 1)
+    slices = [*_many(150), SliceRecord(close_ms=T0 + 150 * TF, bars=_bars(T0 + 150 * TF), trades=(orphan,))]
+    with pytest.raises(StorageError) as e:
+        rec.record_slices(slices)
+    assert f"cannot record slices {T0}..{T0 + 150 * TF} of run {rec.run_id}" in str(e.value)
+    assert "(table trades)" in str(e.value)
+    assert all(n == 0 for n in store.table_counts(rec.run_id).values()) and rec.last_slice_ms() is None
+
+
+# ------------------------------------------------------------------------------------- schema 0002
+
+
+def _sqlite_tables_sql(store: Storage) -> dict[str, str]:
+    with store.engine.connect() as conn:
+        return dict(conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'table'").all())
+
+
+def test_sqlite_bars_and_gate_results_are_clustered_on_their_key(sqlite_url: str) -> None:
+    with open_storage(sqlite_url) as s:
+        sql = _sqlite_tables_sql(s)
+    without_rowid = {name for name, text_ in sql.items() if text_.rstrip().endswith("WITHOUT ROWID")}
+    assert without_rowid == {"bars", "gate_results"}
+
+
+def _storage_at_0001(url: str) -> Storage:
+    """A database migrated to revision 0001 only, and a Storage over it (Storage itself does not migrate)."""
+    from alembic import command
+
+    from storage.db import WRITE, _alembic_config, connect
+
+    engine, shown = connect(url)
+    with engine.execution_options(**{WRITE: True}).begin() as conn:
+        command.upgrade(_alembic_config(conn), "0001")
+    return Storage(engine, shown, busy_timeout_ms=5_000)
+
+
+def test_upgrading_a_0001_database_with_recorded_runs_keeps_every_row(db_url: str) -> None:
+    old = _storage_at_0001(db_url)
+    try:
+        a, b = _new_run(old, "a"), _new_run(old, "b")
+        a.record_slices(_many(130))
+        b.record_slice(_slice(T0))
+        with old.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
+        if old.engine.dialect.name == "sqlite":
+            assert not any(t.rstrip().endswith("WITHOUT ROWID") for t in _sqlite_tables_sql(old).values())
+        before = _dump(old)
+        loaded = {load: getattr(a, load)() for load in ("load_bars", "load_gate_results", "load_reviews")}
+    finally:
+        old.close()
+    with open_storage(db_url) as new:
+        with new.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0002"
+        assert _dump(new) == before
+        assert before["bars"] and before["gate_results"]
+        a2 = new.recorder(a.run_id)
+        assert {load: getattr(a2, load)() for load in loaded} == loaded
+        if new.engine.dialect.name == "sqlite":
+            without_rowid = {n for n, t in _sqlite_tables_sql(new).items() if t.rstrip().endswith("WITHOUT ROWID")}
+            assert without_rowid == {"bars", "gate_results"}
+        # and the upgraded tables take new rows (and refuse orphans: the foreign keys came along)
+        new.recorder(b.run_id).record_slice(_slice(T0 + TF, n=1))
+        assert new.table_counts(b.run_id)["gate_results"] == 8
+        with pytest.raises(StorageError, match="integrity error"):
+            new.recorder(b.run_id).record_slice(SliceRecord(
+                close_ms=T0 + 2 * TF, bars=(), gate_results=(("no-such-signal", GateResult("g", True, "")),)))
+
+
+def test_downgrading_to_0001_keeps_every_row(sqlite_url: str) -> None:
+    from alembic import command
+
+    from storage.db import WRITE, _alembic_config
+
+    with open_storage(sqlite_url) as s:
+        _new_run(s).record_slices(_many(20))
+        before = _dump(s)
+        with s.engine.execution_options(**{WRITE: True}).begin() as conn:
+            command.downgrade(_alembic_config(conn), "0001")
+        assert _dump(s) == before
+        assert not any(t.rstrip().endswith("WITHOUT ROWID") for t in _sqlite_tables_sql(s).values())
+    with open_storage(sqlite_url) as s:  # and up again
+        assert _dump(s) == before
+
+
+def test_the_values_group_of_an_insert_is_found_whatever_its_casts() -> None:
+    group = storage.repository._values_group
+    assert group("INSERT INTO t (a, b) VALUES (?, ?) ON CONFLICT DO NOTHING") == (
+        "INSERT INTO t (a, b) VALUES ", "(?, ?)", " ON CONFLICT DO NOTHING")
+    assert group("INSERT INTO t (a, b) VALUES (%s::VARCHAR(64), %s::NUMERIC(10, 2))") == (
+        "INSERT INTO t (a, b) VALUES ", "(%s::VARCHAR(64), %s::NUMERIC(10, 2))", "")
+    for bad in ("INSERT INTO t DEFAULT VALUES", "INSERT INTO t (a) VALUES (?", "INSERT INTO t (a) VALUES ?"):
+        with pytest.raises(RuntimeError, match="unexpected INSERT"):
+            group(bad)
