@@ -8,8 +8,10 @@ stop is not simulated), for every column alike, the recorded reviewer included.
 
 Speed (a run may hold 100,000 reviewed signals). Rebuilding a pack from JSON and re-checking its hash
 costs ~0.5 ms, and one SQL round trip per verdict-cache lookup ~0.2 ms, so:
-- the run is read in three queries (reviews, pack JSON, shadow outcomes); every stored pack's JSON is
-  checked against its stored hash (SHA-256) as it streams past, and only what scoring needs is kept;
+- the run is read by ``storage.bulk`` in one pass per table (signals, packs, verdicts, decisions, outcomes);
+  every stored pack's JSON is checked against its stored hash (SHA-256) as it streams past, and only what
+  scoring needs is kept. The recorded verdicts stay rows: the recorded column is scored from their
+  columns, and ``StoredRun.reviews`` builds the objects only when asked (exports, reports);
 - the verdict cache is read in bulk, one query per tier of the reviewer (the run's packs joined to the
   cache's primary key), and handed to the cascade as a dict-backed cache: its lookups are dict lookups;
 - a pack whose first tier has a cached verdict never reaches a tier (the cascade answers from the cache
@@ -17,7 +19,9 @@ costs ~0.5 ms, and one SQL round trip per verdict-cache lookup ~0.2 ms, so:
   hash, the signal (from the signals table), the regime tag and the equity, and nothing else. Every other
   pack is rebuilt in full (``ContextPack.from_json``, hash verified) before any tier sees it;
 - a cascade whose tiers all answer without awaiting (rules) runs through ``Cascade.review_many_sync``,
-  any other through ``Cascade.review_many``, in chunks of ``--concurrency`` packs.
+  any other through ``Cascade.review_many``, in chunks of ``--concurrency`` packs;
+- every column is scored over arrays (``engine.scoring.score_columns``) against one ``SignalColumns`` of
+  the run: the signals and their outcomes are read into arrays once, not once per column.
 
 Like ``engine.app``, this module is a composition root: it wires ``reviewer`` and ``storage`` together
 (imported inside the functions, so that importing it stays cheap).
@@ -29,36 +33,33 @@ import asyncio
 import contextlib
 import gc
 import json
-import re
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.clamp import clamp
 from engine.config import LoadedConfig, PolicyConfig, load_config
 from engine.errors import ConfigError, StorageError
-from engine.scoring import Scorecard, score
+from engine.scoring import Scorecard, SignalColumns, VerdictColumns, score_columns
 from engine.scoring import gc_paused as _gc_paused
 from engine.types import (
-    Action,
     ContextPack,
     Decision,
     Outcome,
-    OutcomeKind,
     RegimeInfo,
     RegimeTag,
     ReviewRecord,
-    Side,
     Signal,
-    TierAttempt,
     TradeStats,
     Verdict,
-    VerdictKind,
-    content_hash,
 )
+
+if TYPE_CHECKING:
+    from storage.bulk import ReviewedRows
 
 __all__ = [
     "BacktestColumn",
@@ -75,11 +76,9 @@ __all__ = [
 
 Progress = Callable[[str, int, int], None]  # (label, done, total)
 
-_CHUNK_IN = 500  # hashes per IN (...) query: well under every backend's bound-parameter limit
-# The pack's top-level "equity" in canonical JSON. Keys are quoted, so "size_pct_equity" cannot match,
-# and a quote inside a string value is escaped (\"), so no headline can fake the key either.
-_EQUITY = re.compile(r'"equity":(-?[0-9][0-9.eE+-]*|null)')
 _NO_STATS = TradeStats(0, None, 0)
+_SHADOW_FACTS = itemgetter(2, 3, 5, 6)  # of an outcome row: filled, pnl_pct, exit_reason, ambiguous (SignalColumns)
+_REALIZED_FACTS = itemgetter(2, 3)  # filled, pnl_pct
 _REGIMES = {str(t): RegimeInfo(t, None, None, None, 0, 0) for t in RegimeTag}  # shared: carriers only need the tag
 
 
@@ -108,9 +107,46 @@ class StoredRun:
     name: str
     config_json: str
     starting_equity: float
-    reviews: list[StoredReview]
-    outcomes: list[Outcome]  # shadow outcomes (what every column is judged against); realized ones on request
+    packs: list[ContextPack]  # hash carriers, in signal order
+    rows: ReviewedRows  # the recorded verdicts and decisions, as stored rows (same order)
+    outcome_rows: list[tuple[Any, ...]]  # shadow outcomes (what every column is judged against), realized on request
     load_s: float = 0.0
+    _reviews: list[StoredReview] | None = field(default=None, repr=False)
+    _outcomes: list[Outcome] | None = field(default=None, repr=False)
+
+    @property
+    def reviews(self) -> list[StoredReview]:
+        """The recorded reviews (verdict and decision objects are built on first use; not after a lean load)."""
+        if self._reviews is None:
+            rows = self.rows
+            self._reviews = [StoredReview(p, rows.verdict(i), rows.decision(i), rows.mode(i))
+                             for i, p in enumerate(self.packs)]
+        return self._reviews
+
+    @property
+    def outcomes(self) -> list[Outcome]:
+        """The loaded outcomes (built on first use)."""
+        if self._outcomes is None:
+            from storage.bulk import outcome_of
+
+            self._outcomes = list(map(outcome_of, self.outcome_rows))
+        return self._outcomes
+
+    def signal_columns(self) -> SignalColumns:
+        """The reviewed signals and their outcomes as scoring reads them, straight from the rows."""
+        # OUTCOME_COLUMNS: signal_id, kind, filled, pnl_pct, r_multiple, exit_reason, ambiguous, ...
+        rows = self.outcome_rows
+        shadow = {r[0]: _SHADOW_FACTS(r) for r in rows if r[1] == "shadow"}
+        realized = {r[0]: _REALIZED_FACTS(r) for r in rows if r[1] != "shadow"}
+        return SignalColumns.build(self.rows.signals, self.rows.equities, [p.regime.tag for p in self.packs], shadow,
+                                   realized)
+
+    def recorded_columns(self) -> VerdictColumns:
+        """The recorded verdicts and decisions as scoring reads them, straight from the rows."""
+        v, d = self.rows.verdict_values, self.rows.decision_values
+        return VerdictColumns(v("verdict"), v("source"), v("tier"), v("latency_ms"), v("input_tokens"),
+                              v("output_tokens"), v("cached_tokens"), v("cost_usd"), v("attempts"), d("action"),
+                              d("size_pct"))
 
 
 def hash_carrier(signal: Signal, regime_tag: str, equity: float, text: str, h: str) -> ContextPack:
@@ -122,91 +158,29 @@ def hash_carrier(signal: Signal, regime_tag: str, equity: float, text: str, h: s
     return ContextPack(signal, (), _NO_STATS, regime, (), (), "", equity, text, h)
 
 
-def _equity_of(text: str, where: str) -> float:
-    m = _EQUITY.search(text)
-    if m is not None:
-        return 0.0 if m.group(1) == "null" else float(m.group(1))
-    try:  # not canonical JSON after all: read it properly
-        return float(json.loads(text)["equity"] or 0.0)
-    except (ValueError, KeyError, TypeError) as e:
-        raise StorageError(f"{where} has no readable equity ({type(e).__name__}: {e})") from None
-
-
-_SIDES = {str(x): x for x in Side}
-_VERDICTS = {str(x): x for x in VerdictKind}
-_ACTIONS = {str(x): x for x in Action}
-
-
-def _attempts(text: str) -> tuple[TierAttempt, ...]:
-    if text == "[]":
-        return ()
-    return tuple(TierAttempt(a["tier"], bool(a["ok"]), a["kind"], float(a["latency_ms"]), a.get("error", ""))
-                 for a in json.loads(text))
-
-
-def load_stored(store: Any, run_id: int, *, keep_json: bool = False, realized: bool = False) -> StoredRun:
-    """Read a run's reviews and shadow outcomes in three queries; check every stored pack against its hash.
+def load_stored(store: Any, run_id: int, *, keep_json: bool = False, realized: bool = False,
+                lean: bool = False) -> StoredRun:
+    """Read a run's reviews and shadow outcomes (``storage.bulk``); check every stored pack against its hash.
 
     ``realized``: load the realized outcomes too (the scorecard of a run needs them, a backtest does not).
+    ``lean``: read only what scoring reads of the recorded verdicts and decisions (a backtest): ``reviews``
+    is then unavailable, ``recorded_columns`` is.
 
     The hash carriers keep the pack JSON only with ``keep_json`` (100,000 packs are ~500 MB of text; a
     pack that must be reviewed is read again from the database, see ``review_stored``).
 
     Raises: StorageError (no such run; a pack whose JSON does not match its stored hash).
     """
-    from sqlalchemy import and_, select
-
-    from storage.models import ContextPackRow, DecisionRow, OutcomeRow, SignalRow, VerdictRow
+    from storage import bulk
 
     t0 = time.perf_counter()
     run = store.get_run(run_id)
-    s, p, v, d = SignalRow.__table__, ContextPackRow.__table__, VerdictRow.__table__, DecisionRow.__table__
-    o = OutcomeRow.__table__
-    # The sorted join carries no pack JSON: sorting 100,000 × 5 kB through a temporary B-tree costs more
-    # than everything else here. The JSON is read unsorted in its own pass, checked and reduced to equity.
-    q = (
-        select(s.c.id, s.c.strategy_id, s.c.symbol, s.c.side, s.c.created_ms, s.c.entry, s.c.stop_loss,
-               s.c.take_profit, s.c.size_hint, s.c.timeframe, s.c.tags, p.c.hash, p.c.regime_tag,
-               v.c.verdict, v.c.confidence, v.c.rationale, v.c.modified_size_pct, v.c.modified_sl, v.c.source,
-               v.c.tier, v.c.model, v.c.prompt_version, v.c.latency_ms, v.c.input_tokens, v.c.output_tokens,
-               v.c.cached_tokens, v.c.cost_usd, v.c.error, v.c.raw_reply, v.c.attempts, v.c.mode,
-               d.c.action, d.c.size_pct, d.c.stop_loss, d.c.take_profit, d.c.clamps, d.c.reason)
-        .select_from(p)
-        .join(s, and_(s.c.run_id == p.c.run_id, s.c.id == p.c.signal_id))
-        .join(v, and_(v.c.run_id == p.c.run_id, v.c.signal_id == p.c.signal_id))
-        .join(d, and_(d.c.run_id == p.c.run_id, d.c.signal_id == p.c.signal_id))
-        .where(p.c.run_id == run_id)
-        .order_by(s.c.created_ms, s.c.id)
-    )
-    texts = select(p.c.signal_id, p.c.hash, p.c.json).where(p.c.run_id == run_id)
-    shadow = select(o.c.signal_id, o.c.filled, o.c.pnl_pct, o.c.r_multiple, o.c.exit_reason, o.c.ambiguous,
-                    o.c.opened_ms, o.c.closed_ms, o.c.note, o.c.kind).where(o.c.run_id == run_id)
-    if not realized:
-        shadow = shadow.where(o.c.kind == "shadow")
-    equity: dict[str, tuple[float, str]] = {}
-    out: list[StoredReview] = []
-    with _gc_paused(), store.guard(f"cannot load the reviews of run {run_id}"), store.engine.connect() as conn:
-        for sid, h, text in conn.execution_options(yield_per=2000).execute(texts):
-            where = f"{store.url_masked}: run {run_id}: context pack of signal {sid}"
-            computed = content_hash(text)
-            if computed != h:
-                raise StorageError(f"{where} does not match its stored hash (stored {h[:12]}…, computed "
-                                   f"{computed[:12]}…): the row was altered")
-            equity[sid] = (_equity_of(text, where), text if keep_json else "")
-        for r in conn.execute(q):
-            sig = Signal(r[0], r[1], r[2], _SIDES[r[3]], int(r[4]), r[5], r[6], r[7], r[8], r[9],
-                         () if r[10] == "[]" else tuple(json.loads(r[10])))
-            verdict = Verdict(_VERDICTS[r[13]], r[14], r[15], r[16], r[17], r[18], r[19], r[20], r[21], r[22],
-                              int(r[23]), int(r[24]), int(r[25]), r[26], r[27], r[28], _attempts(r[29]))
-            decision = Decision(r[0], _ACTIONS[r[31]], r[32], r[33], r[34],
-                                () if r[35] == "[]" else tuple(json.loads(r[35])), r[36])
-            eq, text = equity[r[0]]
-            out.append(StoredReview(hash_carrier(sig, r[12], eq, text, r[11]), verdict, decision, r[30]))
-        kinds = {str(k): k for k in OutcomeKind}
-        outcomes = [Outcome(r[0], kinds[r[9]], bool(r[1]), r[2], r[3], r[4], bool(r[5]),
-                            None if r[6] is None else int(r[6]), None if r[7] is None else int(r[7]), r[8])
-                    for r in conn.execute(shadow)]
-    return StoredRun(run.id, run.name, run.config_json, run.starting_equity, out, outcomes,
+    with _gc_paused():
+        rows = bulk.load_reviewed(store, run_id, keep_json=keep_json, lean=lean)
+        outcome_rows = bulk.load_outcome_rows(store, run_id, realized=realized)
+        packs = [hash_carrier(*x) for x in zip(rows.signals, rows.regime_tags, rows.equities, rows.jsons, rows.hashes,
+                                                strict=True)]
+    return StoredRun(run.id, run.name, run.config_json, run.starting_equity, packs, rows, outcome_rows,
                      load_s=time.perf_counter() - t0)
 
 
@@ -262,11 +236,12 @@ def reviewer_config(path: Path, run_config_json: str, *, run_id: int | None = No
 class _PrefetchedCache:
     """A VerdictCache whose entries for this backtest were read in bulk; writes go to the real cache too.
 
-    ``get`` answers from memory. A key of a prefetched (tier, model, prompt version) whose hash was in the
-    prefetch and is not in memory is a known miss: no SQL round trip.
+    ``entries``: per (tier, model, prompt version), context hash → verdict. ``get`` answers from memory. A
+    key of a prefetched (tier, model, prompt version) whose hash was in the prefetch and is not in memory
+    is a known miss: no SQL round trip.
     """
 
-    def __init__(self, inner: Any, entries: dict[tuple[str, str, str, str], Verdict],
+    def __init__(self, inner: Any, entries: dict[tuple[str, str, str], dict[str, Verdict]],
                  prefetched: set[tuple[str, str, str]], hashes: set[str]) -> None:
         self.inner = inner
         self.entries = entries
@@ -274,13 +249,15 @@ class _PrefetchedCache:
         self.hashes = hashes
 
     def get(self, tier: str, model: str, prompt_version: str, context_hash: str) -> Verdict | None:
-        v = self.entries.get((tier, model, prompt_version, context_hash))
-        if v is not None or ((tier, model, prompt_version) in self.prefetched and context_hash in self.hashes):
+        key = (tier, model, prompt_version)
+        found = self.entries.get(key)
+        v = None if found is None else found.get(context_hash)
+        if v is not None or (key in self.prefetched and context_hash in self.hashes):
             return v
         return self.inner.get(tier, model, prompt_version, context_hash) if self.inner is not None else None
 
     def put(self, tier: str, model: str, prompt_version: str, context_hash: str, verdict: Verdict) -> None:
-        self.entries.setdefault((tier, model, prompt_version, context_hash), verdict)
+        self.entries.setdefault((tier, model, prompt_version), {}).setdefault(context_hash, verdict)
         if self.inner is not None:
             self.inner.put(tier, model, prompt_version, context_hash, verdict)
 
@@ -290,44 +267,14 @@ class _PrefetchedCache:
             flush()
 
 
-def _cached_verdict(text: str, fields: Sequence[str]) -> Verdict:
-    # storage.rows.verdict_from_json, minus its per-field conversions: a cache row is JSON that
-    # verdict_to_json wrote, so its values already have their types (100,000 rows: 0.9 s → 0.4 s)
-    d = json.loads(text)
-    d["verdict"] = _VERDICTS[d["verdict"]]
-    return Verdict(**{k: d[k] for k in fields})
-
-
 def prefetch_cache(store: Any, keys: Sequence[tuple[str, str, str]], run_id: int,
                    hashes: Sequence[str]) -> _PrefetchedCache:
-    """Read the verdict-cache entries of ``keys`` for the packs of run ``run_id``: one query per key.
-
-    The query walks the run's packs and probes the cache by its primary key (tier, model, prompt
-    version, hash), so it reads what this backtest can use and nothing else.
+    """The verdict-cache entries of ``keys`` for the packs of run ``run_id`` (``storage.bulk.cached_verdicts``:
+    one query per key), as a cache whose lookups are dict lookups and whose writes reach the real cache.
     """
-    from sqlalchemy import and_, bindparam, select
+    from storage import bulk
 
-    from storage import rows
-    from storage.models import ContextPackRow, VerdictCacheRow
-
-    c, p = VerdictCacheRow.__table__.c, ContextPackRow.__table__.c
-    q = (select(c.context_hash, c.verdict)
-         .select_from(ContextPackRow.__table__)
-         .join(VerdictCacheRow.__table__, and_(c.tier == bindparam("t"), c.model == bindparam("m"),
-                                               c.prompt_version == bindparam("pv"), c.context_hash == p.hash))
-         .where(p.run_id == run_id))
-    entries: dict[tuple[str, str, str, str], Verdict] = {}
-    store.flush()  # entries still buffered in this process must be in the table before it is read
-    with store.guard("cannot read the verdict cache"), store.engine.connect() as conn:
-        for t, m, pv in dict.fromkeys(keys):
-            for h, text in conn.execute(q, {"t": t, "m": m, "pv": pv}):
-                try:
-                    entries[(t, m, pv, h)] = _cached_verdict(text, rows.VERDICT_FIELDS)
-                except (ValueError, KeyError, TypeError):
-                    # the careful reader decides: an entry it cannot read either is a miss, as in SqlVerdictCache
-                    with contextlib.suppress(ValueError, KeyError, TypeError):
-                        entries[(t, m, pv, h)] = rows.verdict_from_json(text)
-    return _PrefetchedCache(store.verdict_cache(), entries, set(keys), set(hashes))
+    return _PrefetchedCache(store.verdict_cache(), bulk.cached_verdicts(store, run_id, keys), set(keys), set(hashes))
 
 
 def _tier_keys(cascade: Any) -> list[tuple[str, str, str]]:
@@ -336,19 +283,9 @@ def _tier_keys(cascade: Any) -> list[tuple[str, str, str]]:
 
 def full_packs(store: Any, run_id: int, ids: Sequence[str]) -> dict[str, ContextPack]:
     """Packs rebuilt in full from their stored JSON (hash re-verified), for the tiers that will read them."""
-    from sqlalchemy import bindparam, select
+    from storage import bulk
 
-    from storage.models import ContextPackRow
-    from storage.repository import rebuild_pack
-
-    p = ContextPackRow.__table__.c
-    q = select(p.signal_id, p.json, p.hash).where(p.run_id == run_id, p.signal_id.in_(bindparam("ids", expanding=True)))
-    out: dict[str, ContextPack] = {}
-    with store.guard(f"cannot load context packs of run {run_id}"), store.engine.connect() as conn:
-        for i in range(0, len(ids), _CHUNK_IN):
-            for sid, text, h in conn.execute(q, {"ids": list(ids[i:i + _CHUNK_IN])}):
-                out[sid] = rebuild_pack(store.url_masked, run_id, sid, text, h)
-    return out
+    return bulk.rebuilt_packs(store, run_id, ids)
 
 
 def review_stored(stored: StoredRun, cascade: Any, policy: PolicyConfig, *, cache: _PrefetchedCache | None = None,
@@ -360,23 +297,24 @@ def review_stored(stored: StoredRun, cascade: Any, policy: PolicyConfig, *, cach
     for them (the cascade then answers from the cache without calling a tier); otherwise they are rebuilt
     in full from ``store`` first, or, without ``store``, from the carrier's JSON (``load_stored(keep_json=True)``).
     """
-    reviews = stored.reviews
-    n = len(reviews)
+    packs = stored.packs
+    n = len(packs)
     chunk = max(1, int(concurrency))
     first = _tier_keys(cascade)[:1]
+    # the first tier's cached verdicts: a pack among them is answered from the cache, never read by a tier
+    cached = cache.entries.setdefault(first[0], {}) if cache is not None and first else {}
 
-    def answered_from_cache(h: str) -> bool:
-        return cache is not None and bool(first) and (*first[0], h) in cache.entries
-
-    def packs_of(part: Sequence[StoredReview]) -> list[ContextPack]:
-        need = [r.pack.signal.id for r in part if not answered_from_cache(r.pack.hash)]
+    def packs_of(part: Sequence[ContextPack]) -> list[ContextPack]:
+        need = [p.signal.id for p in part if p.hash not in cached]
+        if not need:
+            return list(part)
         full = _rebuild(need, part)
-        return [full.get(r.pack.signal.id, r.pack) for r in part]
+        return [full.get(p.signal.id, p) for p in part]
 
     async def run_all() -> list[Verdict]:
         verdicts: list[Verdict] = []
         for i in range(0, n, chunk):
-            verdicts.extend(await cascade.review_many(packs_of(reviews[i:i + chunk])))
+            verdicts.extend(await cascade.review_many(packs_of(packs[i:i + chunk])))
             if progress is not None:
                 progress(label, min(i + chunk, n), n)
         return verdicts
@@ -385,37 +323,38 @@ def review_stored(stored: StoredRun, cascade: Any, policy: PolicyConfig, *, cach
         # every tier answers without awaiting (rules): the cascade's synchronous path, same bookkeeping
         verdicts: list[Verdict] = []
         for i in range(0, n, chunk):
-            verdicts.extend(cascade.review_many_sync(packs_of(reviews[i:i + chunk])))
+            verdicts.extend(cascade.review_many_sync(packs_of(packs[i:i + chunk])))
             if progress is not None:
                 progress(label, min(i + chunk, n), n)
         return verdicts
 
-    def _rebuild(ids: list[str], part: Sequence[StoredReview]) -> dict[str, ContextPack]:
-        if not ids:
-            return {}
+    def _rebuild(ids: list[str], part: Sequence[ContextPack]) -> dict[str, ContextPack]:
         if store is not None:
             return full_packs(store, stored.run_id, ids)
         wanted = set(ids)
         out = {}
-        for r in part:
-            if r.pack.signal.id in wanted:
-                if not r.pack.json:
+        for p in part:
+            if p.signal.id in wanted:
+                if not p.json:
                     raise ValueError("review_stored: packs to review need `store`, or load_stored(keep_json=True)")
-                pack = ContextPack.from_json(r.pack.json)
-                if pack.hash != r.pack.hash:
-                    raise StorageError(f"run {stored.run_id}: context pack of signal {r.pack.signal.id} does not "
+                pack = ContextPack.from_json(p.json)
+                if pack.hash != p.hash:
+                    raise StorageError(f"run {stored.run_id}: context pack of signal {p.signal.id} does not "
                                        "match its stored hash")
-                out[r.pack.signal.id] = pack
+                out[p.signal.id] = pack
         return out
 
     if progress is not None:
         progress(label, 0, n)
-    verdicts = run_all_sync() if getattr(cascade, "synchronous", False) else asyncio.run(run_all())
-    out: list[ReviewRecord] = []
-    for r, v in zip(reviews, verdicts, strict=True):
+    synchronous = getattr(cascade, "synchronous", False)
+    # The synchronous path makes no reference cycles to speak of (no event loop): the collector would only
+    # rescan the growing list of verdicts, again and again (0.3-0.6 s of 100,000 reviews). With an event
+    # loop it stays on: asyncio makes cycles.
+    with _gc_paused() if synchronous else contextlib.nullcontext():
+        verdicts = run_all_sync() if synchronous else asyncio.run(run_all())
         # the signal as recorded (exact floats), not as rounded into the pack's canonical JSON
-        out.append(ReviewRecord(r.pack, v, clamp(r.pack.signal, v, policy, "active"), "active"))
-    return out
+        return [ReviewRecord(p, v, clamp(p.signal, v, policy, "active"), "active")
+                for p, v in zip(packs, verdicts, strict=True)]
 
 
 # -------------------------------------------------------------------------------------------- result
@@ -429,6 +368,7 @@ class BacktestColumn:
     reviewed: int
     review_s: float = 0.0  # reviewing (cascade + clamp), the figure signals/s is measured on
     score_s: float = 0.0
+    cache_s: float = 0.0  # reading the verdict cache before reviewing (for benchmarks; not in ``to_dict``)
     events: list[str] = field(default_factory=list)  # breaker transitions during the backtest
     warnings: list[str] = field(default_factory=list)
 
@@ -472,9 +412,9 @@ def _column_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def _score(stored: StoredRun, reviews: Sequence[ReviewRecord], window_days: float) -> Scorecard:
-    return score(reviews, stored.outcomes, [], signals=len(reviews), starting_equity=stored.starting_equity,
-                 window_days=window_days, modify_estimate=True)
+def _score(stored: StoredRun, reviewed: SignalColumns, verdicts: VerdictColumns, window_days: float) -> Scorecard:
+    return score_columns(reviewed, verdicts, [], signals=len(stored.packs), starting_equity=stored.starting_equity,
+                         window_days=window_days, modify_estimate=True)
 
 
 def run_backtest(store: Any, run_id: int, paths: Sequence[Path], *, concurrency: int = 256,
@@ -485,50 +425,69 @@ def run_backtest(store: Any, run_id: int, paths: Sequence[Path], *, concurrency:
     verdict cache (flushed before returning), so repeating the backtest is served from it.
     Raises: ConfigError (a reviewer file), StorageError.
     """
-    from reviewer import build_reviewer
-
     if concurrency < 1:
         raise ConfigError(f"--concurrency: must be >= 1 (got {concurrency})")
     t_all = time.perf_counter()
     configs = [reviewer_config(Path(p), store.get_run(run_id).config_json, run_id=run_id, env=env) for p in paths]
+    # The collector is off while the run is loaded and scored (no reference cycles, only many objects), and
+    # the loaded run is frozen before it is switched on again: immutable from here on, it is not rescanned
+    # on every pass of the collector that runs while a cascade works (asyncio makes reference cycles), nor
+    # scanned once as a whole when the collector comes back on. Unfrozen (all of it) at the end.
     with _gc_paused():
-        stored = load_stored(store, run_id)
+        stored = load_stored(store, run_id, lean=True)
         window = 14.0
         with contextlib.suppress(ValueError, KeyError, TypeError):
             window = float(json.loads(stored.config_json)["scoring"]["retire"]["window_days"])
         t0 = time.perf_counter()
-        recorded = _score(stored, [r.record for r in stored.reviews], window)
-    columns = [BacktestColumn("recorded", "recorded", recorded, len(stored.reviews),
-                              score_s=time.perf_counter() - t0)]
-    hashes = [r.pack.hash for r in stored.reviews]
-    # The loaded run is immutable from here on: frozen, the collector that runs while the cascade works
-    # (asyncio makes reference cycles) does not rescan it on every pass.
-    gc.freeze()
+        reviewed = stored.signal_columns()  # shared by every column
+        recorded = _score(stored, reviewed, stored.recorded_columns(), window)
+        n = len(stored.packs)
+        columns = [BacktestColumn("recorded", "recorded", recorded, n, score_s=time.perf_counter() - t0)]
+        gc.freeze()
     try:
         for name, path, (loaded, warnings) in zip(_column_names(paths), paths, configs, strict=True):
-            cfg = loaded.config
-            cascade = build_reviewer(cfg.reviewer, cache=None, disabled=[t for t, _ in loaded.disabled_tiers])
-            cascade.mode = "active"  # a backtest asks what this reviewer would decide, whatever mode it ran in
-            with _gc_paused():
-                cache = prefetch_cache(store, _tier_keys(cascade), run_id, hashes) if cfg.reviewer.cache else None
-            cascade.cache = cache
-            t1 = time.perf_counter()
-            try:
-                reviews = review_stored(stored, cascade, cfg.policy, cache=cache, store=store,
-                                        concurrency=concurrency, progress=progress, label=name)
-            finally:
-                asyncio.run(cascade.aclose())
-                if cache is not None:
-                    cache.flush()  # the next identical backtest is served from these
-            review_s = time.perf_counter() - t1
-            t2 = time.perf_counter()
-            with _gc_paused():
-                card = _score(stored, reviews, window)
-            events = [f"{e.subject}: {e.message}" for e in cascade.drain_events()]
-            columns.append(BacktestColumn(name, str(path), card, len(reviews), review_s=review_s,
-                                          score_s=time.perf_counter() - t2, events=events,
-                                          warnings=[*warnings, *(w for _, w in loaded.disabled_tiers)]))
+            columns.append(_reviewer_column(store, stored, reviewed, name, path, loaded, warnings, window,
+                                            concurrency=concurrency, progress=progress))
     finally:
         gc.unfreeze()
-    return BacktestResult(stored.run_id, stored.name, len(stored.reviews), stored.load_s, columns,
+    return BacktestResult(stored.run_id, stored.name, n, stored.load_s, columns,
                           total_s=time.perf_counter() - t_all)
+
+
+def _reviewer_column(store: Any, stored: StoredRun, reviewed: SignalColumns, name: str, path: Path,
+                     loaded: LoadedConfig, warnings: list[str], window: float, *, concurrency: int,
+                     progress: Progress | None) -> BacktestColumn:
+    """One reviewer's column: prefetch its cache entries, review every stored pack, score the reviews."""
+    from reviewer import build_reviewer
+
+    cfg = loaded.config
+    cascade = build_reviewer(cfg.reviewer, cache=None, disabled=[t for t, _ in loaded.disabled_tiers])
+    cascade.mode = "active"  # a backtest asks what this reviewer would decide, whatever mode it ran in
+    t0 = time.perf_counter()
+    with _gc_paused():
+        cache = (prefetch_cache(store, _tier_keys(cascade), stored.run_id, [p.hash for p in stored.packs])
+                 if cfg.reviewer.cache else None)
+        gc.freeze()  # the prefetched entries too: they stay as they are while the cascade reads them
+    cascade.cache = cache
+    cache_s = time.perf_counter() - t0
+    # A synchronous cascade makes no cycles worth collecting (review_stored keeps the collector off for it):
+    # off until this column's reviews are freed, the collector never scans 100,000s of them.
+    with _gc_paused() if getattr(cascade, "synchronous", False) else contextlib.nullcontext():
+        t1 = time.perf_counter()
+        try:
+            reviews = review_stored(stored, cascade, cfg.policy, cache=cache, store=store, concurrency=concurrency,
+                                    progress=progress, label=name)
+        finally:
+            asyncio.run(cascade.aclose())
+            if cache is not None:
+                cache.flush()  # the next identical backtest is served from these
+        review_s = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        with _gc_paused():
+            card = _score(stored, reviewed, VerdictColumns.of(reviews), window)
+        events = [f"{e.subject}: {e.message}" for e in cascade.drain_events()]
+        column = BacktestColumn(name, str(path), card, len(reviews), review_s=review_s,
+                                score_s=time.perf_counter() - t2, cache_s=cache_s, events=events,
+                                warnings=[*warnings, *(w for _, w in loaded.disabled_tiers)])
+        del reviews, cache  # freed while the collector is still off
+    return column

@@ -20,23 +20,47 @@ Conventions (the figures are only as good as these; each is also stated where it
   recorded one. The realized side is shown both as booked (trades) and in the same convention, so the
   reviewer's value is read off like for like.
 - Cost and tokens count real calls only: a verdict served from the cache cost nothing this time.
+
+Computation. The scorecard is counted over arrays, one per fact of the reviewed signals (``SignalColumns``:
+the signals and their outcomes, shared by every reviewer a backtest compares; ``VerdictColumns``: one
+reviewer's verdicts and decisions). Counts are exact; every float sum is accumulated one term at a time in
+review order (``np.bincount`` with weights, ``np.add.at``), which is the order the per-signal loop this
+replaced added them in, so the figures are the same doubles (tests/test_scoring_columns.py holds that loop).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import math
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain, compress
+from operator import attrgetter
 from typing import Any
 
-from engine.types import Event, Outcome, OutcomeKind, ReviewRecord, Trade, VerdictKind, ms_to_dt
+import numpy as np
+
+from engine.types import (
+    ContextPack,
+    Event,
+    Outcome,
+    OutcomeKind,
+    ReviewRecord,
+    Signal,
+    TierAttempt,
+    Trade,
+    VerdictKind,
+    ms_to_dt,
+)
 
 __all__ = [
     "Rate",
     "Scorecard",
+    "SignalColumns",
+    "VerdictColumns",
     "counterfactual_series",
     "gc_paused",
     "hypergeom_range",
@@ -44,6 +68,7 @@ __all__ = [
     "percentile",
     "rolling_series",
     "score",
+    "score_columns",
     "verdict_mix_series",
     "wilson",
 ]
@@ -245,149 +270,346 @@ class Scorecard:
 
 @dataclass(slots=True)
 class _Facts:
-    """What scoring needs of one reviewed signal, extracted once (the breakdowns reread it five times)."""
+    """What a rolling window needs of one reviewed signal (``rolling_series``; the scorecard reads columns)."""
 
     created_ms: int
     verdict: str
-    source: str
-    tier: str
-    strategy: str
-    regime: str
-    symbol: str
     scored: bool  # finished, unambiguous shadow trade
-    lost: bool  # the shadow trade lost (meaningful when scored or ambiguous)
-    ambiguous: bool  # finished shadow trade flagged ambiguous
-    executed: bool
-    size_pct: float
-    weight: float  # size_hint × equity at the signal time: quote amount per 100 % of shadow pnl
-    shadow_pnl_pct: float | None  # filled shadow trades, "end" marks included (for the counterfactual)
-    effect_pct: float | None  # the decision's own pnl % per unit of signal size (realized or estimated)
-    modify_delta: tuple[bool, float] | None  # (shadow lost, effect − shadow) of an acted-on modification
+    lost: bool  # the shadow trade lost (meaningful when scored)
     live: bool  # answered by the reviewer at all (source != "off")
     through: bool  # not answered by the first enabled tier
     fallback: bool
-    cached: bool
-    latency_ms: float
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int
-    cost_usd: float
 
 
 def _finished(o: Outcome | None) -> bool:
     return o is not None and o.filled and o.exit_reason not in ("", "end")
 
 
-def _facts(r: ReviewRecord, shadow: Outcome | None, realized: Outcome | None, estimate: bool) -> _Facts:
-    sig, v, d = r.pack.signal, r.verdict, r.decision
+def _facts(r: ReviewRecord, shadow: Outcome | None) -> _Facts:
+    v = r.verdict
     finished = _finished(shadow)
     amb = finished and shadow.ambiguous  # type: ignore[union-attr]
-    executed = d.action.value == "execute"
-    size = d.size_pct if executed else 0.0
-    s_pnl = shadow.pnl_pct if shadow is not None and shadow.filled else None
+    return _Facts(created_ms=r.pack.signal.created_ms, verdict=str(v.verdict), scored=finished and not amb,
+                  lost=finished and shadow.pnl_pct < 0,  # type: ignore[union-attr]
+                  live=v.source != "off", through=v.source == "fallback" or any(not a.ok for a in v.attempts),
+                  fallback=v.source == "fallback")
+
+
+_PACK, _VERDICT, _DECISION = attrgetter("pack"), attrgetter("verdict"), attrgetter("decision")
+_OF_PACK = attrgetter("signal", "equity", "regime.tag")
+_OF_SIGNAL = attrgetter("id", "created_ms", "strategy_id", "symbol", "size_hint")
+_OF_VERDICT = attrgetter("verdict", "source", "tier", "latency_ms", "input_tokens", "output_tokens", "cached_tokens",
+                         "cost_usd", "attempts")
+_OF_DECISION = attrgetter("action", "size_pct")
+_OF_OUTCOME = attrgetter("filled", "pnl_pct", "exit_reason", "ambiguous")
+_OF_REALIZED = attrgetter("filled", "pnl_pct")
+_OF_ATTEMPT = attrgetter("tier", "ok", "kind", "latency_ms")
+_OK = attrgetter("ok")
+_NO_OUTCOME = (False, 0.0, "", False)  # a missing shadow outcome's facts (masked out by ``shadow_known``)
+_NOT_CALLS = ("cache", "breaker_open", "deadline", "cancelled")  # attempts that say nothing of a tier's speed
+
+
+def _transpose(rows: Iterable[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:
+    cols = list(zip(*rows, strict=True))
+    return cols if cols else [()] * width
+
+
+def _floats(xs: Sequence[Any]) -> np.ndarray:
+    return np.array(xs, dtype=np.float64)
+
+
+def _bools(xs: Iterable[Any], n: int) -> np.ndarray:
+    """Truth values of ``xs`` (bool() of each)."""
+    return np.fromiter(map(bool, xs), dtype=np.bool_, count=n)
+
+
+def _ints(xs: Sequence[Any]) -> np.ndarray:
+    """Integer counters as int64; anything else (a float where an int belongs) is summed as float, like Python."""
+    a = np.array(xs)
+    if not a.size:
+        return np.zeros(0, dtype=np.int64)
+    return a if a.dtype.kind in "iu" else np.array(xs, dtype=np.float64)
+
+
+def _shown(values: Sequence[Any]) -> list[str]:
+    """``[str(v) for v in values]``, with str() called once per distinct value."""
+    shown = {v: str(v) for v in dict.fromkeys(values)}
+    return list(map(shown.__getitem__, values))
+
+
+def _group_codes(values: Sequence[Any]) -> tuple[np.ndarray, dict[Any, int]]:
+    """Each value's group number (groups numbered in order of first appearance) and the groups."""
+    index = {v: i for i, v in enumerate(dict.fromkeys(values))}
+    return np.fromiter(map(index.__getitem__, values), dtype=np.intp, count=len(values)), index
+
+
+def _where(values: Sequence[Any], test: Callable[[Any], bool]) -> np.ndarray:
+    """``[bool(test(v)) for v in values]``, calling ``test`` once per distinct value."""
+    return _Groups(values).where(test)
+
+
+class _Groups:
+    """The distinct values of a column (in order of first appearance) and each row's group number."""
+
+    __slots__ = ("codes", "index")
+
+    def __init__(self, values: Sequence[Any]) -> None:
+        self.codes, self.index = _group_codes(values)
+
+    def where(self, test: Callable[[Any], bool]) -> np.ndarray:
+        """Each row's ``bool(test(value))``, with ``test`` called once per distinct value."""
+        if not self.index:
+            return np.zeros(0, dtype=np.bool_)
+        return np.array([bool(test(v)) for v in self.index], dtype=np.bool_)[self.codes]
+
+    def counts(self, label: Callable[[Any], Any] = lambda v: v) -> dict[Any, int]:
+        """``dict(Counter(values))``: counts in order of first appearance."""
+        counts = np.bincount(self.codes, minlength=len(self.index)).tolist()
+        return {label(v): counts[i] for v, i in self.index.items()}
+
+
+@dataclass(frozen=True)
+class SignalColumns:
+    """The reviewed signals and their outcomes as scoring reads them: one array per fact, in review order.
+
+    Independent of the reviewer: a backtest builds it once and scores every reviewer column against it
+    (``score_columns``). Build it with ``of``, or with ``build`` from the outcomes' facts.
+    """
+
+    n: int
+    ids: list[str]
+    created_ms: np.ndarray
+    strategies: list[str]
+    symbols: list[str]
+    regimes: list[str]
+    weight: np.ndarray  # size_hint × equity at the signal time / 100: quote amount per 1 % of shadow pnl
+    shadow_known: np.ndarray  # a shadow outcome exists
+    shadow_filled: np.ndarray  # ... and filled ("end" marks included: the counterfactual counts them)
+    shadow_pnl: np.ndarray
+    finished: np.ndarray  # filled and finished by stop, target or time (not marked out at the end)
+    ambiguous: np.ndarray  # finished and flagged ambiguous
+    lost: np.ndarray  # finished and lost
+    realized_known: np.ndarray  # a realized outcome exists
+    realized_filled: np.ndarray
+    realized_pnl: np.ndarray  # 0.0 where not filled
+
+    @functools.cached_property
+    def groups(self) -> dict[str, _Groups]:
+        """The breakdown dimensions that depend on the signal alone, grouped once for every column."""
+        return {"strategy": _Groups(self.strategies), "regime": _Groups(self.regimes), "symbol": _Groups(self.symbols)}
+
+    @classmethod
+    def of(cls, packs: Sequence[ContextPack], outcomes: Iterable[Outcome]) -> SignalColumns:
+        """From each reviewed signal's pack (signal, equity, regime tag) and the run's outcomes."""
+        shadow, realized = _split(outcomes)
+        signals, equities, regimes = _transpose(map(_OF_PACK, packs), 3)
+        return cls.build(signals, equities, regimes, {k: _OF_OUTCOME(o) for k, o in shadow.items()},
+                         {k: _OF_REALIZED(o) for k, o in realized.items()})
+
+    @classmethod
+    def build(cls, signals: Sequence[Signal], equities: Sequence[float], regimes: Sequence[Any],
+              shadow: Mapping[str, Sequence[Any]], realized: Mapping[str, Sequence[Any]]) -> SignalColumns:
+        """From the signals with their packs' equity and regime tag (shown with str()) and, by signal id, the
+        shadow outcomes as (filled, pnl_pct, exit_reason, ambiguous) and the realized ones as (filled, pnl_pct)."""
+        n = len(signals)
+        ids, created, strategies, symbols, size_hints = _transpose(map(_OF_SIGNAL, signals), 5)
+        ids = list(ids)
+        shadows = list(map(shadow.get, ids))
+        known = np.fromiter((o is not None for o in shadows), dtype=np.bool_, count=n)
+        filled, pnl, exit_reason, amb = _transpose((_NO_OUTCOME if o is None else o for o in shadows), 4)
+        shadow_filled = known & _bools(filled, n)
+        shadow_pnl = _floats(pnl)
+        finished = shadow_filled & _where(exit_reason, lambda e: e not in ("", "end"))
+        with np.errstate(invalid="ignore"):
+            lost = finished & (shadow_pnl < 0)
+        reals = list(map(realized.get, ids))
+        realized_known = np.fromiter((o is not None for o in reals), dtype=np.bool_, count=n)
+        realized_filled = realized_known & _bools((o is not None and o[0] for o in reals), n)
+        return cls(
+            n=n, ids=ids, created_ms=np.array(created, dtype=np.int64), strategies=list(strategies),
+            symbols=list(symbols), regimes=_shown(regimes),
+            weight=_floats(size_hints) * _floats(equities) / 100.0,
+            shadow_known=known, shadow_filled=shadow_filled, shadow_pnl=shadow_pnl, finished=finished,
+            ambiguous=finished & _bools(amb, n), lost=lost, realized_known=realized_known,
+            realized_filled=realized_filled,
+            realized_pnl=_floats([o[1] if f else 0.0 for o, f in zip(reals, realized_filled.tolist(), strict=True)]),
+        )
+
+
+@dataclass(frozen=True)
+class VerdictColumns:
+    """One reviewer's verdicts and the clamp's decisions as scoring reads them, one list per field, in review order.
+
+    Field by field what ``Verdict`` and ``Decision`` hold (``kinds``: ``Verdict.verdict``, ``attempts``:
+    tuples of ``TierAttempt``). Build it with ``of``, or straight from stored rows.
+    """
+
+    kinds: Sequence[Any]
+    sources: Sequence[str]
+    tiers: Sequence[str]
+    latency_ms: Sequence[float]
+    input_tokens: Sequence[int]
+    output_tokens: Sequence[int]
+    cached_tokens: Sequence[int]
+    cost_usd: Sequence[float]
+    attempts: Sequence[tuple[TierAttempt, ...]]
+    actions: Sequence[Any]  # Decision.action
+    size_pct: Sequence[float]  # Decision.size_pct
+
+    @classmethod
+    def of(cls, reviews: Sequence[ReviewRecord]) -> VerdictColumns:
+        kinds, sources, tiers, latency, tin, tout, tcached, cost, attempts = _transpose(
+            map(_OF_VERDICT, map(_VERDICT, reviews)), 9)
+        actions, sizes = _transpose(map(_OF_DECISION, map(_DECISION, reviews)), 2)
+        return cls(kinds, sources, tiers, latency, tin, tout, tcached, cost, attempts, actions, sizes)
+
+    def __len__(self) -> int:
+        return len(self.kinds)
+
+
+@dataclass(slots=True)
+class _Columns:
+    """Every fact scoring counts of every reviewed signal, as arrays in review order.
+
+    The figures are sums and counts over these: integer counts are exact whatever the order, and every
+    float sum is accumulated one term at a time in review order (``np.bincount`` with weights), so each
+    figure is the same double that adding the terms signal by signal gives, to the last bit.
+    """
+
+    n: int
+    created_ms: np.ndarray
+    groups: dict[str, _Groups]  # breakdown dimension → each signal's group (tier, strategy, regime, symbol)
+    kinds: _Groups  # the verdicts (accept, modify, veto)
+    sources: _Groups  # who answered (a tier, cache, fallback, off)
+    scored: np.ndarray  # finished, unambiguous shadow trade
+    lost: np.ndarray  # finished shadow trade that lost
+    ambiguous: np.ndarray  # finished shadow trade flagged ambiguous
+    veto: np.ndarray  # str(verdict) == "veto" (and accept, modify likewise)
+    accept: np.ndarray
+    modify: np.ndarray
+    executed: np.ndarray
+    weight: np.ndarray
+    has_shadow_pnl: np.ndarray
+    shadow_pnl: np.ndarray
+    has_effect: np.ndarray
+    effect: np.ndarray  # the decision's own pnl % per unit of signal size (realized or estimated)
+    modified: np.ndarray  # an acted-on modification with a finished shadow trade and a known effect
+    modify_delta: np.ndarray  # effect − shadow pnl (meaningful where ``modified``)
+    live: np.ndarray  # answered by the reviewer at all (source != "off")
+    through: np.ndarray  # not answered by the first enabled tier
+    fallback: np.ndarray
+    cached: np.ndarray
+    latency_ms: np.ndarray
+    input_tokens: np.ndarray
+    output_tokens: np.ndarray
+    cached_tokens: np.ndarray
+    cost_usd: np.ndarray
+
+
+def _columns(s: SignalColumns, v: VerdictColumns, estimate: bool) -> _Columns:
+    n = s.n
+    if len(v) != n:
+        raise ValueError(f"scoring: {len(v)} verdicts for {n} reviewed signals")
+    executed = _where(v.actions, lambda a: a.value == "execute")
+    size = np.where(executed, _floats(v.size_pct), 0.0)
     # The decision's own pnl % per unit of signal size: the realized trade scaled by its size, or, in a
-    # backtest (no realized trades), the shadow trade scaled by the clamped size — a modified stop is
-    # then not simulated (that needs bars).
-    # An entry that never filled earned nothing; a missing outcome (still open) is left out (None).
-    effect: float | None = None
-    if not executed:
-        effect = 0.0
-    elif estimate:
-        effect = None if shadow is None else (0.0 if s_pnl is None else size / 100.0 * s_pnl)
-    elif realized is not None:
-        effect = size / 100.0 * realized.pnl_pct if realized.filled else 0.0
-    delta = None
-    if (v.verdict is VerdictKind.MODIFY and executed and finished and effect is not None
-            and (estimate or (realized is not None and realized.filled))):
-        delta = (shadow.pnl_pct < 0, effect - shadow.pnl_pct)  # type: ignore[union-attr]
-    attempts = v.attempts
-    return _Facts(
-        created_ms=sig.created_ms, verdict=str(v.verdict), source=v.source, tier=v.tier or v.source,
-        strategy=sig.strategy_id, regime=str(r.pack.regime.tag), symbol=sig.symbol,
-        scored=finished and not amb, lost=finished and shadow.pnl_pct < 0, ambiguous=amb,  # type: ignore[union-attr]
-        executed=executed, size_pct=size, weight=sig.size_hint * r.pack.equity / 100.0,
-        shadow_pnl_pct=s_pnl, effect_pct=effect, modify_delta=delta,
-        live=v.source != "off", through=v.source == "fallback" or any(not a.ok for a in attempts),
-        fallback=v.source == "fallback", cached=v.source == "cache", latency_ms=v.latency_ms,
-        input_tokens=v.input_tokens, output_tokens=v.output_tokens, cached_tokens=v.cached_tokens,
-        cost_usd=v.cost_usd,
+    # backtest (no realized trades), the shadow trade scaled by the clamped size — a modified stop is then
+    # not simulated (that needs bars). An entry that never filled earned nothing; a missing outcome (still
+    # open) is left out.
+    if estimate:
+        base, base_known, base_filled = s.shadow_pnl, s.shadow_known, s.shadow_filled
+    else:
+        base, base_known, base_filled = s.realized_pnl, s.realized_known, s.realized_filled
+    with np.errstate(all="ignore"):
+        scaled = size / 100.0 * base
+    effect = np.where(executed & base_filled, scaled, 0.0)
+    has_effect = ~executed | base_known
+    modified = (np.fromiter((k is VerdictKind.MODIFY for k in v.kinds), dtype=np.bool_, count=n) & executed
+                & s.finished & has_effect & (True if estimate else base_filled))
+    with np.errstate(all="ignore"):
+        delta = effect - s.shadow_pnl
+    kinds, sources = _Groups(v.kinds), _Groups(v.sources)
+    is_fallback = sources.where(lambda x: x == "fallback")
+    return _Columns(
+        n=n, created_ms=s.created_ms,
+        groups={"tier": _Groups([t or x for t, x in zip(v.tiers, v.sources, strict=True)]), **s.groups},
+        kinds=kinds, sources=sources,
+        scored=s.finished & ~s.ambiguous, lost=s.lost, ambiguous=s.ambiguous,
+        veto=kinds.where(lambda k: str(k) == "veto"), accept=kinds.where(lambda k: str(k) == "accept"),
+        modify=kinds.where(lambda k: str(k) == "modify"), executed=executed, weight=s.weight,
+        has_shadow_pnl=s.shadow_filled, shadow_pnl=s.shadow_pnl, has_effect=has_effect, effect=effect,
+        modified=modified, modify_delta=delta, live=sources.where(lambda x: x != "off"),
+        through=is_fallback | np.fromiter((not all(map(_OK, a)) for a in v.attempts), dtype=np.bool_, count=n),
+        fallback=is_fallback, cached=sources.where(lambda x: x == "cache"),
+        latency_ms=_floats(v.latency_ms), input_tokens=_ints(v.input_tokens), output_tokens=_ints(v.output_tokens),
+        cached_tokens=_ints(v.cached_tokens), cost_usd=_floats(v.cost_usd),
     )
 
 
-class _Acc:
-    """Running tallies for one group of reviewed signals (the whole run, or one tier/strategy/regime/symbol)."""
+def _sorted_percentile(xs: Sequence[float], q: float) -> float | None:
+    """``percentile`` of values already sorted."""
+    if not len(xs):
+        return None
+    pos = (len(xs) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    a, b = float(xs[lo]), float(xs[hi])
+    return a + (b - a) * (pos - lo)
 
-    __slots__ = ("accept_k", "accept_n", "amb_lost", "amb_n", "amb_veto_lost", "amb_vetoes", "base_k", "base_n",
-                 "cached_tokens", "cost", "fallback", "gate_only", "in_tokens", "latencies", "live", "mod_avoided",
-                 "mod_given_up", "mod_losers", "mod_winners", "out_tokens", "reviewed", "reviewed_est", "through",
-                 "verdicts", "veto_k", "veto_n")
 
-    def __init__(self) -> None:
-        self.reviewed = 0
-        self.verdicts: Counter[str] = Counter()
-        self.veto_k = self.veto_n = self.base_k = self.base_n = self.accept_k = self.accept_n = 0
-        self.amb_n = self.amb_lost = self.amb_vetoes = self.amb_veto_lost = 0
-        self.mod_avoided = self.mod_given_up = 0.0
-        self.mod_losers = self.mod_winners = 0
-        self.live = self.through = self.fallback = 0
-        self.latencies: list[float] = []
-        self.in_tokens = self.out_tokens = self.cached_tokens = 0
-        self.cost = 0.0
-        self.gate_only = self.reviewed_est = 0.0
+class _Tally:
+    """Running tallies of every group of one breakdown dimension (or of the whole run: one group)."""
 
-    def add(self, f: _Facts) -> None:
-        self.reviewed += 1
-        self.verdicts[f.verdict] += 1
-        veto = f.verdict == "veto"
-        if f.scored:
-            self.base_n += 1
-            self.base_k += f.lost
-            if veto:
-                self.veto_n += 1
-                self.veto_k += f.lost
-            elif f.verdict == "accept" and f.live:
-                self.accept_n += 1
-                self.accept_k += not f.lost
-        elif f.ambiguous:
-            self.amb_n += 1
-            self.amb_lost += f.lost
-            if veto:
-                self.amb_vetoes += 1
-                self.amb_veto_lost += f.lost
-        if f.modify_delta is not None:
-            shadow_lost, delta = f.modify_delta
-            if shadow_lost:
-                self.mod_losers += 1
-                self.mod_avoided += delta
-            else:
-                self.mod_winners += 1
-                self.mod_given_up -= delta
-        if f.live:
-            self.live += 1
-            self.through += f.through
-            self.fallback += f.fallback
-            self.latencies.append(f.latency_ms)
-            if not f.cached:
-                self.in_tokens += f.input_tokens
-                self.out_tokens += f.output_tokens
-                self.cached_tokens += f.cached_tokens
-                self.cost += f.cost_usd
-        if f.shadow_pnl_pct is not None:
-            self.gate_only += f.shadow_pnl_pct * f.weight
-        if f.effect_pct is not None:
-            self.reviewed_est += f.effect_pct * f.weight
+    def __init__(self, c: _Columns, codes: np.ndarray, groups: int) -> None:
+        def count(mask: np.ndarray) -> list[int]:
+            return np.bincount(codes[mask], minlength=groups).tolist()
+
+        def total(mask: np.ndarray, values: np.ndarray) -> list[Any]:
+            # in review order, one term at a time: the same double as ``x += term`` per signal
+            if values.dtype.kind == "f":
+                sums = np.bincount(codes[mask], weights=values[mask], minlength=groups)
+                return sums.astype(np.float64, copy=False).tolist()  # no terms at all: bincount gives ints
+            out = np.zeros(groups, dtype=values.dtype)
+            np.add.at(out, codes[mask], values[mask])
+            return out.tolist()
+
+        scored, lost, veto = c.scored, c.lost, c.veto
+        amb, mod, live, paid = c.ambiguous, c.modified, c.live, c.live & ~c.cached
+        self.reviewed = np.bincount(codes, minlength=groups).tolist()
+        self.vetoes, self.accepts, self.modifies = count(veto), count(c.accept), count(c.modify)
+        self.base_n, self.base_k = count(scored), count(scored & lost)
+        self.veto_n, self.veto_k = count(scored & veto), count(scored & veto & lost)
+        accepted = scored & ~veto & c.accept & live
+        self.accept_n, self.accept_k = count(accepted), count(accepted & ~lost)
+        self.amb_n, self.amb_lost = count(amb), count(amb & lost)
+        self.amb_vetoes, self.amb_veto_lost = count(amb & veto), count(amb & veto & lost)
+        mod_lost = mod & lost  # a modification counts only with a finished shadow trade
+        mod_won = mod & ~mod_lost
+        self.mod_losers, self.mod_winners = count(mod_lost), count(mod_won)
+        self.mod_avoided = total(mod_lost, c.modify_delta)
+        self.mod_given_up = total(mod_won, -c.modify_delta)  # 0.0 - d1 - d2 ... is 0.0 + (-d1) + (-d2) ...
+        self.live, self.through, self.fallback = count(live), count(live & c.through), count(live & c.fallback)
+        self.in_tokens, self.out_tokens = total(paid, c.input_tokens), total(paid, c.output_tokens)
+        self.cached_tokens, self.cost = total(paid, c.cached_tokens), total(paid, c.cost_usd)
+        has = c.has_shadow_pnl
+        with np.errstate(all="ignore"):
+            self.gate_only = total(has, c.shadow_pnl * c.weight)
+            self.reviewed_est = total(c.has_effect, c.effect * c.weight)
+        # each group's latencies of live reviews, sorted (only their order statistics are reported)
+        lat, lat_codes = c.latency_ms[live], codes[live]
+        order = np.lexsort((lat, lat_codes))
+        bounds = np.concatenate(([0], np.cumsum(np.bincount(lat_codes, minlength=groups))))
+        sorted_lat = lat[order]
+        self.latencies = [sorted_lat[bounds[i]:bounds[i + 1]] for i in range(groups)]
 
     # ------------------------------------------------------------------------------------- figures
-    @property
-    def veto(self) -> Rate:
-        return Rate(self.veto_k, self.veto_n)
+    def veto_rate(self, i: int) -> Rate:
+        return Rate(self.veto_k[i], self.veto_n[i])
 
-    @property
-    def base(self) -> Rate:
-        return Rate(self.base_k, self.base_n)
+    def base(self, i: int) -> Rate:
+        return Rate(self.base_k[i], self.base_n[i])
 
-    def random_veto(self) -> dict[str, Any]:
-        N, K, n, k = self.base_n, self.base_k, self.veto_n, self.veto_k
+    def random_veto(self, i: int) -> dict[str, Any]:
+        N, K, n, k = self.base_n[i], self.base_k[i], self.veto_n[i], self.veto_k[i]
         if n == 0 or N == 0:
             return {"expected": K / N if N else None, "range95": None, "veto_rate": 0.0 if N else None,
                     "p_value": None, "method": "hypergeometric"}
@@ -395,31 +617,31 @@ class _Acc:
         return {"expected": K / N, "range95": [lo / n, hi / n], "veto_rate": n / N, "p_value": hypergeom_sf(k, N, K, n),
                 "method": "hypergeometric"}
 
-    def modify(self) -> dict[str, Any]:
-        return {"n": self.mod_losers + self.mod_winners, "losers": self.mod_losers, "winners": self.mod_winners,
-                "loss_avoided_pct": self.mod_avoided, "gain_given_up_pct": self.mod_given_up,
-                "net_pct": self.mod_avoided - self.mod_given_up}
+    def modify(self, i: int) -> dict[str, Any]:
+        return {"n": self.mod_losers[i] + self.mod_winners[i], "losers": self.mod_losers[i],
+                "winners": self.mod_winners[i], "loss_avoided_pct": self.mod_avoided[i],
+                "gain_given_up_pct": self.mod_given_up[i], "net_pct": self.mod_avoided[i] - self.mod_given_up[i]}
 
-    def ambiguous(self) -> dict[str, Any]:
-        with_amb = Rate(self.veto_k + self.amb_veto_lost, self.veto_n + self.amb_vetoes)
-        return {"reviewed": self.amb_n, "lost": self.amb_lost, "vetoes": self.amb_vetoes,
-                "vetoes_lost": self.amb_veto_lost, "veto_precision_with_ambiguous": with_amb.to_dict()}
+    def ambiguous(self, i: int) -> dict[str, Any]:
+        with_amb = Rate(self.veto_k[i] + self.amb_veto_lost[i], self.veto_n[i] + self.amb_vetoes[i])
+        return {"reviewed": self.amb_n[i], "lost": self.amb_lost[i], "vetoes": self.amb_vetoes[i],
+                "vetoes_lost": self.amb_veto_lost[i], "veto_precision_with_ambiguous": with_amb.to_dict()}
 
-    def figures(self) -> dict[str, Any]:
-        """Every figure of this group, as plain data."""
-        lat = self.latencies
+    def figures(self, i: int) -> dict[str, Any]:
+        """Every figure of group ``i``, as plain data."""
+        lat = self.latencies[i]
         return {
-            "reviewed": self.reviewed, "vetoes": self.verdicts.get("veto", 0),
-            "modifies": self.verdicts.get("modify", 0), "accepts": self.verdicts.get("accept", 0),
-            "veto_precision": self.veto.to_dict(), "base_loss_rate": self.base.to_dict(),
-            "p_value": self.random_veto()["p_value"],
-            "accept_precision": Rate(self.accept_k, self.accept_n).to_dict(),
-            "ambiguous": self.amb_n, "modify_net_pct": self.mod_avoided - self.mod_given_up,
-            "fallthrough": Rate(self.through, self.live).to_dict(),
-            "fallback": Rate(self.fallback, self.live).to_dict(),
-            "latency_p50_ms": percentile(lat, 50), "latency_p95_ms": percentile(lat, 95),
-            "input_tokens": self.in_tokens, "output_tokens": self.out_tokens, "cost_usd": self.cost,
-            "gate_only_pnl": self.gate_only, "reviewed_est_pnl": self.reviewed_est,
+            "reviewed": self.reviewed[i], "vetoes": self.vetoes[i], "modifies": self.modifies[i],
+            "accepts": self.accepts[i],
+            "veto_precision": self.veto_rate(i).to_dict(), "base_loss_rate": self.base(i).to_dict(),
+            "p_value": self.random_veto(i)["p_value"],
+            "accept_precision": Rate(self.accept_k[i], self.accept_n[i]).to_dict(),
+            "ambiguous": self.amb_n[i], "modify_net_pct": self.mod_avoided[i] - self.mod_given_up[i],
+            "fallthrough": Rate(self.through[i], self.live[i]).to_dict(),
+            "fallback": Rate(self.fallback[i], self.live[i]).to_dict(),
+            "latency_p50_ms": _sorted_percentile(lat, 50), "latency_p95_ms": _sorted_percentile(lat, 95),
+            "input_tokens": self.in_tokens[i], "output_tokens": self.out_tokens[i], "cost_usd": self.cost[i],
+            "gate_only_pnl": self.gate_only[i], "reviewed_est_pnl": self.reviewed_est[i],
         }
 
 
@@ -446,100 +668,111 @@ def score(reviews: Sequence[ReviewRecord], outcomes: Iterable[Outcome], trades: 
     """
     del first_tier
     with gc_paused():
-        return _score(reviews, outcomes, trades, signals=signals, starting_equity=starting_equity, events=events,
-                      window_days=window_days, modify_estimate=modify_estimate)
+        return score_columns(SignalColumns.of(list(map(_PACK, reviews)), outcomes), VerdictColumns.of(reviews),
+                             trades, signals=signals, starting_equity=starting_equity, events=events,
+                             window_days=window_days, modify_estimate=modify_estimate)
 
 
-def _score(reviews: Sequence[ReviewRecord], outcomes: Iterable[Outcome], trades: Sequence[Trade], *,
-           signals: int, starting_equity: float, events: Sequence[Event], window_days: float,
-           modify_estimate: bool) -> Scorecard:
-    shadow, realized = _split(outcomes)
-    facts = [_facts(r, shadow.get(r.pack.signal.id), realized.get(r.pack.signal.id), modify_estimate)
-             for r in reviews]
-    total = _Acc()
-    dims: dict[str, Callable[[_Facts], str]] = {
-        "tier": lambda f: f.tier, "strategy": lambda f: f.strategy, "regime": lambda f: f.regime,
-        "symbol": lambda f: f.symbol,
-    }
-    groups: dict[str, dict[str, _Acc]] = {d: defaultdict(_Acc) for d in dims}
-    for f in facts:
-        total.add(f)
-        groups["tier"][f.tier].add(f)
-        groups["strategy"][f.strategy].add(f)
-        groups["regime"][f.regime].add(f)
-        groups["symbol"][f.symbol].add(f)
+def score_columns(reviewed: SignalColumns, verdicts: VerdictColumns, trades: Sequence[Trade], *, signals: int,
+                  starting_equity: float, events: Sequence[Event] = (), window_days: float = 14.0,
+                  modify_estimate: bool = False) -> Scorecard:
+    """``score`` of reviews given as columns: the reviewed signals with their outcomes (``SignalColumns``,
+    shared by every reviewer a backtest compares) and one reviewer's verdicts and decisions, in the same order.
+    """
+    with gc_paused():
+        return _score(_columns(reviewed, verdicts, modify_estimate), verdicts, trades, signals=signals,
+                      starting_equity=starting_equity, events=events, window_days=window_days,
+                      modify_estimate=modify_estimate)
 
-    sc = Scorecard(signals=signals, reviewed=len(reviews), blocked=signals - len(reviews))
-    sc.executed = sum(1 for f in facts if f.executed)
-    sc.verdicts = dict(total.verdicts)
-    sc.sources = dict(Counter(f.source for f in facts))
-    sc.veto_precision, sc.base_loss_rate = total.veto, total.base
-    sc.accept_precision = Rate(total.accept_k, total.accept_n)
-    sc.ambiguous_vetoes = total.amb_vetoes
-    sc.ambiguous = total.ambiguous()
-    sc.random_veto = total.random_veto()
-    mod = total.modify()
+
+def _score(c: _Columns, v: VerdictColumns, trades: Sequence[Trade], *, signals: int, starting_equity: float,
+           events: Sequence[Event], window_days: float, modify_estimate: bool) -> Scorecard:
+    total = _Tally(c, np.zeros(c.n, dtype=np.intp), 1)
+    breakdown: dict[str, dict[str, dict[str, Any]]] = {}
+    for dim, groups in c.groups.items():
+        tally = _Tally(c, groups.codes, len(groups.index))
+        breakdown[dim] = {k: tally.figures(groups.index[k]) for k in sorted(groups.index)}
+
+    sc = Scorecard(signals=signals, reviewed=c.n, blocked=signals - c.n)
+    sc.executed = int(np.count_nonzero(c.executed))
+    sc.verdicts = c.kinds.counts(str)
+    sc.sources = c.sources.counts()
+    sc.veto_precision, sc.base_loss_rate = total.veto_rate(0), total.base(0)
+    sc.accept_precision = Rate(total.accept_k[0], total.accept_n[0])
+    sc.ambiguous_vetoes = total.amb_vetoes[0]
+    sc.ambiguous = total.ambiguous(0)
+    sc.random_veto = total.random_veto(0)
+    mod = total.modify(0)
     sc.modify_loss_avoided_pct, sc.modify_gain_given_up_pct = mod["loss_avoided_pct"], mod["gain_given_up_pct"]
     sc.modify = {"n": mod["n"], "losers": mod["losers"], "winners": mod["winners"],
                  "method": "estimate: clamped size × shadow pnl (modified stops not simulated)" if modify_estimate
                  else "realized: size × realized pnl against the shadow trade",
                  "unit": "pnl % points per unit of signal size, summed"}
-    sc.success_rate = Rate(total.live - total.fallback, total.live)
-    sc.fallthrough_rate = Rate(total.through, total.live)
-    sc.fallback_rate = Rate(total.fallback, total.live)
-    sc.latency = {"p50_ms": percentile(total.latencies, 50), "p95_ms": percentile(total.latencies, 95),
-                  "n": len(total.latencies)}
-    sc.cost = {"usd": total.cost, "input_tokens": total.in_tokens, "output_tokens": total.out_tokens,
-               "cached_tokens": total.cached_tokens, "cache_hits": sum(1 for f in facts if f.cached)}
-    sc.tiers = _tiers(reviews)
+    sc.success_rate = Rate(total.live[0] - total.fallback[0], total.live[0])
+    sc.fallthrough_rate = Rate(total.through[0], total.live[0])
+    sc.fallback_rate = Rate(total.fallback[0], total.live[0])
+    lat = total.latencies[0]
+    sc.latency = {"p50_ms": _sorted_percentile(lat, 50), "p95_ms": _sorted_percentile(lat, 95), "n": len(lat)}
+    sc.cost = {"usd": total.cost[0], "input_tokens": total.in_tokens[0], "output_tokens": total.out_tokens[0],
+               "cached_tokens": total.cached_tokens[0], "cache_hits": int(np.count_nonzero(c.cached))}
+    sc.tiers = _tiers(c, v)
     sc.pnl = _pnl(trades, starting_equity)
-    sc.counterfactual = _counterfactual(total, facts, sc.pnl, starting_equity, modify_estimate)
-    sc.trailing = _trailing(facts, window_days)
+    sc.counterfactual = _counterfactual(total, c, sc.pnl, starting_equity, modify_estimate)
+    sc.trailing = _trailing(c, window_days)
     sc.retire = [{"at_ms": e.at_ms, "at": ms_to_dt(e.at_ms).isoformat(), "message": e.message,
                   "data": {k: v for k, v in e.data}} for e in events if e.kind == "retire"]
     sc.events = dict(sorted(Counter(e.kind for e in events).items()))
-    sc.breakdown = {d: {k: g[k].figures() for k in sorted(g)} for d, g in groups.items()}
+    sc.breakdown = breakdown
     return sc
 
 
-def _tiers(reviews: Sequence[ReviewRecord]) -> dict[str, dict[str, Any]]:
-    """Per tier: answers, cache hits, failures by kind, latency of real calls, tokens and cost of real calls."""
-    per: dict[str, dict[str, Any]] = defaultdict(lambda: {"answered": 0, "cache_hits": 0, "calls": 0,
-                                                          "latencies_ms": [], "failures": Counter(),
-                                                          "input_tokens": 0, "output_tokens": 0,
-                                                          "cached_tokens": 0, "cost_usd": 0.0})
-    for r in reviews:
-        v = r.verdict
-        if v.source == "off":
-            continue
-        for a in v.attempts:
-            t = per[a.tier]
-            if not a.ok:
-                t["failures"][a.kind] += 1
-            # a refused call (open breaker) and a cache read say nothing about the tier's own speed
-            if a.kind not in ("cache", "breaker_open", "deadline", "cancelled"):
-                t["calls"] += 1
-                t["latencies_ms"].append(a.latency_ms)
-        if v.tier and v.source != "fallback":
-            t = per[v.tier]
-            t["answered"] += 1
-            if v.source == "cache":
-                t["cache_hits"] += 1
-                continue
-            if not v.attempts:  # verdicts recorded without attempts: the cascade latency is all there is
-                t["calls"] += 1
-                t["latencies_ms"].append(v.latency_ms)
-            t["input_tokens"] += v.input_tokens
-            t["output_tokens"] += v.output_tokens
-            t["cached_tokens"] += v.cached_tokens
-            t["cost_usd"] += v.cost_usd
+def _tiers(c: _Columns, v: VerdictColumns) -> dict[str, dict[str, Any]]:
+    """Per tier: answers, cache hits, failures by kind, latency of real calls, tokens and cost of real calls.
+
+    Tiers are named by the attempts of live reviews and by the tier of each verdict a tier answered (not
+    a fallback). A cache hit costs nothing; a verdict recorded without attempts counts as one call whose
+    latency is the whole cascade's.
+    """
+    live = c.live.tolist()
+    attempts = list(chain.from_iterable(compress(v.attempts, live)))
+    a_tier, a_ok, a_kind, a_latency = _transpose(map(_OF_ATTEMPT, attempts), 4)
+    answering = c.live & ~c.fallback & _where(v.tiers, bool)
+    ans = answering.tolist()
+    index = {t: i for i, t in enumerate(dict.fromkeys(chain(a_tier, compress(v.tiers, ans))))}
+    g = len(index)
+    a_codes = np.fromiter(map(index.__getitem__, a_tier), dtype=np.intp, count=len(a_tier))
+    v_codes = np.fromiter(map(index.__getitem__, compress(v.tiers, ans)), dtype=np.intp)
+    cached, paid = c.cached[answering], (answering & ~c.cached)[answering]
+    no_attempts = (np.fromiter(map(len, v.attempts), dtype=np.intp, count=c.n) == 0)[answering]
+    # a refused call (open breaker) and a cache read say nothing about the tier's own speed
+    is_call = _where(a_kind, lambda k: k not in _NOT_CALLS)
+    whole = paid & no_attempts  # recorded without attempts: the cascade latency is all there is
+    calls = np.bincount(a_codes[is_call], minlength=g) + np.bincount(v_codes[whole], minlength=g)
+    lat_codes = np.concatenate((a_codes[is_call], v_codes[whole]))
+    lat = np.concatenate((_floats(a_latency)[is_call], c.latency_ms[answering][whole]))
+    order = np.lexsort((lat, lat_codes))
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(lat_codes, minlength=g)))).tolist()
+    lat = lat[order]
+    failures: list[dict[str, int]] = [{} for _ in range(g)]
+    for i in np.flatnonzero(~_bools(a_ok, len(a_ok))).tolist():
+        f = failures[a_codes[i]]
+        f[a_kind[i]] = f.get(a_kind[i], 0) + 1
+
+    def total(values: np.ndarray) -> list[Any]:
+        out = np.zeros(g, dtype=values.dtype)
+        np.add.at(out, v_codes[paid], values[answering][paid])  # one term at a time, in review order
+        return out.tolist()
+
+    answered, hits, calls_ = (np.bincount(v_codes, minlength=g).tolist(),
+                              np.bincount(v_codes[cached], minlength=g).tolist(), calls.tolist())
+    tin, tout, tcached, cost = (total(c.input_tokens), total(c.output_tokens), total(c.cached_tokens),
+                                total(c.cost_usd))
     return {
-        name: {"answered": t["answered"], "cache_hits": t["cache_hits"], "calls": t["calls"],
-               "failures": dict(t["failures"]),
-               "latency_p50_ms": percentile(t["latencies_ms"], 50), "latency_p95_ms": percentile(t["latencies_ms"], 95),
-               "input_tokens": t["input_tokens"], "output_tokens": t["output_tokens"],
-               "cached_tokens": t["cached_tokens"], "cost_usd": t["cost_usd"]}
-        for name, t in sorted(per.items())
+        name: {"answered": answered[i], "cache_hits": hits[i], "calls": calls_[i], "failures": failures[i],
+               "latency_p50_ms": _sorted_percentile(lat[bounds[i]:bounds[i + 1]], 50),
+               "latency_p95_ms": _sorted_percentile(lat[bounds[i]:bounds[i + 1]], 95),
+               "input_tokens": tin[i], "output_tokens": tout[i], "cached_tokens": tcached[i], "cost_usd": cost[i]}
+        for name, i in sorted(index.items())
     }
 
 
@@ -560,42 +793,41 @@ def _pnl(trades: Sequence[Trade], starting_equity: float) -> dict[str, Any]:
     }
 
 
-def _counterfactual(total: _Acc, facts: Sequence[_Facts], pnl: dict[str, Any], starting_equity: float,
+
+def _counterfactual(total: _Tally, c: _Columns, pnl: dict[str, Any], starting_equity: float,
                     estimate: bool) -> dict[str, Any]:
-    filled = sum(1 for f in facts if f.shadow_pnl_pct is not None)
+    filled = int(np.count_nonzero(c.has_shadow_pnl))
+    gate_only, reviewed_est = total.gate_only[0], total.reviewed_est[0]
 
     def ret(x: float | None) -> float | None:
         return None if x is None or not starting_equity else x / starting_equity * 100
 
     realized = None if estimate else pnl.get("pnl")
     return {
-        "gate_only_pnl": total.gate_only, "gate_only_return_pct": ret(total.gate_only),
-        "reviewed_est_pnl": total.reviewed_est, "reviewed_est_return_pct": ret(total.reviewed_est),
-        "reviewer_value_est": total.reviewed_est - total.gate_only,
+        "gate_only_pnl": gate_only, "gate_only_return_pct": ret(gate_only),
+        "reviewed_est_pnl": reviewed_est, "reviewed_est_return_pct": ret(reviewed_est),
+        "reviewer_value_est": reviewed_est - gate_only,
         "realized_pnl": realized, "realized_return_pct": ret(realized),
-        "signals": len(facts), "shadow_filled": filled,
+        "signals": c.n, "shadow_filled": filled,
         "convention": "shadow pnl % × size_hint × equity at the signal time, per signal, no compounding; "
                       + ("decisions estimated as clamped size × shadow pnl" if estimate
                          else "reviewed_est: realized pnl % × size_hint × size % × equity at the signal time"),
     }
 
 
-def _trailing(facts: Sequence[_Facts], window_days: float) -> dict[str, Any]:
-    if not facts:
+def _trailing(c: _Columns, window_days: float) -> dict[str, Any]:
+    if not c.n:
         return {"window_days": window_days, "since_ms": None, "veto_precision": Rate(0, 0).to_dict(),
                 "base_loss_rate": Rate(0, 0).to_dict()}
-    end = max(f.created_ms for f in facts)
+    end = int(c.created_ms.max())
     since = end - int(window_days * _DAY_MS)
-    vk = vn = bk = bn = 0
-    for f in facts:
-        if f.created_ms > since and f.scored:
-            bn += 1
-            bk += f.lost
-            if f.verdict == "veto":
-                vn += 1
-                vk += f.lost
+    inside = (c.created_ms > since) & c.scored
+    vetoes = inside & c.veto
+    vk, vn = int(np.count_nonzero(vetoes & c.lost)), int(np.count_nonzero(vetoes))
+    bk, bn = int(np.count_nonzero(inside & c.lost)), int(np.count_nonzero(inside))
     return {"window_days": window_days, "since_ms": since, "until_ms": end,
             "veto_precision": Rate(vk, vn).to_dict(), "base_loss_rate": Rate(bk, bn).to_dict()}
+
 
 
 # --------------------------------------------------------------------------------- series (report)
@@ -618,7 +850,7 @@ def rolling_series(reviews: Sequence[ReviewRecord], outcomes: Iterable[Outcome],
         return []
     shadow, _ = _split(outcomes)
     rows = sorted(((r.pack.signal.created_ms, r) for r in reviews), key=lambda x: x[0])
-    facts = [(t, _facts(r, shadow.get(r.pack.signal.id), None, True)) for t, r in rows]
+    facts = [(t, _facts(r, shadow.get(r.pack.signal.id))) for t, r in rows]
     grid = _grid(facts[0][0], facts[-1][0], points)
     counts = [0] * 7  # veto_k, veto_n, base_k, base_n, live, through, fallback
     out: list[dict[str, Any]] = []

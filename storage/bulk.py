@@ -1,0 +1,359 @@
+"""Bulk readers of one recorded run: every reviewed signal in a few queries, for backtests and exports.
+
+``RunRecorder`` reads one kind of row at a time into value objects, which suits a report. A backtest
+re-reviews up to 100,000 signals and needs them all at once, so the readers here:
+
+- read each table once, in one pass over its primary key, as plain tuples (no ORM objects). The rows are
+  matched by signal id in memory, in the signals' order (created_ms, id, ordered by the database): a SQL
+  join costs two B-tree searches per joined row and is slower than the separate passes together;
+- read a pack's JSON once and check it against its stored hash (SHA-256) as it streams past; it is never
+  decoded, only searched for its equity (what scoring needs), and kept only when asked to;
+- leave verdicts and decisions as rows until asked for (``ReviewedRows.verdict``): scoring reads the few
+  columns it needs straight from the rows;
+- read the verdict-cache entries a backtest can use in one query per (tier, model, prompt version): the
+  run's packs joined to the cache's primary key, so nothing else in the cache is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import LargeBinary, Table, and_, bindparam, cast, select
+
+from engine.errors import StorageError
+from engine.types import (
+    Action,
+    ContextPack,
+    Decision,
+    Outcome,
+    OutcomeKind,
+    Side,
+    Signal,
+    TierAttempt,
+    Verdict,
+    VerdictKind,
+    content_hash,
+)
+from storage import rows
+from storage.models import ContextPackRow, DecisionRow, OutcomeRow, SignalRow, VerdictCacheRow, VerdictRow
+
+__all__ = [
+    "DECISION_COLUMNS",
+    "OUTCOME_COLUMNS",
+    "SCORED_DECISION_COLUMNS",
+    "SCORED_VERDICT_COLUMNS",
+    "VERDICT_COLUMNS",
+    "ReviewedRows",
+    "cached_verdicts",
+    "decision_of",
+    "load_outcome_rows",
+    "load_outcomes",
+    "load_reviewed",
+    "outcome_of",
+    "rebuilt_packs",
+    "verdict_of",
+]
+
+_SIGNALS: Table = SignalRow.__table__  # type: ignore[assignment]
+_PACKS: Table = ContextPackRow.__table__  # type: ignore[assignment]
+_VERDICTS: Table = VerdictRow.__table__  # type: ignore[assignment]
+_DECISIONS: Table = DecisionRow.__table__  # type: ignore[assignment]
+_OUTCOMES: Table = OutcomeRow.__table__  # type: ignore[assignment]
+_CACHE: Table = VerdictCacheRow.__table__  # type: ignore[assignment]
+
+VERDICT_COLUMNS = ("verdict", "confidence", "rationale", "modified_size_pct", "modified_sl", "source", "tier", "model",
+                   "prompt_version", "latency_ms", "input_tokens", "output_tokens", "cached_tokens", "cost_usd",
+                   "error", "raw_reply", "attempts", "mode")
+DECISION_COLUMNS = ("action", "size_pct", "stop_loss", "take_profit", "clamps", "reason")
+# what scoring reads of a verdict and a decision (a backtest loads only these: ``load_reviewed(lean=True)``)
+SCORED_VERDICT_COLUMNS = ("verdict", "source", "tier", "latency_ms", "input_tokens", "output_tokens", "cached_tokens",
+                          "cost_usd", "attempts")
+SCORED_DECISION_COLUMNS = ("action", "size_pct")
+OUTCOME_COLUMNS = ("signal_id", "kind", "filled", "pnl_pct", "r_multiple", "exit_reason", "ambiguous", "opened_ms",
+                   "closed_ms", "note")  # Outcome's fields, in its order
+_SIGNAL_COLUMNS = ("id", "strategy_id", "symbol", "side", "created_ms", "entry", "stop_loss", "take_profit",
+                   "size_hint", "timeframe", "tags")
+
+_CHUNK_IN = 500  # ids per IN (...) query: well under every backend's bound-parameter limit
+_STREAM = 2000  # pack rows per fetch: 100,000 packs are ~500 MB of JSON, never all in memory at once
+# The pack's top-level "equity" in canonical JSON. Keys are quoted, so "size_pct_equity" cannot match,
+# and a quote inside a string value is escaped (\"), so no headline can fake the key either.
+_EQUITY = re.compile(r'"equity":(-?[0-9][0-9.eE+-]*|null)')
+_EQUITY_BYTES = re.compile(_EQUITY.pattern.encode())
+_NULLS = ("null", b"null")
+_SIDES = {str(x): x for x in Side}
+_VERDICT_KINDS = {str(x): x for x in VerdictKind}
+_ACTIONS = {str(x): x for x in Action}
+_OUTCOME_KINDS = {str(x): x for x in OutcomeKind}
+_CACHED_FIELDS = frozenset(rows.VERDICT_FIELDS)
+_SCAN = json.JSONDecoder().scan_once  # the C scanner json.loads uses
+
+
+# --------------------------------------------------------------------------------------- conversions
+
+
+def _equity_of(text: str | bytes, where: str) -> float:
+    m = (_EQUITY if isinstance(text, str) else _EQUITY_BYTES).search(text)
+    if m is not None:
+        return 0.0 if m.group(1) in _NULLS else float(m.group(1))
+    try:  # not canonical JSON after all: read it properly
+        return float(json.loads(text)["equity"] or 0.0)
+    except (ValueError, KeyError, TypeError) as e:
+        raise StorageError(f"{where} has no readable equity ({type(e).__name__}: {e})") from None
+
+
+def _strings(text: str) -> tuple[str, ...]:
+    return () if text == "[]" else tuple(json.loads(text))
+
+
+def _attempts(text: str) -> tuple[TierAttempt, ...]:
+    if text == "[]":
+        return ()
+    return tuple(TierAttempt(a["tier"], bool(a["ok"]), a["kind"], float(a["latency_ms"]), a.get("error", ""))
+                 for a in json.loads(text))
+
+
+def _signal(r: Sequence[Any]) -> Signal:
+    return Signal(r[0], r[1], r[2], _SIDES[r[3]], int(r[4]), r[5], r[6], r[7], r[8], r[9], _strings(r[10]))
+
+
+def verdict_of(r: Sequence[Any]) -> Verdict:
+    """A verdict row (``VERDICT_COLUMNS``) → Verdict."""
+    return Verdict(_VERDICT_KINDS[r[0]], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], int(r[10]), int(r[11]),
+                   int(r[12]), r[13], r[14], r[15], _attempts(r[16]))
+
+
+def decision_of(signal_id: str, r: Sequence[Any]) -> Decision:
+    """A decision row (``DECISION_COLUMNS``) → Decision."""
+    return Decision(signal_id, _ACTIONS[r[0]], r[1], r[2], r[3], _strings(r[4]), r[5])
+
+
+# the conversions of verdict_of and decision_of, field by field (the others are taken as stored)
+_VERDICT_CONVERSIONS: dict[str, Any] = {"verdict": _VERDICT_KINDS.__getitem__, "input_tokens": int,
+                                        "output_tokens": int, "cached_tokens": int, "attempts": _attempts}
+_DECISION_CONVERSIONS: dict[str, Any] = {"action": _ACTIONS.__getitem__, "clamps": _strings}
+
+
+# ----------------------------------------------------------------------------------------- reviews
+
+
+@dataclass(slots=True)
+class ReviewedRows:
+    """A run's reviewed signals in signal order (created_ms, id); position i of every list is one signal."""
+
+    signals: list[Signal]
+    hashes: list[str]  # the stored pack hash (checked against its JSON while loading)
+    regime_tags: list[str]
+    equities: list[float]  # the pack's equity at the signal time
+    jsons: list[str]  # the stored pack JSON, or "" when not kept
+    verdict_columns: tuple[str, ...]  # what ``verdict_rows`` hold: VERDICT_COLUMNS, or SCORED_VERDICT_COLUMNS
+    verdict_rows: list[tuple[Any, ...]]
+    decision_columns: tuple[str, ...]  # DECISION_COLUMNS, or SCORED_DECISION_COLUMNS
+    decision_rows: list[tuple[Any, ...]]
+
+    def __len__(self) -> int:
+        return len(self.signals)
+
+    @property
+    def complete(self) -> bool:
+        """Rows with every column (``verdict`` and ``decision`` need them; ``lean`` loads skip them)."""
+        return self.verdict_columns == VERDICT_COLUMNS and self.decision_columns == DECISION_COLUMNS
+
+    def verdict(self, i: int) -> Verdict:
+        self._need_complete()
+        return verdict_of(self.verdict_rows[i])
+
+    def decision(self, i: int) -> Decision:
+        self._need_complete()
+        return decision_of(self.signals[i].id, self.decision_rows[i])
+
+    def mode(self, i: int) -> str:
+        self._need_complete()
+        return self.verdict_rows[i][-1]
+
+    def _need_complete(self) -> None:
+        if not self.complete:
+            raise ValueError("these rows were loaded lean (the columns scoring reads): load them in full")
+
+    def verdict_values(self, name: str) -> list[Any]:
+        """One field of every verdict, converted as ``verdict`` converts it, without building the verdicts."""
+        k = self.verdict_columns.index(name)
+        values = [r[k] for r in self.verdict_rows]
+        convert = _VERDICT_CONVERSIONS.get(name)
+        return values if convert is None else list(map(convert, values))
+
+    def decision_values(self, name: str) -> list[Any]:
+        """One field of every decision, converted as ``decision`` converts it."""
+        k = self.decision_columns.index(name)
+        values = [r[k] for r in self.decision_rows]
+        convert = _DECISION_CONVERSIONS.get(name)
+        return values if convert is None else list(map(convert, values))
+
+
+def _checked_packs(storage: Any, conn: Any, run_id: int, keep_json: bool) -> dict[str, tuple[str, str, float, str]]:
+    """signal id → (hash, regime tag, equity, JSON or ""), every JSON checked against its stored hash.
+
+    SQLite stores the text as UTF-8 (the default database encoding): it is read as those bytes, which are
+    what the hash covers, so no text object is made of a pack nobody keeps.
+    """
+    p = _PACKS.c
+    as_bytes = conn.dialect.name == "sqlite" and conn.exec_driver_sql("PRAGMA encoding").scalar() == "UTF-8"
+    q = select(p.signal_id, p.hash, p.regime_tag, cast(p.json, LargeBinary) if as_bytes else p.json).where(
+        p.run_id == run_id)
+    equity = _EQUITY_BYTES if as_bytes else _EQUITY
+    out: dict[str, tuple[str, str, float, str]] = {}
+    for part in conn.execution_options(yield_per=_STREAM).execute(q).partitions():
+        sids, hashes, tags, datas = _transpose(part, 4)
+        computed = [hashlib.sha256(d).hexdigest() for d in datas] if as_bytes else list(map(content_hash, datas))
+        bad = None  # the first pack (in table order) that does not match its stored hash
+        for i in (i for i, (c, h) in enumerate(zip(computed, hashes, strict=True)) if c != h):
+            if as_bytes:  # content_hash decides (it is SHA-256 of the UTF-8 text)
+                computed[i] = content_hash(datas[i].decode("utf-8", errors="replace"))
+            if computed[i] != hashes[i]:
+                bad = i
+                break
+        stop = len(datas) if bad is None else bad  # packs before the altered one are read as before it
+        found = zip(map(equity.search, datas[:stop]), datas[:stop], sids[:stop], strict=True)
+        equities = [(0.0 if m.group(1) in _NULLS else float(m.group(1))) if m is not None
+                    else _equity_of(d, f"{storage.url_masked}: run {run_id}: context pack of signal {sid}")
+                    for m, d, sid in found]
+        if bad is not None:
+            raise StorageError(f"{storage.url_masked}: run {run_id}: context pack of signal {sids[bad]} does not "
+                               f"match its stored hash (stored {hashes[bad][:12]}…, computed {computed[bad][:12]}…): "
+                               "the row was altered")
+        texts = ([d.decode("utf-8") for d in datas] if as_bytes else datas) if keep_json else [""] * len(datas)
+        out.update(zip(sids, zip(hashes, tags, equities, texts, strict=True), strict=True))
+    return out
+
+
+def load_reviewed(storage: Any, run_id: int, *, keep_json: bool = False, lean: bool = False) -> ReviewedRows:
+    """Every reviewed signal of run ``run_id`` (one with a pack, a verdict and a decision), in signal order.
+
+    Four queries, one per table. ``keep_json``: keep every pack's JSON (100,000 packs are ~500 MB of text).
+    ``lean``: read only the verdict and decision columns scoring reads (``SCORED_*_COLUMNS``).
+    Raises: StorageError (a database error; a pack whose JSON does not match its stored hash).
+    """
+    vcols = SCORED_VERDICT_COLUMNS if lean else VERDICT_COLUMNS
+    dcols = SCORED_DECISION_COLUMNS if lean else DECISION_COLUMNS
+    s, v, d = _SIGNALS.c, _VERDICTS.c, _DECISIONS.c
+    signals_q = select(*(s[c] for c in _SIGNAL_COLUMNS)).where(s.run_id == run_id).order_by(s.created_ms, s.id)
+    verdicts_q = select(v.signal_id, *(v[c] for c in vcols)).where(v.run_id == run_id)
+    decisions_q = select(d.signal_id, *(d[c] for c in dcols)).where(d.run_id == run_id)
+    with storage.guard(f"cannot load the reviews of run {run_id}"), storage.engine.connect() as conn:
+        packs = _checked_packs(storage, conn, run_id, keep_json)
+        verdicts = {r[0]: tuple(r[1:]) for r in conn.execute(verdicts_q).all()}
+        decisions = {r[0]: tuple(r[1:]) for r in conn.execute(decisions_q).all()}
+        # reviewed: with a pack, a verdict and a decision (not blocked by a gate, nor half recorded)
+        reviewed = [r for r in conn.execute(signals_q).all() if r[0] in packs and r[0] in verdicts
+                    and r[0] in decisions]
+    ids = [r[0] for r in reviewed]
+    hashes, tags, equities, jsons = _transpose(map(packs.__getitem__, ids), 4)
+    return ReviewedRows(list(map(_signal, reviewed)), hashes, tags, equities, jsons, vcols,
+                        list(map(verdicts.__getitem__, ids)), dcols, list(map(decisions.__getitem__, ids)))
+
+
+def _transpose(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    cols = [list(c) for c in zip(*rows, strict=True)]
+    return cols if cols else [[] for _ in range(width)]
+
+
+def load_outcome_rows(storage: Any, run_id: int, *, realized: bool = True) -> list[tuple[Any, ...]]:
+    """The run's shadow outcomes, and its realized ones unless ``realized`` is False, as stored rows
+    (``OUTCOME_COLUMNS``, table order; ``outcome_of`` converts one)."""
+    o = _OUTCOMES.c
+    q = select(*(o[c] for c in OUTCOME_COLUMNS)).where(o.run_id == run_id)
+    if not realized:
+        q = q.where(o.kind == "shadow")
+    with storage.guard(f"cannot load the outcomes of run {run_id}"), storage.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(q).all()]
+
+
+def outcome_of(r: Sequence[Any]) -> Outcome:
+    """An outcome row (``OUTCOME_COLUMNS``) → Outcome."""
+    return Outcome(r[0], _OUTCOME_KINDS[r[1]], bool(r[2]), r[3], r[4], r[5], bool(r[6]),
+                   None if r[7] is None else int(r[7]), None if r[8] is None else int(r[8]), r[9])
+
+
+def load_outcomes(storage: Any, run_id: int, *, realized: bool = True) -> list[Outcome]:
+    """``load_outcome_rows``, converted."""
+    return list(map(outcome_of, load_outcome_rows(storage, run_id, realized=realized)))
+
+
+def rebuilt_packs(storage: Any, run_id: int, ids: Sequence[str]) -> dict[str, ContextPack]:
+    """Packs of the signals ``ids`` rebuilt in full from their stored JSON (hash re-verified)."""
+    from storage.repository import rebuild_pack
+
+    p = _PACKS.c
+    q = select(p.signal_id, p.json, p.hash).where(p.run_id == run_id, p.signal_id.in_(bindparam("ids", expanding=True)))
+    out: dict[str, ContextPack] = {}
+    with storage.guard(f"cannot load context packs of run {run_id}"), storage.engine.connect() as conn:
+        for i in range(0, len(ids), _CHUNK_IN):
+            for sid, text, h in conn.execute(q, {"ids": list(ids[i:i + _CHUNK_IN])}):
+                out[sid] = rebuild_pack(storage.url_masked, run_id, sid, text, h)
+    return out
+
+
+# ------------------------------------------------------------------------------------- verdict cache
+
+
+def _cached_verdict(text: str) -> Verdict:
+    # rows.verdict_from_json minus its per-field conversions: a cache row is JSON that verdict_to_json
+    # wrote, so its values already have their types. The C scanner is called directly (json.loads adds
+    # three Python calls and two regex matches per row); anything but one JSON value spanning the whole
+    # text is left to json.loads.
+    try:
+        d, end = _SCAN(text, 0)
+    except StopIteration:
+        d, end = json.loads(text), len(text)
+    if end != len(text):
+        d = json.loads(text)
+    d["verdict"] = _VERDICT_KINDS[d["verdict"]]
+    if d.keys() == _CACHED_FIELDS:
+        return Verdict(**d)
+    return Verdict(**{k: d[k] for k in rows.VERDICT_FIELDS})
+
+
+def _read_cached(text: str) -> Verdict | None:
+    try:
+        return _cached_verdict(text)
+    except (ValueError, KeyError, TypeError):
+        # the careful reader decides: an entry it cannot read either is a miss, as in SqlVerdictCache
+        try:
+            return rows.verdict_from_json(text)
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def cached_verdicts(storage: Any, run_id: int,
+                    keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], dict[str, Verdict]]:
+    """The verdict-cache entries of (tier, model, prompt version) ``keys`` for the packs of run ``run_id``:
+    per key (every one of ``keys``), context hash → verdict.
+
+    One query per key: it walks the run's packs and probes the cache by its primary key, so it reads what a
+    backtest of this run can use and nothing else. Entries still buffered in this process are written
+    first. An entry that cannot be read is left out (a miss), as ``SqlVerdictCache.get`` treats it.
+    """
+    c, p = _CACHE.c, _PACKS.c
+    q = (select(c.context_hash, c.verdict)
+         .select_from(_PACKS)
+         .join(_CACHE, and_(c.tier == bindparam("t"), c.model == bindparam("m"), c.prompt_version == bindparam("pv"),
+                            c.context_hash == p.hash))
+         .where(p.run_id == run_id))
+    out: dict[tuple[str, str, str], dict[str, Verdict]] = {}
+    storage.flush()
+    with storage.guard("cannot read the verdict cache"), storage.engine.connect() as conn:
+        for t, m, pv in dict.fromkeys(keys):
+            found = conn.execute(q, {"t": t, "m": m, "pv": pv}).all()
+            # A verdict is immutable: equal texts (a deterministic tier answers many packs alike) share one.
+            read = {text: _read_cached(text) for text in dict.fromkeys(text for _, text in found)}
+            entries = out[(t, m, pv)] = {}
+            for h, text in found:
+                v = read[text]
+                if v is not None:
+                    entries[h] = v
+    return out

@@ -1,0 +1,251 @@
+"""Bulk reads of a recorded run (storage.bulk) and the backtest built on them: the same reviews, verdicts,
+outcomes and scorecards as the repository's one-kind-at-a-time readers and the per-signal scorer give."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.backtest import load_stored, run_backtest
+from engine.config import load_config
+from engine.errors import StorageError
+from engine.types import (
+    ContextPack,
+    NewsCategory,
+    NewsFlag,
+    Outcome,
+    OutcomeKind,
+    RegimeInfo,
+    RegimeTag,
+    ReviewRecord,
+    Side,
+    Signal,
+    SliceRecord,
+    TradeStats,
+    Verdict,
+    VerdictKind,
+)
+from tests import scoring_reference
+from tests.test_scoring import FLAKY
+
+STRICT = """\
+reviewer:
+  tiers:
+    - {name: strict, provider: rules, params: {veto_streak: 3, modify_streak: 2, corr_veto_pct: 20}}
+policy: {min_confidence: 0.5}
+"""
+
+
+@pytest.fixture(scope="module")
+def flaky(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, int, Path]:
+    """A recorded run whose reviewer fell through, fell back and was paid (every verdict field in use)."""
+    from engine.app import run_replay
+
+    d = tmp_path_factory.mktemp("bulk")
+    url = f"sqlite:///{d / 'run.db'}"
+    loaded = load_config(overrides={"run": {"db_url": url}, "market": {"synthetic": {"bars": 1500}},
+                                    "reviewer": FLAKY}, env={})
+    (d / "strict.yaml").write_text(STRICT, encoding="utf-8")
+    return url, run_replay(loaded).run_id, d
+
+
+def _text(card: Any) -> str:
+    return json.dumps(card.to_dict())
+
+
+# ------------------------------------------------------------------------------------------- readers
+
+
+def test_bulk_reviews_are_the_repository_reviews(flaky: tuple[str, int, Path]) -> None:
+    from storage import bulk, open_storage
+
+    url, run_id, _ = flaky
+    store = open_storage(url)
+    try:
+        rows = bulk.load_reviewed(store, run_id, keep_json=True)
+        rec = store.recorder(run_id)
+        expected = rec.load_reviews()
+        outcomes = rec.load_outcomes()
+        stored = load_stored(store, run_id, realized=True)
+    finally:
+        store.close()
+    assert len(rows) == len(expected) > 100
+    for i, r in enumerate(expected):  # same signals, same order, same rows
+        assert rows.signals[i].id == r.pack.signal.id
+        assert (rows.hashes[i], rows.jsons[i], rows.equities[i]) == (r.pack.hash, r.pack.json, r.pack.equity)
+        assert rows.regime_tags[i] == str(r.pack.regime.tag)
+        assert (rows.verdict(i), rows.decision(i), rows.mode(i)) == (r.verdict, r.decision, r.mode)
+    assert sorted(stored.outcomes, key=repr) == sorted(outcomes, key=repr)
+    assert {r.verdict.source for r in expected} >= {"flaky", "backup", "fallback"}
+
+
+def test_a_lean_load_scores_like_the_full_reviews(flaky: tuple[str, int, Path]) -> None:
+    from engine.scoring import score_columns
+    from storage import open_storage
+
+    url, run_id, _ = flaky
+    store = open_storage(url)
+    try:
+        full = load_stored(store, run_id, realized=True)
+        lean = load_stored(store, run_id, realized=True, lean=True)
+        trades = store.recorder(run_id).load_trades()
+    finally:
+        store.close()
+    with pytest.raises(ValueError, match="lean"):
+        _ = lean.reviews
+    assert [(p.signal, p.hash, p.equity, p.regime) for p in lean.packs] == \
+           [(r.pack.signal, r.pack.hash, r.pack.equity, r.pack.regime) for r in full.reviews]
+    records = [r.record for r in full.reviews]
+    for estimate in (False, True):
+        kw: dict[str, Any] = {"signals": len(records) + 3, "starting_equity": full.starting_equity,
+                              "window_days": 2.0, "modify_estimate": estimate}
+        got = score_columns(lean.signal_columns(), lean.recorded_columns(), trades, **kw)
+        assert _text(got) == _text(scoring_reference.score(records, full.outcomes, trades, **kw))
+
+
+def test_cached_verdicts_are_read_like_the_cache_reads_them(flaky: tuple[str, int, Path]) -> None:
+    from engine.backtest import _tier_keys
+    from reviewer import build_reviewer
+    from storage import bulk, open_storage, rows
+
+    url, run_id, d = flaky
+    store = open_storage(url)
+    try:
+        run_backtest(store, run_id, [d / "strict.yaml"])  # fills the cache for the strict tier
+        hashes = [p.hash for p in load_stored(store, run_id, lean=True).packs]
+        cache = store.verdict_cache()
+        strict = build_reviewer(load_config([d / "strict.yaml"], env={}).config.reviewer, cache=None)
+        (_, model, pv), = _tier_keys(strict)
+        # odd entries under a key of their own: what the careful reader makes of each decides
+        v = Verdict(VerdictKind.MODIFY, 0.7, "half", modified_size_pct=50.0, source="x", tier="x", model="m")
+        good = rows.verdict_to_json(v)
+        odd = {hashes[0]: " " + good + " ", hashes[1]: good[:-1] + ',"extra":1}', hashes[2]: "{not json",
+               hashes[3]: good.replace('"confidence":0.7', '"confidence":1'), hashes[4]: "[1]",
+               hashes[5]: json.dumps({k: val for k, val in json.loads(good).items() if k != "raw_reply"}),
+               hashes[6]: good.replace('"modify"', '"maybe"')}
+        with store.engine.begin() as conn:
+            for h, text in odd.items():
+                conn.exec_driver_sql("INSERT INTO verdict_cache VALUES (?, ?, ?, ?, ?, ?)",
+                                     ("odd", "m", "pv", h, text, "2025-01-01 00:00:00"))
+        found = bulk.cached_verdicts(store, run_id, [("strict", model, pv), ("odd", "m", "pv")])
+        for h in hashes:
+            assert found[("strict", model, pv)].get(h) == cache.get("strict", model, pv, h)
+    finally:
+        store.close()
+    assert len(found[("strict", model, pv)]) == len(set(hashes)) > 100
+    entries = found[("odd", "m", "pv")]
+    fields = rows.VERDICT_FIELDS
+
+    def expected(text: str) -> Verdict | None:  # the reader as it was: fast path, then the careful one, else a miss
+        try:
+            d = json.loads(text)
+            d["verdict"] = VerdictKind(d["verdict"])
+            return Verdict(**{k: d[k] for k in fields})
+        except (ValueError, KeyError, TypeError):
+            try:
+                return rows.verdict_from_json(text)
+            except (ValueError, KeyError, TypeError):
+                return None
+
+    for h, text in odd.items():
+        got = entries.get(h)
+        assert got == expected(text) and repr(got) == repr(expected(text)), text
+    assert entries[hashes[1]] == v  # an extra key is ignored
+    assert entries[hashes[3]].confidence == 1  # as stored: the fast path does not convert
+    assert hashes[2] not in entries and hashes[5] not in entries
+
+
+def _one_review_run(store: Any, gate_note: str) -> tuple[int, ContextPack]:
+    sig = Signal("s1", "st", "BTC/USDT", Side.LONG, 1_735_689_900_000, 100.0, 95.0, 110.0, 0.1, "5m")
+    pack = ContextPack.build(signal=sig, recent_trades=(), trade_stats=TradeStats(0, None, 0),
+                             regime=RegimeInfo(RegimeTag.TRENDING, 1.0, 0.5, 50.0, 96, 8), correlated=(),
+                             news=(NewsFlag(NewsCategory.HACK, 5.0, f"Börse ☂ {gate_note} 🚀", "feed"),),
+                             gate_note=gate_note, equity=12_345.5)
+    from engine.clamp import clamp
+    from engine.config import PolicyConfig
+
+    v = Verdict(VerdictKind.ACCEPT, 0.9, "ok", source="rules", tier="rules", model="rules-v1")
+    run_id = store.create_run("unicode", "{}", "h", 1, "active", 10_000.0)
+    store.recorder(run_id).record_slices([SliceRecord(
+        close_ms=sig.created_ms, bars=(), signals=(sig,), reviews=(ReviewRecord(pack, v, clamp(sig, v, PolicyConfig()),
+                                                                                 "active"),),
+        outcomes=(Outcome("s1", OutcomeKind.SHADOW, True, -1.0, -0.2, "stop", False, 1, 2),))])
+    return run_id, pack
+
+
+def test_packs_beyond_ascii_are_checked_as_the_bytes_stored(tmp_path: Path) -> None:
+    from storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'u.db'}"
+    store = open_storage(url)
+    try:
+        run_id, pack = _one_review_run(store, "Zürich — naïve ✓")
+        stored = load_stored(store, run_id, keep_json=True)
+        assert [(p.hash, p.json, p.equity) for p in stored.packs] == [(pack.hash, pack.json, 12_345.5)]
+        assert load_stored(store, run_id).packs[0].json == ""
+        with store.engine.begin() as conn:  # same length, same hash column: only the text changed
+            conn.exec_driver_sql("UPDATE context_packs SET json = replace(json, 'Zürich', 'Zurich') WHERE run_id = ?",
+                                 (run_id,))
+        with pytest.raises(StorageError, match="context pack of signal s1 does not match its stored hash"):
+            load_stored(store, run_id)
+    finally:
+        store.close()
+
+
+def test_an_in_memory_database_backtests_from_its_cache(tmp_path: Path) -> None:
+    from storage import open_storage
+    from tests.test_backtest import record_synthetic_run
+
+    (tmp_path / "rules.yaml").write_text("reviewer:\n  tiers:\n    - {name: rules, provider: rules}\n")
+    store = open_storage("sqlite://")
+    try:
+        run_id = record_synthetic_run(store, 300)
+        first = run_backtest(store, run_id, [tmp_path / "rules.yaml"])
+        second = run_backtest(store, run_id, [tmp_path / "rules.yaml"])
+    finally:
+        store.close()
+    assert first.columns[1].card.sources == {"rules": 300} and second.columns[1].card.sources == {"cache": 300}
+    assert second.columns[1].card.verdicts == first.columns[1].card.verdicts
+
+
+# ------------------------------------------------------------------------------------------ backtest
+
+
+def test_every_backtest_column_is_the_per_signal_scorecard_of_its_reviews(
+        flaky: tuple[str, int, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recorded column and each reviewer's, uncached and cached, scored as the old scorer scores them."""
+    import engine.backtest as bt
+    from storage import open_storage
+
+    url, run_id, d = flaky
+    (d / "llm.yaml").write_text(json.dumps({"reviewer": FLAKY}), encoding="utf-8")  # scripted: fails, falls back
+    seen: list[list[ReviewRecord]] = []
+    review_stored = bt.review_stored
+
+    def spy(*a: Any, **k: Any) -> list[ReviewRecord]:
+        out = review_stored(*a, **k)
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(bt, "review_stored", spy)
+    store = open_storage(url)
+    try:
+        full = load_stored(store, run_id)
+        results = [run_backtest(store, run_id, [d / "llm.yaml", d / "strict.yaml"]) for _ in range(2)]
+    finally:
+        store.close()
+    window = json.loads(full.config_json)["scoring"]["retire"]["window_days"]
+
+    def reference(reviews: list[ReviewRecord]) -> str:
+        return _text(scoring_reference.score(reviews, full.outcomes, [], signals=len(reviews),
+                                             starting_equity=full.starting_equity, window_days=window,
+                                             modify_estimate=True))
+
+    for result in results:
+        assert _text(result.columns[0].card) == reference([r.record for r in full.reviews])
+        for col in result.columns[1:]:
+            assert _text(col.card) == reference(seen.pop(0)), col.name
+    assert results[1].columns[2].card.sources == {"cache": len(full.reviews)}

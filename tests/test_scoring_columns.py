@@ -1,0 +1,141 @@
+"""The vectorised scorer against the per-signal scorer it replaced: the same scorecard, to the last bit.
+
+``tests/scoring_reference.py`` is the old implementation, kept as the oracle. Every comparison is of the
+JSON text of the whole scorecard: the same keys in the same order and the same doubles (a float sum taken
+in another order, or a count that became a float, shows up as a different text).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+
+from engine.scoring import SignalColumns, VerdictColumns, score, score_columns
+from engine.types import (
+    Action,
+    ContextPack,
+    Decision,
+    Event,
+    ExitReason,
+    Outcome,
+    OutcomeKind,
+    RegimeInfo,
+    RegimeTag,
+    ReviewRecord,
+    Side,
+    Signal,
+    TierAttempt,
+    Trade,
+    TradeStats,
+    Verdict,
+    VerdictKind,
+)
+from tests import scoring_reference
+
+T0 = 1_735_689_600_000
+TIERS = ("haiku", "sonnet", "rules")
+KINDS = ("ok", "timeout", "cache", "breaker_open", "deadline", "cancelled", "bad_reply", "server")
+
+
+def _float(rng: random.Random) -> float:
+    """Awkward doubles: sums of these depend on the order they are added in."""
+    return rng.choice([0.0, -0.0, 0.1, 0.2, 0.3, 1e-17, 1e16, -1e16, 2.5, -3.75, 100.0]) if rng.random() < 0.3 \
+        else rng.uniform(-5, 5) * 10 ** rng.randint(-3, 3)
+
+
+def _review(rng: random.Random, i: int) -> ReviewRecord:
+    side = rng.choice(list(Side))
+    sig = Signal(f"s{i:05d}", rng.choice(["trend", "meanrev", "breakout"]), rng.choice(["BTC/USDT", "ETH/USDT", "SOL"]),
+                 side, T0 + rng.randrange(40) * 86_400_000 + rng.randrange(86_400_000), 100.0, 95.0, 110.0,
+                 rng.choice([0.1, 0.05, 0.333, 1.0]), "5m")
+    regime = RegimeInfo(rng.choice(list(RegimeTag)), None, None, None, 0, 0)
+    pack = ContextPack(sig, (), TradeStats(0, None, 0), regime, (), (), "", rng.choice([10_000.0, 0.0, 1234.5678]))
+    source = rng.choice([*TIERS, "cache", "cache", "fallback", "off"])
+    attempts = tuple(TierAttempt(rng.choice(TIERS), rng.random() < 0.6, rng.choice(KINDS), abs(_float(rng)),
+                                 rng.choice(["", "boom"])) for _ in range(rng.choice([0, 0, 1, 1, 2, 3])))
+    kind: Any = rng.choice(list(VerdictKind))
+    if rng.random() < 0.05:
+        kind = str(kind)  # a verdict built by hand with a plain string: counted, but `is MODIFY` is False
+    verdict = Verdict(kind, rng.random(), "why", source=source,
+                      tier="" if source == "fallback" else rng.choice([*TIERS, ""]),
+                      latency_ms=rng.choice([abs(_float(rng)), 0, 3]), input_tokens=rng.randrange(3000),
+                      output_tokens=rng.randrange(200), cached_tokens=rng.randrange(100), cost_usd=abs(_float(rng)),
+                      attempts=attempts)
+    executed = rng.random() < 0.7
+    decision = Decision(sig.id, Action.EXECUTE if executed else Action.SKIP,
+                        rng.choice([100.0, 50.0, 10, 33.3]) if executed else 0.0, sig.stop_loss, sig.take_profit)
+    return ReviewRecord(pack, verdict, decision, rng.choice(["active", "shadow"]))
+
+
+def _outcomes(rng: random.Random, reviews: list[ReviewRecord]) -> list[Outcome]:
+    out: list[Outcome] = []
+    for r in reviews:
+        sid = r.pack.signal.id
+        for kind in (OutcomeKind.SHADOW, OutcomeKind.REALIZED):
+            if rng.random() < 0.15:
+                continue  # still open
+            filled = rng.random() < 0.85
+            out.append(Outcome(sid, kind, filled, _float(rng) if filled else 0.0, 0.0,
+                               rng.choice(["stop", "target", "time", "end", ""]) if filled else "",
+                               rng.random() < 0.1, 1, 2))
+    rng.shuffle(out)
+    return out
+
+
+def _run(seed: int, n: int) -> tuple[list[ReviewRecord], list[Outcome], list[Trade], list[Event]]:
+    rng = random.Random(seed)
+    reviews = [_review(rng, i) for i in range(n)]
+    trades = [Trade(f"s{i:05d}", "trend", "BTC/USDT", Side.LONG, 1.0, 100.0, 101.0, T0 + i, T0 + 10 * i,
+                    _float(rng), 1.0, 0.5, 0.1, ExitReason.TARGET, 3, ambiguous=rng.random() < 0.2)
+              for i in range(rng.randrange(6))]
+    events = [Event("retire", T0 + 5, "reviewer", "veto precision below the floor", (("precision", 0.31),)),
+              Event("breaker", T0 + 1, "haiku", "open")][: rng.randrange(3)]
+    return reviews, _outcomes(rng, reviews), trades, events
+
+
+def _text(card: Any) -> str:
+    return json.dumps(card.to_dict())
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("estimate", [False, True])
+def test_the_vectorised_scorecard_is_the_per_signal_one(seed: int, estimate: bool) -> None:
+    reviews, outcomes, trades, events = _run(seed, [0, 1, 7, 60, 400, 2500][seed % 6])
+    kw: dict[str, Any] = {"signals": len(reviews) + seed, "starting_equity": 10_000.0, "events": events,
+                          "window_days": [14.0, 0.5, 3.0][seed % 3], "modify_estimate": estimate}
+    expected = scoring_reference.score(reviews, outcomes, trades, **kw)
+    got = score(reviews, outcomes, trades, **kw)
+    assert _text(got) == _text(expected)
+    assert got.to_dict() == expected.to_dict()
+
+
+def test_columns_scored_one_at_a_time_match_score() -> None:
+    """A backtest builds SignalColumns once and scores several reviewers against them."""
+    reviews, outcomes, trades, events = _run(99, 800)
+    signals = SignalColumns.of([r.pack for r in reviews], outcomes)
+    rng = random.Random(7)
+    for _ in range(3):  # other reviewers of the same signals
+        other = [ReviewRecord(r.pack, _review(rng, i).verdict, r.decision, "active") for i, r in enumerate(reviews)]
+        kw: dict[str, Any] = {"signals": 900, "starting_equity": 5_000.0, "events": events, "modify_estimate": True}
+        got = score_columns(signals, VerdictColumns.of(other), trades, **kw)
+        assert _text(got) == _text(scoring_reference.score(other, outcomes, trades, **kw))
+
+
+def test_columns_of_other_lengths_are_refused() -> None:
+    reviews, outcomes, _, _ = _run(3, 10)
+    signals = SignalColumns.of([r.pack for r in reviews], outcomes)
+    with pytest.raises(ValueError, match="9 verdicts for 10 reviewed signals"):
+        score_columns(signals, VerdictColumns.of(reviews[:9]), [], signals=10, starting_equity=1.0)
+
+
+def test_a_float_sum_keeps_the_order_of_the_signals() -> None:
+    """1e16 + 1 − 1e16 is 0 added left to right and 1 in another order: the signal order must win."""
+    reviews, _, _, _ = _run(5, 3)
+    reviews = [ReviewRecord(r.pack, Verdict(VerdictKind.ACCEPT, 0.9, source="haiku", tier="haiku", cost_usd=c),
+                            r.decision, "active") for r, c in zip(reviews, [1e16, 1.0, -1e16], strict=True)]
+    card = score(reviews, [], [], signals=3, starting_equity=1.0)
+    assert card.cost["usd"] == (1e16 + 1.0) - 1e16 == 0.0
+    assert _text(card) == _text(scoring_reference.score(reviews, [], [], signals=3, starting_equity=1.0))
