@@ -468,6 +468,18 @@ class SymbolHistory:
             hit = self._lr_cache[key] = _moments(np.diff(np.log(self.closes(n_closes, as_of_ms))))
         return hit
 
+    def cached_times(self, n_closes: int, as_of_ms: int | None) -> bytes:
+        """The close times of the last ``n_closes`` bars (as of ``as_of_ms``) as bytes, memoised per window:
+        two symbols cover the same closes iff these are equal."""
+        end = self._end(as_of_ms)
+        key = (int(self._close_ms[end - 1]) if end else 0, -n_closes)
+        hit = self._lr_cache.get(key)
+        if hit is None:
+            if len(self._lr_cache) > 8:
+                self._lr_cache.clear()
+            hit = self._lr_cache[key] = self.close_times(n_closes, as_of_ms).tobytes()  # type: ignore[assignment]
+        return hit  # type: ignore[return-value]
+
     def quote_volume_24h(self) -> float:
         if self._preloaded:
             if self._qv_series is None:
@@ -604,7 +616,7 @@ class MarketState:
         (_, da, sa), (_, db, sb) = aligned
         if sa == 0.0 or sb == 0.0 or not (math.isfinite(sa) and math.isfinite(sb)):
             return None
-        c = float((da * db).mean() / (sa * sb))
+        c = float(_add(da * db) / da.shape[0] / (sa * sb))  # (da * db).mean(): the same operations
         return max(-1.0, min(1.0, c))
 
 
@@ -628,11 +640,12 @@ def _moments(r: np.ndarray) -> _Moments:
 
 def _aligned_moments(ha: SymbolHistory, hb: SymbolHistory, lookback: int,
                      as_of_ms: int | None) -> tuple[_Moments, _Moments] | None:
-    ta, tb = ha.close_times(lookback + 1, as_of_ms), hb.close_times(lookback + 1, as_of_ms)
-    if len(ta) == len(tb) and len(ta) and ta[-1] == tb[-1] and np.array_equal(ta, tb):
+    times_a = ha.cached_times(lookback + 1, as_of_ms)
+    if times_a and times_a == hb.cached_times(lookback + 1, as_of_ms):
         # the common case: both series cover the same closes (the feeds forward-fill gaps); the moments
         # of each symbol's window are computed once per slice and shared by every pair and signal
         return ha.cached_moments(lookback + 1, as_of_ms), hb.cached_moments(lookback + 1, as_of_ms)
+    ta, tb = ha.close_times(lookback + 1, as_of_ms), hb.close_times(lookback + 1, as_of_ms)
     ca, cb = ha.closes(lookback + 1, as_of_ms), hb.closes(lookback + 1, as_of_ms)
     common, ia, ib = np.intersect1d(ta, tb, assume_unique=True, return_indices=True)
     if len(common) < 2:
