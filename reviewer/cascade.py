@@ -8,7 +8,8 @@ import importlib
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from operator import attrgetter
 from typing import Any
 
 from engine.clock import monotonic_s
@@ -223,7 +224,7 @@ class Cascade:
         self.stats[tier.name].cache_hits += 1
         took = (self.clock_s() - start) * 1000
         attempts.append(TierAttempt(tier.name, True, "cache", took))
-        return replace(cached, source="cache", tier=tier.name, latency_ms=took, attempts=tuple(attempts))
+        return _from_cache_verdict(cached, tier.name, took, tuple(attempts))
 
     def _failed(self, tier: Tier, e: Exception, t0: float, attempts: list[TierAttempt]) -> None:
         """Record one tier's failure under its kind; the cascade moves on to the next tier."""
@@ -394,3 +395,19 @@ def build_reviewer(cfg: ReviewerConfig, *, cache: VerdictCache | None, disabled:
                        "fail open: no tier answered", source="fallback")
     return Cascade(tiers, breakers=breakers, deadline_s=cfg.deadline_s, fallback=fallback, mode=cfg.mode,
                    cache=cache, clock_s=clock_s)
+
+
+_VERDICT_FIELDS = tuple(f.name for f in fields(Verdict))
+_verdict_values = attrgetter(*_VERDICT_FIELDS)
+_AT = {name: i for i, name in enumerate(_VERDICT_FIELDS)}
+
+
+def _from_cache_verdict(cached: Verdict, tier: str, latency_ms: float, attempts: tuple[TierAttempt, ...]) -> Verdict:
+    """``replace(cached, source="cache", tier=tier, latency_ms=..., attempts=...)`` in half the time (a
+    backtest of recorded signals answers each one from the cache)."""
+    values = list(_verdict_values(cached))
+    values[_AT["source"]] = "cache"
+    values[_AT["tier"]] = tier
+    values[_AT["latency_ms"]] = latency_ms
+    values[_AT["attempts"]] = attempts
+    return Verdict(*values)

@@ -416,3 +416,17 @@ def test_scripted_tier_from_plain_config_data() -> None:
     assert [vs[i].attempts[0].kind for i in (2, 3, 4)] == ["timeout", "timeout", "timeout"]  # last step repeats
     with pytest.raises(ConfigError):
         ScriptedTier(TierConfig(name="s", provider="scripted", params={"script": [{"raise": "meteor"}]}), None)
+
+
+def test_a_cached_verdict_is_the_stored_one_restamped() -> None:
+    import dataclasses
+
+    from engine.types import TierAttempt, Verdict, VerdictKind
+    from reviewer.cascade import _from_cache_verdict
+
+    stored = Verdict(VerdictKind.MODIFY, 0.8, "why", 50.0, 95.5, "sonnet", "sonnet", "m-1", "pv3", 812.5, 3400, 120,
+                     3000, 0.0123, "", '{"verdict":"modify"}')
+    attempts = (TierAttempt("sonnet", True, "cache", 0.2),)
+    got = _from_cache_verdict(stored, "sonnet", 0.2, attempts)
+    assert got == dataclasses.replace(stored, source="cache", tier="sonnet", latency_ms=0.2, attempts=attempts)
+    assert got.source == "cache" and got.cost_usd == 0.0123 and got.attempts == attempts
