@@ -328,19 +328,16 @@ def scorecard_for(store: Any, run_id: int) -> Any:
     import json
 
     from engine.backtest import load_stored
-    from engine.scoring import score
+    from engine.scoring import score_columns
 
     run = store.get_run(run_id)
     rec = store.recorder(run_id)
-    # Scoring reads a pack's signal, regime tag and equity only: the hash-checked stored packs serve, without
-    # rebuilding every pack from JSON (~0.5 ms each: 50 s for a run of 100,000 reviewed signals).
-    stored = load_stored(store, run_id, realized=True)
-    reviews = [r.record for r in stored.reviews]
+    # Scoring reads a pack's signal, regime tag and equity, and a few verdict and decision columns: the
+    # hash-checked stored rows serve as columns, without building a review object per signal.
+    stored = load_stored(store, run_id, realized=True, lean=True)
     signals = store.table_counts(run_id)["signals"]  # blocked ones included; only their number is scored
     cfg = json.loads(run.config_json)
-    tiers = cfg.get("reviewer", {}).get("tiers", [])
     window_days = cfg.get("scoring", {}).get("retire", {}).get("window_days", 14.0)
-    return score(reviews, stored.outcomes, rec.load_trades(), signals=signals,
-                 starting_equity=run.starting_equity, first_tier=tiers[0]["name"] if tiers else None,
-                 events=rec.load_events(), window_days=float(window_days))
+    return score_columns(stored.signal_columns(), stored.recorded_columns(), rec.load_trades(), signals=signals,
+                         starting_equity=run.starting_equity, events=rec.load_events(), window_days=float(window_days))
 

@@ -139,3 +139,27 @@ def test_a_float_sum_keeps_the_order_of_the_signals() -> None:
     card = score(reviews, [], [], signals=3, starting_equity=1.0)
     assert card.cost["usd"] == (1e16 + 1.0) - 1e16 == 0.0
     assert _text(card) == _text(scoring_reference.score(reviews, [], [], signals=3, starting_equity=1.0))
+
+
+def test_the_scorecard_of_a_recorded_run_is_the_one_scored_from_its_reviews(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`tradevet score` scores stored rows as columns; the same run scored from its full review records agrees."""
+    import json
+
+    from engine.app import run_replay, scorecard_for
+    from engine.backtest import load_stored
+    from engine.config import load_config
+    from engine.scoring import score
+    from storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'run.db'}"
+    res = run_replay(load_config(overrides={"run": {"db_url": url}, "market": {"synthetic": {"bars": 1500}}},
+                                 env={}))
+    with open_storage(url) as store:
+        fast = scorecard_for(store, res.run_id)
+        stored = load_stored(store, res.run_id, realized=True)
+        rec = store.recorder(res.run_id)
+        full = score([r.record for r in stored.reviews], stored.outcomes, rec.load_trades(),
+                     signals=store.table_counts(res.run_id)["signals"], starting_equity=10_000.0,
+                     events=rec.load_events())
+    assert fast.reviewed > 50 and fast.veto_precision is not None
+    assert json.dumps(fast.to_dict(), sort_keys=True) == json.dumps(full.to_dict(), sort_keys=True)
