@@ -2,7 +2,8 @@
 
 Kept only as the oracle of tests/test_scoring_columns.py: ``engine.scoring.score`` must give exactly the
 scorecard this gives (the same JSON text: same keys in the same order, same doubles to the last bit).
-Copied from engine/scoring.py at commit 8156b09; do not "improve" it.
+Copied from engine/scoring.py at commit 8156b09 (what that change left untouched is imported, not copied);
+do not "improve" it.
 """
 
 from __future__ import annotations
@@ -12,10 +13,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.scoring import Rate, Scorecard, hypergeom_range, hypergeom_sf, percentile
-from engine.types import Event, Outcome, OutcomeKind, ReviewRecord, Trade, VerdictKind, ms_to_dt
-
-_DAY_MS = 86_400_000
+from engine.scoring import (  # the pieces the vectorisation left as they were
+    _DAY_MS,
+    Rate,
+    Scorecard,
+    _finished,
+    _pnl,
+    _split,
+    hypergeom_range,
+    hypergeom_sf,
+    percentile,
+)
+from engine.types import Event, Outcome, ReviewRecord, Trade, VerdictKind, ms_to_dt
 
 
 @dataclass(slots=True)
@@ -47,10 +56,6 @@ class _Facts:
     output_tokens: int
     cached_tokens: int
     cost_usd: float
-
-
-def _finished(o: Outcome | None) -> bool:
-    return o is not None and o.filled and o.exit_reason not in ("", "end")
 
 
 def _facts(r: ReviewRecord, shadow: Outcome | None, realized: Outcome | None, estimate: bool) -> _Facts:
@@ -198,14 +203,6 @@ class _Acc:
         }
 
 
-def _split(outcomes: Iterable[Outcome]) -> tuple[dict[str, Outcome], dict[str, Outcome]]:
-    shadow: dict[str, Outcome] = {}
-    realized: dict[str, Outcome] = {}
-    for o in outcomes:
-        (shadow if o.kind is OutcomeKind.SHADOW else realized)[o.signal_id] = o
-    return shadow, realized
-
-
 def score(reviews: Sequence[ReviewRecord], outcomes: Iterable[Outcome], trades: Sequence[Trade], *,
           signals: int, starting_equity: float, first_tier: str | None = None, events: Sequence[Event] = (),
           window_days: float = 14.0, modify_estimate: bool = False) -> Scorecard:
@@ -311,23 +308,6 @@ def _tiers(reviews: Sequence[ReviewRecord]) -> dict[str, dict[str, Any]]:
                "input_tokens": t["input_tokens"], "output_tokens": t["output_tokens"],
                "cached_tokens": t["cached_tokens"], "cost_usd": t["cost_usd"]}
         for name, t in sorted(per.items())
-    }
-
-
-def _pnl(trades: Sequence[Trade], starting_equity: float) -> dict[str, Any]:
-    pnl_total = sum(t.pnl for t in trades)
-    wins = sum(1 for t in trades if t.pnl > 0)
-    equity, peak, max_dd = starting_equity, starting_equity, 0.0
-    for t in sorted(trades, key=lambda x: (x.closed_ms, x.signal_id)):
-        equity += t.pnl
-        peak = max(peak, equity)
-        max_dd = max(max_dd, (peak - equity) / peak * 100 if peak > 0 else 0.0)
-    return {
-        "trades": len(trades), "wins": wins, "win_rate": wins / len(trades) if trades else None,
-        "pnl": pnl_total, "return_pct": pnl_total / starting_equity * 100 if starting_equity else None,
-        "fees": sum(t.fees for t in trades), "max_drawdown_pct": max_dd,
-        "ambiguous_exits": sum(1 for t in trades if t.ambiguous),
-        "final_equity": starting_equity + pnl_total,
     }
 
 

@@ -29,14 +29,8 @@ from engine.types import (
     VerdictKind,
 )
 from tests import scoring_reference
+from tests.test_backtest import STRICT
 from tests.test_scoring import FLAKY
-
-STRICT = """\
-reviewer:
-  tiers:
-    - {name: strict, provider: rules, params: {veto_streak: 3, modify_streak: 2, corr_veto_pct: 20}}
-policy: {min_confidence: 0.5}
-"""
 
 
 @pytest.fixture(scope="module")
