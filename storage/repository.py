@@ -596,26 +596,15 @@ class _Batch:
             v["verdicts"].extend(rows.verdict_values(rid, sid, rv.verdict, rv.mode))
             v["decisions"].extend(rows.decision_values(rid, rv.decision))
             n += 3
-        if rec.fills:
-            ext = v["fills"].extend
-            for f in rec.fills:
-                ext(rows.fill_values(rid, f))
-            n += len(rec.fills)
-        if rec.trades:
-            ext = v["trades"].extend
-            for t in rec.trades:
-                ext(rows.trade_values(rid, t))
-            n += len(rec.trades)
-        if rec.outcomes:
-            ext = v["outcomes"].extend
-            for o in rec.outcomes:
-                ext(rows.outcome_values(rid, o))
-            n += len(rec.outcomes)
-        if rec.news:
-            ext = v["news_items"].extend
-            for x in rec.news:
-                ext(rows.news_values(rid, x))
-            n += len(rec.news)
+        for table, items, values_of in (("fills", rec.fills, rows.fill_values),
+                                        ("trades", rec.trades, rows.trade_values),
+                                        ("outcomes", rec.outcomes, rows.outcome_values),
+                                        ("news_items", rec.news, rows.news_values)):
+            if items:
+                ext = v[table].extend
+                for item in items:
+                    ext(values_of(rid, item))  # type: ignore[operator]
+                n += len(items)
         if rec.events:
             self.events.extend(rows.event_key(e) for e in rec.events)
             n += len(rec.events)
