@@ -25,7 +25,10 @@ SCALE = float(os.environ.get("BENCH_SCALE", "1"))  # < 1 for a quick look; figur
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process plus that of its largest ended child (a replay's background
+    writer): an upper bound of what the case held at once."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (own + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
 
 
 def _fingerprint(db_url: str, run_id: int) -> tuple[str, int]:

@@ -177,7 +177,15 @@ def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], No
                 progress(done[0], total)
 
         phase = "replay"
-        stats = Replay(pipeline, chained(), recorder, on_slice=on_slice).run()
+        writer = _write_behind(store, recorder, feed)
+        try:
+            stats = Replay(pipeline, chained(), writer or recorder, on_slice=on_slice).run()
+            if writer is not None:
+                writer.close()  # every batch committed (or its StorageError raised) before the run's status
+        except BaseException:
+            if writer is not None:
+                writer.abort()  # the batches already sent are whole slices: committed before the status
+            raise
         if progress is not None:
             progress(min(done[0], total or done[0]), total)
         if pipeline.mode != store.get_run(run_id).reviewer_mode:
@@ -194,6 +202,21 @@ def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], No
             pipeline.close()
         if own:
             store.close()
+
+
+WRITE_BEHIND_MIN_BARS = 50_000  # a replay of at least this many bars records from a child process
+
+
+def _write_behind(store: Any, recorder: Any, feed: Any) -> Any:
+    """A ``storage.writer.BackgroundWriter`` for a long replay into a database another process can open, else
+    None (the replay records in-process): a child process costs about half a second to start, which a
+    replay of a few thousand bars would not win back."""
+    from storage.writer import BackgroundWriter, supported
+
+    n = getattr(feed, "n_bars", None)
+    if n is None or n < WRITE_BEHIND_MIN_BARS or not supported(store):
+        return None
+    return BackgroundWriter(recorder)
 
 
 def _record_interruption(store: Any, run_id: int | None, exc: BaseException, *, resumed: bool, phase: str,

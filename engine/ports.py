@@ -53,6 +53,8 @@ class Feed(Protocol):
     def slices(self) -> Iterator[tuple[Bar, ...]]: ...
     def limits(self) -> dict[str, MarketLimits]: ...
     def news(self) -> Sequence[NewsItem]: ...  # items the feed itself carries (synthetic news); may be ()
+    # A finite feed may also tell ``n_slices`` and ``n_bars`` (what ``slices`` yields): the progress bar's
+    # total, and whether a replay is long enough to record from a child process (engine.app).
 
 
 class History(Protocol):

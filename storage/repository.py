@@ -654,9 +654,13 @@ class RunRecorder:
         """Write a batch's slices in one transaction; last_slice_ms = their latest close. Raises: StorageError."""
         if not batch.slices:
             return
+        self._write(batch, self.doing(batch))
+
+    def doing(self, batch: _Batch) -> str:
+        """What writing ``batch`` is, for error messages: "cannot record slices A..B of run N"."""
         first, last = batch.first_ms, batch.last_ms
         what = f"slice {first}" if batch.slices == 1 else f"slices {first}..{last}"
-        self._write(batch, f"cannot record {what} of run {self.run_id}")
+        return f"cannot record {what} of run {self.run_id}"
 
     def record_events(self, events: Sequence[Event]) -> None:
         """Append events outside a slice (run start, resume, ...). Sending the same events again adds nothing."""
@@ -667,9 +671,22 @@ class RunRecorder:
         self._write(batch, f"cannot record events of run {self.run_id}")
 
     def _write(self, batch: _Batch, doing: str) -> None:
-        st = self.storage.statements
         # Buffered verdict-cache entries ride along: one commit instead of one per reviewed signal.
         cached = self.storage.cache_rows()
+        self.commit(batch, cached, doing)
+        self.written(batch.rows, cached)
+
+    def written(self, rows: int, cached: list[dict[str, Any]]) -> None:
+        """Bookkeeping once ``commit`` of a batch of ``rows`` rows and the verdict-cache rows ``cached`` succeeded."""
+        self.storage.cache_written(cached)
+        self.storage.rows_written(rows)
+
+    def commit(self, batch: _Batch, cached: list[dict[str, Any]], doing: str) -> None:
+        """Write ``batch`` and the verdict-cache rows ``cached`` in one transaction (no bookkeeping: ``written``).
+
+        Raises: StorageError naming ``doing`` (and the table, when one insert failed); nothing is written then.
+        """
+        st = self.storage.statements
         table: str | None = None
         try:
             with self.storage.guard(doing), self.storage.writer.begin() as conn:
@@ -691,8 +708,6 @@ class RunRecorder:
             if table is None or "(table " in str(e):
                 raise
             raise StorageError(f"{e} (table {table})") from e.__cause__
-        self.storage.cache_written(cached)
-        self.storage.rows_written(batch.rows)
 
     def _write_events(self, conn: Connection, keys: list[tuple[str, int, str, str, str]]) -> None:
         # Events have no natural key, so "the same event" means equal in every field. Counted as a

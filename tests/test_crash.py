@@ -5,9 +5,13 @@ Two kinds of kills:
 
 * at named points, by the process itself (a child wrapper patches one function to SIGKILL its own process):
   inside the schema migration, right after the run row is created, inside a slice batch's transaction (rows
-  inserted, not committed), right after a batch committed, between the last commit (which carries the
+  inserted, not committed), right after a batch committed, with batches in flight to the background writer
+  of a long replay (a child process: it must die with the run), between the last commit (which carries the
   end-of-data exits of the positions still open) and the "finished" status, and during the final scorecard;
 * at seeded random moments, from outside, spread over start-up, the replay and its end.
+
+A background writer killed under a running replay ends the command with one line (exit 4); the next start
+records the same ledger.
 
 After each kill the database state is classified (no run yet / run without slices / mid-replay / all slices
 recorded / finished) and counted; the totals are printed (``pytest -s``).
@@ -94,6 +98,23 @@ elif point == "after-commit":  # the n-th slice batch committed
     import storage.repository as r
 
     after_nth(r.RunRecorder, "_write")
+elif point in ("writer-in-flight", "writer-killed"):  # a replay recording from a child process (storage.writer)
+    import engine.app
+    import storage.writer as w
+
+    engine.app.WRITE_BEHIND_MIN_BARS = 0
+    orig_write_batch = w.BackgroundWriter.write_batch
+
+    def write_batch(self, batch):
+        orig_write_batch(self, batch)
+        calls[0] += 1
+        if calls[0] == nth:
+            print(f"tv-writer {self._process.pid}", file=sys.stderr, flush=True)
+            if point == "writer-in-flight":  # the n-th batch sent, maybe not committed: the parent dies
+                die()
+            os.kill(self._process.pid, signal.SIGKILL)  # the writer dies; the parent goes on stepping
+
+    w.BackgroundWriter.write_batch = write_batch
 elif point == "before-finished":  # every slice committed (end-of-data record included), status still running
     import storage.repository as r
 
@@ -373,6 +394,64 @@ def test_kill_after_the_last_commit_then_rerun(backend: str, tmp_path: Path, ref
         got = _ledger(url)
         assert got["runs"] == [("crash", "finished")]
         _assert_same_run(got, reference)
+
+
+def _writer_pid(stderr: str) -> int:
+    return int(next(line.split()[1] for line in stderr.splitlines() if line.startswith("tv-writer")))
+
+
+def _gone(pid: int, wait_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().split()[2] == "Z":  # ended, not reaped (its parent is gone)
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_killed_with_batches_in_flight_to_the_writer_then_rerun(backend: str, tmp_path: Path,
+                                                              reference: dict[str, Any]) -> None:
+    """A replay recording from a child process, SIGKILLed right after sending its third batch: the writer
+    dies with it (no commit after the parent's death), and the rerun resumes to the uninterrupted ledger."""
+    with database(backend, tmp_path, "inflight") as url:
+        cfg = _config(tmp_path, url, "inflight")
+        killed = _run(cfg, "writer-in-flight", 3)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        assert _gone(_writer_pid(killed.stderr)), "the writer outlived the run"
+        KILLS[f"writer-in-flight ({backend})"] += 1
+        state = _state(url, reference["last_slice_ms"])
+        again = _run(cfg)
+        assert again.returncode == 0, again.stderr
+        got = _ledger(url)
+        assert got["runs"] == [("crash", "finished")], f"the rerun must resume the run ({state})"
+        _assert_same_run(got, reference)
+
+
+def test_a_killed_writer_fails_the_run_with_one_line_and_a_rerun_completes(tmp_path: Path,
+                                                                         reference: dict[str, Any]) -> None:
+    """The writer SIGKILLed under a running replay: the command ends with the storage exit code and one line
+    naming the slices it could not record; the run is failed (as after any storage error mid-replay), holds
+    whole slices only, and the next start records the same ledger as an uninterrupted run."""
+    url = f"sqlite:///{tmp_path / 'wk.db'}"
+    cfg = _config(tmp_path, url, "wk")
+    p = _run(cfg, "writer-killed", 2)
+    assert p.returncode == 4, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if "background writer" in ln]
+    assert len(lines) == 1 and "ended with exit code -9 before committing it" in lines[0], p.stderr
+    assert "cannot record slices" in lines[0] and "of run 1" in lines[0]
+    first = _ledger(url, 1)
+    assert first["status"] == "failed" and first["bars_unique"]
+    assert first["counts"]["bars"] % 3 == 0 and first["counts"]["bars"] < reference["counts"]["bars"]
+    again = _run(cfg)
+    assert again.returncode == 0, again.stderr
+    got = _ledger(url)
+    assert got["runs"] == [("crash", "failed"), ("crash", "finished")]
+    _assert_same_run(got, reference)
 
 
 # ------------------------------------------------------------------------------------ random kills

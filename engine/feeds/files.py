@@ -345,6 +345,18 @@ class FilesFeed:
                 if present:
                     yield present
 
+    @property
+    def n_slices(self) -> int:
+        """How many slices ``slices`` yields (close times with at least one bar)."""
+        import numpy as np
+
+        return int(np.unique(np.concatenate([c["pos"] for c in self._cols.values()])).size)
+
+    @property
+    def n_bars(self) -> int:
+        """How many bars ``slices`` yields in all."""
+        return sum(int(c["pos"].size) for c in self._cols.values())
+
     def limits(self) -> dict[str, MarketLimits]:
         return dict(self._limits)
 

@@ -250,6 +250,16 @@ class SyntheticFeed:
             ]
             yield from zip(*per_symbol, strict=True)
 
+    @property
+    def n_slices(self) -> int:
+        """How many slices ``slices`` yields: one per bar time."""
+        return self.bars
+
+    @property
+    def n_bars(self) -> int:
+        """How many bars ``slices`` yields in all."""
+        return self.bars * len(self.symbols)
+
     def limits(self) -> dict[str, MarketLimits]:
         return dict(self._limits)
 
