@@ -211,10 +211,11 @@ def _write_behind(store: Any, recorder: Any, feed: Any) -> Any:
     """A ``storage.writer.BackgroundWriter`` for a long replay into a database another process can open, else
     None (the replay records in-process): a child process costs about half a second to start, which a
     replay of a few thousand bars would not win back."""
-    from storage.writer import BackgroundWriter, supported
+    from storage.child import shareable
+    from storage.writer import BackgroundWriter
 
     n = getattr(feed, "n_bars", None)
-    if n is None or n < WRITE_BEHIND_MIN_BARS or not supported(store):
+    if n is None or n < WRITE_BEHIND_MIN_BARS or not shareable(store):
         return None
     return BackgroundWriter(recorder)
 

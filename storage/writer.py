@@ -20,38 +20,23 @@ Either surfaces at the next ``write_batch`` or at ``close``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import pickle
 import queue
-import subprocess
-import sys
 import threading
-from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 from engine.errors import StorageError
+from storage import child
+from storage.child import Child
 from storage.db import connect
 from storage.repository import RunRecorder, Storage, _Batch
 
-__all__ = ["BackgroundWriter", "supported"]
+__all__ = ["BackgroundWriter"]
 
 log = logging.getLogger(__name__)
 
 _CLOSE = b"close"  # sent before the parent closes its end: the end of the pipe after it is not a death
-
-
-def supported(storage: Storage) -> bool:
-    """Whether a child process can write into ``storage``'s database: not an in-memory SQLite one, and on a
-    POSIX system (the pipes are passed as file descriptors)."""
-    if os.name != "posix":
-        return False
-    u = storage.engine.url
-    if u.get_backend_name() != "sqlite":
-        return True
-    return u.database not in (None, "", ":memory:") and u.query.get("mode") != "memory"
 
 
 class BackgroundWriter:
@@ -71,34 +56,17 @@ class BackgroundWriter:
         self._sent: list[tuple[int, str, list[dict[str, Any]]]] = []
         self._error: StorageError | None = None
         store = recorder.storage
-        if not supported(store):
+        if not child.shareable(store):
             raise ValueError(f"{store.url_masked}: an in-memory database cannot be written by another process")
-        # A fresh interpreter running this module (not multiprocessing's spawn, which would re-import the
-        # caller's main script): no inherited threads, connections or locks. The URL (it may hold a password)
-        # goes through the pipe, never onto the command line.
-        down_r, down_w = os.pipe()
-        up_r, up_w = os.pipe()
-        root = str(Path(__file__).resolve().parents[1])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
         try:
-            self._process = subprocess.Popen(
-                [sys.executable, "-c", "import storage.writer as w; w._child_main()", str(down_r), str(up_w)],
-                pass_fds=(down_r, up_w), env=env, stdin=subprocess.DEVNULL)
+            self._child = Child("storage.writer:_serve", store.engine.url.render_as_string(hide_password=False),
+                                store.busy_timeout_ms, recorder.run_id)
         except OSError as e:
-            os.close(down_w)
-            os.close(up_r)
             raise StorageError(f"{store.url_masked}: cannot start the background writer: {e}") from None
-        finally:
-            os.close(down_r)  # the child's ends: a dead child is then an end of pipe here
-            os.close(up_w)
-        self._to_child = Connection(down_w, readable=False)
-        self._from_child = Connection(up_r, writable=False)
-        self._to_child.send((store.engine.url.render_as_string(hide_password=False), store.busy_timeout_ms,
-                             recorder.run_id, os.getpid()))
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"BackgroundWriter(run {self.recorder.run_id}, pid {self._process.pid})"
+        return f"BackgroundWriter(run {self.recorder.run_id}, pid {self._child.pid})"
 
     # ---------------------------------------------------------------------------- the recorder interface
 
@@ -119,7 +87,7 @@ class BackgroundWriter:
         payload = pickle.dumps((batch, cached), protocol=pickle.HIGHEST_PROTOCOL)
         doing = self.recorder.doing(batch)
         try:
-            self._to_child.send_bytes(payload)
+            self._child.send_bytes(payload)
         except OSError:  # the child is gone: say why (its last answer, or its exit code)
             self._collect(block=True)
             raise self._died(doing) from None
@@ -155,9 +123,9 @@ class BackgroundWriter:
         """Take the child's answers (one per batch, in order); the first failure raises, now and later."""
         if self._error is not None:
             raise self._error
-        while self._sent and (block or self._from_child.poll()):
+        while self._sent and (block or self._child.poll()):
             try:
-                answer = self._from_child.recv()
+                answer = self._child.recv()
             except EOFError:
                 self._error = self._died(self._sent[0][1])
                 raise self._error from None
@@ -169,52 +137,21 @@ class BackgroundWriter:
             block = False  # one answer was waited for; take the others only when they are there
 
     def _died(self, doing: str) -> StorageError:
-        try:
-            code = self._process.wait(timeout=5.0)
-        except subprocess.TimeoutExpired:
-            code = None
+        code = self._child.exit_code()
         how = "is still running" if code is None else f"ended with exit code {code}"
         return StorageError(f"{self.recorder.storage.url_masked}: {doing}: the background writer process {how} "
                             "before committing it")
 
     def _end(self, *, wait_s: float | None) -> None:
         self._closed = True
-        with contextlib.suppress(OSError):  # the child is gone already
-            self._to_child.send_bytes(_CLOSE)
-        self._to_child.close()
-        try:
-            self._process.wait(timeout=wait_s)
-        except subprocess.TimeoutExpired:
-            log.warning("%r did not end in %s s: killed", self, wait_s)
-            self._process.kill()
-            self._process.wait()
-        self._from_child.close()
+        self._child.end(_CLOSE, wait_s=wait_s)
 
 
 # ----------------------------------------------------------------------------------------------- child
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Linux: be killed (SIGKILL) when the parent dies, as if it were one process with it."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-            import signal
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent_pid:  # the parent died before the line above took effect
-        os._exit(1)
-
-
-def _child_main() -> None:
-    """The child: ``python -c "import storage.writer as w; w._child_main()" IN_FD OUT_FD``."""
-    pipe_in = Connection(int(sys.argv[1]), writable=False)
-    pipe_out = Connection(int(sys.argv[2]), readable=False)
-    url, busy_timeout_ms, run_id, parent_pid = pipe_in.recv()
-    _die_with_parent(parent_pid)
+def _serve(pipe_in: Any, pipe_out: Any, url: str, busy_timeout_ms: int, run_id: int) -> None:
+    """The child (``storage.child``): commit the batches that come through ``pipe_in``, answer each."""
     # The parent's batches are read as they come, so that sending one never waits for the commit before it.
     inbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
     orphaned = threading.Event()
@@ -249,4 +186,3 @@ def _child_main() -> None:
     finally:
         if store is not None:
             store.engine.dispose()
-        pipe_out.close()

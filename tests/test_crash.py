@@ -109,10 +109,10 @@ elif point in ("writer-in-flight", "writer-killed"):  # a replay recording from 
         orig_write_batch(self, batch)
         calls[0] += 1
         if calls[0] == nth:
-            print(f"tv-writer {self._process.pid}", file=sys.stderr, flush=True)
+            print(f"tv-writer {self._child.pid}", file=sys.stderr, flush=True)
             if point == "writer-in-flight":  # the n-th batch sent, maybe not committed: the parent dies
                 die()
-            os.kill(self._process.pid, signal.SIGKILL)  # the writer dies; the parent goes on stepping
+            os.kill(self._child.pid, signal.SIGKILL)  # the writer dies; the parent goes on stepping
 
     w.BackgroundWriter.write_batch = write_batch
 elif point == "before-finished":  # every slice committed (end-of-data record included), status still running

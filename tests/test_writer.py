@@ -25,8 +25,9 @@ from engine.config import load_config
 from engine.errors import StorageError
 from engine.replay import Replay
 from storage import open_storage
+from storage.child import shareable
 from storage.models import RUN_SCOPED_TABLES, Base
-from storage.writer import BackgroundWriter, supported
+from storage.writer import BackgroundWriter
 from tests.test_replay_batches import _Pipeline, _store_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +82,7 @@ def test_a_replay_recorded_from_the_child_stores_exactly_what_an_inline_one_does
         tmp_path: Path, inline_dump: dict[str, Any], write_behind: list[BackgroundWriter]) -> None:
     url = f"sqlite:///{tmp_path / 'behind.db'}"
     res = run_replay(_config(url))
-    assert len(write_behind) == 1 and write_behind[0]._process.returncode == 0  # it was used, and ended cleanly
+    assert len(write_behind) == 1 and write_behind[0]._child.process.returncode == 0  # it was used, and ended cleanly
     got = _dump(url)
     assert got == inline_dump
     assert len(got["bars"]) == 3 * BARS == res.stats.bars
@@ -91,7 +92,7 @@ def test_in_memory_databases_are_written_in_process(write_behind: list[Backgroun
     res = run_replay(_config("sqlite://"))
     assert res.stats.bars == 3 * BARS and write_behind == []
     with open_storage("sqlite://") as store:
-        assert not supported(store)
+        assert not shareable(store)
 
 
 def _trigger_failing_from(url: str, close_ms: int) -> None:
@@ -123,7 +124,7 @@ def test_a_batch_the_database_refuses_surfaces_as_one_line_and_later_batches_are
         assert "disk I/O error (simulated)" in msg and "(table gate_results)" in msg
         assert rec.last_slice_ms() == records[191].close_ms  # the first two batches stand, whole
         assert store.table_counts(run_id)["bars"] == 192 * 2
-        assert writer._process.returncode == 0  # the child ended by itself after reporting
+        assert writer._child.process.returncode == 0  # the child ended by itself after reporting
 
 
 def test_a_writer_that_dies_is_an_error_naming_its_exit_code(tmp_path: Path) -> None:
@@ -137,8 +138,8 @@ def test_a_writer_that_dies_is_an_error_naming_its_exit_code(tmp_path: Path) -> 
             batch.add(r)
         writer.write_batch(batch)
         writer._collect(block=True)  # committed
-        os.kill(writer._process.pid, signal.SIGKILL)
-        writer._process.wait()
+        os.kill(writer._child.pid, signal.SIGKILL)
+        writer._child.process.wait()
         batch = rec.new_batch()
         for r in records[100:]:
             batch.add(r)
@@ -210,7 +211,7 @@ for k in range(0, 3000, 100):
         batch.add(r)
     writer.write_batch(batch)
     if k == 1000:
-        print(writer._process.pid, flush=True)
+        print(writer._child.pid, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
 """
 
