@@ -1,6 +1,6 @@
 """The context pack's fast paths give exactly what the plain computations give — the same bits, so the same
-pack hashes: the fast JSON writer against the generic json path, the cached vol percentile against the full
-rolling computation (and its rounding-error bound against exact rational arithmetic), the builder's inline
+pack hashes: the fast JSON writer against the generic json path, the rolling variances of the vol percentile
+against their plain numpy definition, the builder's regime against the full computation, the builder's inline
 correlations against the market's, and its caches against recomputation; and the caches stay bounded."""
 
 from __future__ import annotations
@@ -195,6 +195,22 @@ def _path(kind: str, n: int, seed: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ builder
+
+
+def test_rolling_variances_are_the_plain_numpy_definition_bit_for_bit() -> None:
+    def plain(r: np.ndarray, lb: int) -> np.ndarray:
+        c1 = np.concatenate(([0.0], np.cumsum(r)))
+        c2 = np.concatenate(([0.0], np.cumsum(r * r)))
+        s1, s2 = c1[lb:] - c1[:-lb], c2[lb:] - c2[:-lb]
+        return (s2 - s1 * s1 / lb) / (lb - 1)
+
+    rng = np.random.default_rng(5)
+    for n, lb in ((8, 8), (97, 96), (500, 24), (2016, 96), (3001, 96)):
+        for scale in (1e-6, 0.01, 3.0):
+            r = rng.normal(0.0, scale, n)
+            r[rng.random(n) < 0.05] = 0.0  # flat bars
+            got, want = context_mod._rolling_var(r, lb), plain(r, lb)
+            assert got.shape == want.shape and np.array_equal(got.view(np.int64), want.view(np.int64))
 
 
 def test_the_builder_regime_is_the_full_computation_live_and_rebuilt() -> None:
