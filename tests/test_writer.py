@@ -28,6 +28,7 @@ from storage import open_storage
 from storage.child import shareable
 from storage.models import RUN_SCOPED_TABLES, Base
 from storage.writer import BackgroundWriter
+from tests.test_crash import BACKENDS, database
 from tests.test_replay_batches import _Pipeline, _store_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,12 +79,13 @@ def write_behind(monkeypatch: pytest.MonkeyPatch) -> list[BackgroundWriter]:
     return made
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_replay_recorded_from_the_child_stores_exactly_what_an_inline_one_does(
-        tmp_path: Path, inline_dump: dict[str, Any], write_behind: list[BackgroundWriter]) -> None:
-    url = f"sqlite:///{tmp_path / 'behind.db'}"
-    res = run_replay(_config(url))
-    assert len(write_behind) == 1 and write_behind[0]._child.process.returncode == 0  # it was used, and ended cleanly
-    got = _dump(url)
+        backend: str, tmp_path: Path, inline_dump: dict[str, Any], write_behind: list[BackgroundWriter]) -> None:
+    with database(backend, tmp_path, "behind") as url:
+        res = run_replay(_config(url))
+        assert len(write_behind) == 1 and write_behind[0]._child.process.returncode == 0  # used, and ended cleanly
+        got = _dump(url)
     assert got == inline_dump
     assert len(got["bars"]) == 3 * BARS == res.stats.bars
 
