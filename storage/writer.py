@@ -27,8 +27,7 @@ import threading
 from typing import Any
 
 from engine.errors import StorageError
-from storage import child
-from storage.child import Child
+from storage.child import Child, shareable
 from storage.db import connect
 from storage.repository import RunRecorder, Storage, _Batch
 
@@ -56,7 +55,7 @@ class BackgroundWriter:
         self._sent: list[tuple[int, str, list[dict[str, Any]]]] = []
         self._error: StorageError | None = None
         store = recorder.storage
-        if not child.shareable(store):
+        if not shareable(store):
             raise ValueError(f"{store.url_masked}: an in-memory database cannot be written by another process")
         try:
             self._child = Child("storage.writer:_serve", store.engine.url.render_as_string(hide_password=False),

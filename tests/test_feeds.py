@@ -60,7 +60,7 @@ def test_same_seed_is_bit_identical_and_another_seed_differs() -> None:
 def test_slices_are_ordered_aligned_and_match_the_arrays() -> None:
     feed = SyntheticFeed(SYMS, "5m", 2_500, T0, 3)  # > 2 build batches, last one partial
     slices = list(feed.slices())
-    assert len(slices) == 2_500
+    assert len(slices) == 2_500 == feed.n_slices and feed.n_bars == sum(map(len, slices))
     for i, sl in enumerate(slices):
         assert tuple(b.symbol for b in sl) == SYMS
         assert {b.close_ms for b in sl} == {T0 + (i + 1) * TF}
@@ -489,6 +489,8 @@ def test_gaps_stay_holes_without_fill(tmp_path: Path) -> None:
     assert feed.repairs == {"ETH/BTC": {}, "LTC/BTC": {}}
     alone = FilesFeed(tmp_path, ["ETH/BTC"], "5m", fill_gaps=False)
     assert [sl[0].open_ms for sl in alone.slices()] == [MS0 + i * TF for i in (0, 1, 4, 5)]
+    # what the progress bar and the choice of the background writer go by
+    assert (feed.n_slices, feed.n_bars) == (6, 10) and (alone.n_slices, alone.n_bars) == (4, 4)
 
 
 def test_symbols_join_late_and_short_files_are_extended_or_stop(tmp_path: Path) -> None:
@@ -497,7 +499,7 @@ def test_symbols_join_late_and_short_files_are_extended_or_stop(tmp_path: Path) 
     write_csv(tmp_path / "A_XMR-BTC_5m.csv", good_rows(10))  # ends at bar 9
     feed = FilesFeed(tmp_path, ["ETH/BTC", "LTC/BTC", "XMR/BTC"], "5m", max_gap_bars=5)
     slices = list(feed.slices())
-    assert len(slices) == 20
+    assert len(slices) == 20 == feed.n_slices and feed.n_bars == sum(map(len, slices))
     names = [tuple(b.symbol.split("/")[0] for b in sl) for sl in slices]
     assert names[:3] == [("ETH", "XMR")] * 3
     assert names[3:10] == [("ETH", "LTC", "XMR")] * 7
