@@ -64,17 +64,21 @@ def build_pipeline(loaded: LoadedConfig, *, feed: Any, cache: Any = None, clock:
     from engine.news import build_news_source
 
     cfg = loaded.config
-    if reviewer is None and cfg.reviewer.mode != "off":
-        from reviewer import build_reviewer
+    with loaded.blaming():  # a plug-in's config error names the file that configured it
+        if reviewer is None and cfg.reviewer.mode != "off":
+            from reviewer import build_reviewer
 
-        reviewer = build_reviewer(cfg.reviewer, cache=cache if cfg.reviewer.cache else None,
-                                  disabled=[name for name, _ in loaded.disabled_tiers])
+            reviewer = build_reviewer(cfg.reviewer, cache=cache if cfg.reviewer.cache else None,
+                                      disabled=[name for name, _ in loaded.disabled_tiers])
+        strategies = build_strategies(cfg)
+        gates = build_gates(cfg.gates)
+        news = build_news_source(cfg.news, feed)
     pipeline = Pipeline(
         cfg,
-        strategies=build_strategies(cfg),
-        gates=build_gates(cfg.gates),
+        strategies=strategies,
+        gates=gates,
         reviewer=reviewer,
-        news=build_news_source(cfg.news, feed),
+        news=news,
         clock=clock if clock is not None else SimClock(),
         limits=feed.limits(),
         symbols=list(feed.symbols),

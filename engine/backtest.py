@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import tempfile
@@ -227,6 +228,11 @@ def reviewer_config(path: Path, run_config_json: str, *, run_id: int | None = No
             loaded = load_config([base, path], env=env, include_default=False)
         except ConfigError as e:
             raise ConfigError(str(e).replace(str(base), f"stored config of run {run_id}")) from None
+    # what the temporary file set is blamed on the stored config (LoadedConfig.blaming)
+    stored_name = f"stored config of run {run_id}"
+    shown = {loaded.files[0]: stored_name}
+    loaded = dataclasses.replace(loaded, files=(stored_name, *loaded.files[1:]),
+                                 origin={k: shown.get(v, v) for k, v in loaded.origin.items()})
     return loaded, warnings
 
 
@@ -461,7 +467,8 @@ def _reviewer_column(store: Any, stored: StoredRun, reviewed: SignalColumns, nam
     from reviewer import build_reviewer
 
     cfg = loaded.config
-    cascade = build_reviewer(cfg.reviewer, cache=None, disabled=[t for t, _ in loaded.disabled_tiers])
+    with loaded.blaming():
+        cascade = build_reviewer(cfg.reviewer, cache=None, disabled=[t for t, _ in loaded.disabled_tiers])
     cascade.mode = "active"  # a backtest asks what this reviewer would decide, whatever mode it ran in
     t0 = time.perf_counter()
     with _gc_paused():

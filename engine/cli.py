@@ -307,13 +307,13 @@ def config_check(files: Annotated[list[Path] | None, typer.Argument(help="YAML f
     loaded = _load(files)
     from engine.app import build_strategies
     from engine.gates import build_gates
-
-    build_strategies(loaded.config)
-    build_gates(loaded.config.gates)
     from reviewer import TIERS, resolve_tier_class
 
-    for i, tier in enumerate(loaded.config.reviewer.tiers):
-        resolve_tier_class(tier.provider, TIERS, path=f"reviewer.tiers[{i}].provider")
+    with loaded.blaming():
+        build_strategies(loaded.config)
+        build_gates(loaded.config.gates)
+        for i, tier in enumerate(loaded.config.reviewer.tiers):
+            resolve_tier_class(tier.provider, TIERS, path=f"reviewer.tiers[{i}].provider")
     for w in loaded.warnings:
         typer.echo(f"warning: {w}", err=True)
     typer.echo(f"ok: {' + '.join(loaded.files)} (config hash {loaded.hash})")

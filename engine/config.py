@@ -8,13 +8,14 @@ config.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -357,6 +358,24 @@ class LoadedConfig:
     masked_paths: frozenset[str] = frozenset()
     disabled_tiers: tuple[tuple[str, str], ...] = ()  # (tier name, why)
     warnings: tuple[str, ...] = field(default=())
+    origin: Mapping[str, str] = field(default_factory=dict, compare=False)  # dotted path → the file that set it
+
+    @contextlib.contextmanager
+    def blaming(self) -> Iterator[None]:
+        """Config errors raised inside (by what the config names: strategy, gate and tier classes and their
+        params) get the file that set the key they name in front, as the config's own errors have:
+        ``gates[0].params.bars: must be >= 1 (got 0)`` → ``my.yaml: gates[0].params.bars: ...``."""
+        try:
+            yield
+        except ConfigError as e:
+            msg = str(e)
+            m = _LEADING_PATH.match(msg)
+            if m is None or not self.files:
+                raise
+            src = _source_of(m.group(1), self.origin, [*self.files, "override"], self.files[-1])
+            if src == _display(DEFAULT_CONFIG):  # a default that does not fit the user's choices: their file
+                src = self.files[-1]
+            raise ConfigError(f"{src}: {msg}") from e
 
     def effective(self) -> dict[str, Any]:
         """The effective config as plain data with every secret masked (safe to print and store)."""
@@ -369,6 +388,9 @@ class LoadedConfig:
     def hash(self) -> str:
         text = json.dumps(self.effective(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_LEADING_PATH = re.compile(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[\d+\])*): ")  # "gates[0].params.bars: ..."
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -634,7 +656,8 @@ def load_config(
             why = f"tier {t.name!r} disabled: environment variable {t.api_key_env} is not set"
             disabled.append((t.name, why))
             warnings.append(why)
-    return LoadedConfig(cfg, tuple(_display(f) for f in files), frozenset(masked), tuple(disabled), tuple(warnings))
+    return LoadedConfig(cfg, tuple(_display(f) for f in files), frozenset(masked), tuple(disabled), tuple(warnings),
+                        origin)
 
 
 def _display(p: Path) -> str:

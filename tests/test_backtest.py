@@ -215,6 +215,11 @@ def test_reviewer_files_are_checked(src: tuple[str, int, Path], tmp_path: Path,
     assert "typo.yaml" in err and "reviewer.deadlin_s" in err and "did you mean 'deadline_s'" in err
     assert main([*base, "--reviewer", str(tmp_path / "missing.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
+    (tmp_path / "tier.yaml").write_text("reviewer:\n  tiers: [{name: x, provider: anthropik}]\n", encoding="utf-8")
+    assert main([*base, "--reviewer", str(tmp_path / "tier.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'tier.yaml'}: reviewer.tiers[0].provider: unknown tier provider "
+                          "'anthropik'") and err.count("\n") == 1
 
 
 # ---------------------------------------------------------------------------------- export / import

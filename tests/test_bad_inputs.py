@@ -174,7 +174,7 @@ def test_config_error_is_one_line_naming_file_and_key(tmp_path: Path, capsys: py
 
 
 PLUGIN_CASES: list[tuple[str, str, str]] = [
-    # (id, YAML, the whole message): plug-in errors name the list entry (strategies[i], gates[i])
+    # (id, YAML, the message after the file's name): plug-in errors name the file and the list entry
     ("unknown-strategy-kind", "strategies: [{id: x, kind: sma_cros}]\n",
      f"strategies[0].kind: unknown strategy kind 'sma_cros' (known: {KNOWN_STRATEGIES}); did you mean 'sma_cross'?"),
     ("unknown-gate-kind", "gates: [{kind: cooldwn}]\n",
@@ -198,7 +198,17 @@ PLUGIN_CASES: list[tuple[str, str, str]] = [
 def test_plugin_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], yaml_text: str,
                                   message: str) -> None:
     f = _write(tmp_path / "plug.yaml", yaml_text)
-    assert _error(capsys, "config", "check", f) == (2, f"error: {message}")
+    assert _error(capsys, "config", "check", f) == (2, f"error: {f}: {message}")
+
+
+def test_a_plugin_error_names_the_file_that_set_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gates = _write(tmp_path / "gates.yaml", "gates: [{kind: cooldown, params: {bars: 0}}]\n")
+    strategies = _write(tmp_path / "strategies.yaml", "strategies: [{id: x, kind: sma_cross, params: {fast: 0}}]\n")
+    assert _error(capsys, "config", "check", gates, strategies) == (
+        2, f"error: {strategies}: strategies[0].params.fast: must be >= 1 (got 0)")
+    ok = _write(tmp_path / "ok.yaml", "strategies: [{id: x, kind: sma_cross}]\n")
+    assert _error(capsys, "config", "check", gates, ok) == (2, f"error: {gates}: gates[0].params.bars: must be >= 1 "
+                                                               "(got 0)")
 
 
 @pytest.mark.parametrize(("yaml_text", "message"), [c[1:] for c in PLUGIN_CASES[:3]],
@@ -210,7 +220,7 @@ def test_paper_with_a_bad_plugin_records_nothing(db: tuple[str, Path], tmp_path:
     url, _ = db
     before = _snapshot(url)
     f = _write(tmp_path / "plug.yaml", f"run: {{name: second, db_url: '{url}'}}\n" + yaml_text)
-    assert _error(capsys, "paper", "-c", f, "--no-progress") == (2, f"error: {message}")
+    assert _error(capsys, "paper", "-c", f, "--no-progress") == (2, f"error: {f}: {message}")
     _assert_nothing_added(url, before)
 
 
@@ -221,7 +231,7 @@ def test_unknown_tier_provider_fails_paper_and_records_nothing(db: tuple[str, Pa
     f = _write(tmp_path / "tier.yaml", f"run: {{name: second, db_url: '{url}'}}\n"
                "reviewer: {tiers: [{name: x, provider: anthropik}]}\n")
     assert _error(capsys, "paper", "-c", f, "--no-progress") == (
-        2, "error: reviewer.tiers[0].provider: unknown tier provider 'anthropik' (known: anthropic, openai, "
+        2, f"error: {f}: reviewer.tiers[0].provider: unknown tier provider 'anthropik' (known: anthropic, openai, "
            "openai_compatible, rules, scripted); did you mean 'anthropic'?")
     _assert_nothing_added(url, before)
 
@@ -230,7 +240,7 @@ def test_config_check_catches_an_unknown_tier_provider(tmp_path: Path, capsys: p
     """(It said "ok" to a config `paper` then refused: config check built strategies and gates only.)"""
     f = _write(tmp_path / "tier.yaml", "reviewer: {tiers: [{name: x, provider: anthropik}]}\n")
     assert _error(capsys, "config", "check", f) == (
-        2, "error: reviewer.tiers[0].provider: unknown tier provider 'anthropik' (known: anthropic, openai, "
+        2, f"error: {f}: reviewer.tiers[0].provider: unknown tier provider 'anthropik' (known: anthropic, openai, "
            "openai_compatible, rules, scripted); did you mean 'anthropic'?")
 
 
@@ -484,7 +494,7 @@ def test_news_file_source_without_a_path(db: tuple[str, Path], tmp_path: Path,
     before = _snapshot(url)
     f = _write(tmp_path / "n.yaml", f"run: {{name: news, db_url: '{url}'}}\nnews: {{source: file}}\n")
     assert _error(capsys, "paper", "-c", f, "--no-progress") == (
-        2, "error: news.file.path: required when news.source is 'file' (a JSONL file with published_at, symbols, "
+        2, f"error: {f}: news.file.path: required when news.source is 'file' (a JSONL file with published_at, symbols, "
            "headline, source)")
     _assert_nothing_added(url, before)
 
