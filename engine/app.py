@@ -215,13 +215,18 @@ def _write_behind(store: Any, recorder: Any, feed: Any) -> Any:
     """A ``storage.writer.BackgroundWriter`` for a long replay into a database another process can open, else
     None (the replay records in-process): a child process costs about half a second to start, which a
     replay of a few thousand bars would not win back."""
+    from engine.errors import StorageError
     from storage.child import shareable
     from storage.writer import BackgroundWriter
 
     n = getattr(feed, "n_bars", None)
     if n is None or n < WRITE_BEHIND_MIN_BARS or not shareable(store):
         return None
-    return BackgroundWriter(recorder)
+    try:
+        return BackgroundWriter(recorder)
+    except StorageError as e:  # no child process here (limits, a frozen interpreter): record in-process
+        log.warning("%s; recording in this process", e)
+        return None
 
 
 def _record_interruption(store: Any, run_id: int | None, exc: BaseException, *, resumed: bool, phase: str,

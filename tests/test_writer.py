@@ -243,3 +243,20 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"  # a zombie has ended (its parent, gone too, never reaped it)
     except FileNotFoundError:
         return False
+
+
+def test_a_writer_that_cannot_start_leaves_the_replay_recording_in_process(
+        tmp_path: Path, inline_dump: dict[str, Any], write_behind: list[BackgroundWriter],
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import storage.child
+
+    def refuse(*_: Any) -> None:
+        raise OSError("Resource temporarily unavailable")
+
+    monkeypatch.setattr(storage.child.Child, "__init__", refuse)
+    url = f"sqlite:///{tmp_path / 'fallback.db'}"
+    run_replay(_config(url))
+    assert write_behind == []
+    assert any("cannot start the background writer: Resource temporarily unavailable; recording in this process"
+               in r.getMessage() for r in caplog.records)
+    assert _dump(url) == inline_dump
