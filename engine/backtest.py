@@ -36,7 +36,7 @@ import gc
 import json
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -160,7 +160,7 @@ def hash_carrier(signal: Signal, regime_tag: str, equity: float, text: str, h: s
 
 
 def load_stored(store: Any, run_id: int, *, keep_json: bool = False, realized: bool = False,
-                lean: bool = False) -> StoredRun:
+                lean: bool = False, check: Any = None) -> StoredRun:
     """Read a run's reviews and shadow outcomes (``storage.bulk``); check every stored pack against its hash.
 
     ``realized``: load the realized outcomes too (the scorecard of a run needs them, a backtest does not).
@@ -170,6 +170,8 @@ def load_stored(store: Any, run_id: int, *, keep_json: bool = False, realized: b
     The hash carriers keep the pack JSON only with ``keep_json`` (100,000 packs are ~500 MB of text; a
     pack that must be reviewed is read again from the database, see ``review_stored``).
 
+    ``check``: a ``storage.bulk.PackCheck`` started earlier (the packs are checked meanwhile, see run_backtest).
+
     Raises: StorageError (no such run; a pack whose JSON does not match its stored hash).
     """
     from storage import bulk
@@ -177,7 +179,7 @@ def load_stored(store: Any, run_id: int, *, keep_json: bool = False, realized: b
     t0 = time.perf_counter()
     run = store.get_run(run_id)
     with _gc_paused():
-        rows = bulk.load_reviewed(store, run_id, keep_json=keep_json, lean=lean)
+        rows = bulk.load_reviewed(store, run_id, keep_json=keep_json, lean=lean, check=check)
         outcome_rows = bulk.load_outcome_rows(store, run_id, realized=realized)
         packs = [hash_carrier(*x) for x in zip(rows.signals, rows.regime_tags, rows.equities, rows.jsons, rows.hashes,
                                                 strict=True)]
@@ -243,8 +245,8 @@ class _PrefetchedCache:
     """A VerdictCache whose entries for this backtest were read in bulk; writes go to the real cache too.
 
     ``entries``: per (tier, model, prompt version), context hash → verdict. ``get`` answers from memory. A
-    key of a prefetched (tier, model, prompt version) whose hash was in the prefetch and is not in memory
-    is a known miss: no SQL round trip.
+    key of a prefetched (tier, model, prompt version) whose hash is one of ``hashes`` (the run's packs: set
+    once the run is loaded) and is not in memory is a known miss: no SQL round trip.
     """
 
     def __init__(self, inner: Any, entries: dict[tuple[str, str, str], dict[str, Verdict]],
@@ -274,7 +276,7 @@ class _PrefetchedCache:
 
 
 def prefetch_cache(store: Any, keys: Sequence[tuple[str, str, str]], run_id: int,
-                   hashes: Sequence[str]) -> _PrefetchedCache:
+                   hashes: Iterable[str] = ()) -> _PrefetchedCache:
     """The verdict-cache entries of ``keys`` for the packs of run ``run_id`` (``storage.bulk.cached_verdicts``:
     one query per key), as a cache whose lookups are dict lookups and whose writes reach the real cache.
     """
@@ -429,41 +431,66 @@ def run_backtest(store: Any, run_id: int, paths: Sequence[Path], *, concurrency:
 
     The first column is the run's recorded reviewer, scored the same way. Verdicts are written to the
     verdict cache (flushed before returning), so repeating the backtest is served from it.
-    Raises: ConfigError (a reviewer file), StorageError.
+
+    Order of work: the packs' check starts first (``storage.bulk.PackCheck``: for a large run a child process
+    reads and hashes them), then each reviewer's cascade is built and its verdict-cache entries are read,
+    then the other tables; the checked packs are taken last. Raises: ConfigError (a reviewer file),
+    StorageError.
     """
+    from storage import bulk
+
     if concurrency < 1:
         raise ConfigError(f"--concurrency: must be >= 1 (got {concurrency})")
     t_all = time.perf_counter()
     configs = [reviewer_config(Path(p), store.get_run(run_id).config_json, run_id=run_id, env=env) for p in paths]
-    # The collector is off while the run is loaded and scored (no reference cycles, only many objects), and
-    # the loaded run is frozen before it is switched on again: immutable from here on, it is not rescanned
-    # on every pass of the collector that runs while a cascade works (asyncio makes reference cycles), nor
-    # scanned once as a whole when the collector comes back on. Unfrozen (all of it) at the end.
-    with _gc_paused():
-        stored = load_stored(store, run_id, lean=True)
-        window = 14.0
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            window = float(json.loads(stored.config_json)["scoring"]["retire"]["window_days"])
-        t0 = time.perf_counter()
-        reviewed = stored.signal_columns()  # shared by every column
-        recorded = _score(stored, reviewed, stored.recorded_columns(), window)
-        n = len(stored.packs)
-        columns = [BacktestColumn("recorded", "recorded", recorded, n, score_s=time.perf_counter() - t0)]
-        gc.freeze()
+    check = bulk.PackCheck.start(store, run_id)
+    prepared: list[_Prepared] = []
     try:
-        for name, path, (loaded, warnings) in zip(_column_names(paths), paths, configs, strict=True):
-            columns.append(_reviewer_column(store, stored, reviewed, name, path, loaded, warnings, window,
+        for loaded, _ in configs:
+            prepared.append(_prepare(store, run_id, loaded))
+        # The collector is off while the run is loaded and scored (no reference cycles, only many objects), and
+        # the loaded run is frozen before it is switched on again: immutable from here on, it is not rescanned
+        # on every pass of the collector that runs while a cascade works (asyncio makes reference cycles), nor
+        # scanned once as a whole when the collector comes back on. Unfrozen (all of it) at the end.
+        with _gc_paused():
+            stored = load_stored(store, run_id, lean=True, check=check)
+            window = 14.0
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                window = float(json.loads(stored.config_json)["scoring"]["retire"]["window_days"])
+            t0 = time.perf_counter()
+            reviewed = stored.signal_columns()  # shared by every column
+            recorded = _score(stored, reviewed, stored.recorded_columns(), window)
+            n = len(stored.packs)
+            columns = [BacktestColumn("recorded", "recorded", recorded, n, score_s=time.perf_counter() - t0)]
+            hashes = {p.hash for p in stored.packs}
+            for p in prepared:
+                if p.cache is not None:
+                    p.cache.hashes = hashes
+            gc.freeze()
+        for name, path, (loaded, warnings), p in zip(_column_names(paths), paths, configs, prepared, strict=True):
+            columns.append(_reviewer_column(store, stored, reviewed, name, path, loaded, warnings, window, p,
                                             concurrency=concurrency, progress=progress))
     finally:
         gc.unfreeze()
+        check.close()
+        for p in prepared:
+            if not p.closed:
+                asyncio.run(p.cascade.aclose())
     return BacktestResult(stored.run_id, stored.name, n, stored.load_s, columns,
                           total_s=time.perf_counter() - t_all)
 
 
-def _reviewer_column(store: Any, stored: StoredRun, reviewed: SignalColumns, name: str, path: Path,
-                     loaded: LoadedConfig, warnings: list[str], window: float, *, concurrency: int,
-                     progress: Progress | None) -> BacktestColumn:
-    """One reviewer's column: prefetch its cache entries, review every stored pack, score the reviews."""
+@dataclass
+class _Prepared:
+    """One reviewer column before the run is loaded: its cascade and its prefetched verdict-cache entries."""
+
+    cascade: Any
+    cache: _PrefetchedCache | None
+    cache_s: float
+    closed: bool = False
+
+
+def _prepare(store: Any, run_id: int, loaded: LoadedConfig) -> _Prepared:
     from reviewer import build_reviewer
 
     cfg = loaded.config
@@ -472,19 +499,26 @@ def _reviewer_column(store: Any, stored: StoredRun, reviewed: SignalColumns, nam
     cascade.mode = "active"  # a backtest asks what this reviewer would decide, whatever mode it ran in
     t0 = time.perf_counter()
     with _gc_paused():
-        cache = (prefetch_cache(store, _tier_keys(cascade), stored.run_id, [p.hash for p in stored.packs])
-                 if cfg.reviewer.cache else None)
+        cache = prefetch_cache(store, _tier_keys(cascade), run_id) if cfg.reviewer.cache else None
         gc.freeze()  # the prefetched entries too: they stay as they are while the cascade reads them
     cascade.cache = cache
-    cache_s = time.perf_counter() - t0
+    return _Prepared(cascade, cache, time.perf_counter() - t0)
+
+
+def _reviewer_column(store: Any, stored: StoredRun, reviewed: SignalColumns, name: str, path: Path,
+                     loaded: LoadedConfig, warnings: list[str], window: float, prepared: _Prepared, *,
+                     concurrency: int, progress: Progress | None) -> BacktestColumn:
+    """One reviewer's column: review every stored pack with its cascade (and prefetched cache), score the reviews."""
+    cascade, cache = prepared.cascade, prepared.cache
     # A synchronous cascade makes no cycles worth collecting (review_stored keeps the collector off for it):
     # off until this column's reviews are freed, the collector never scans 100,000s of them.
     with _gc_paused() if getattr(cascade, "synchronous", False) else contextlib.nullcontext():
         t1 = time.perf_counter()
         try:
-            reviews = review_stored(stored, cascade, cfg.policy, cache=cache, store=store, concurrency=concurrency,
-                                    progress=progress, label=name)
+            reviews = review_stored(stored, cascade, loaded.config.policy, cache=cache, store=store,
+                                    concurrency=concurrency, progress=progress, label=name)
         finally:
+            prepared.closed = True
             asyncio.run(cascade.aclose())
             if cache is not None:
                 cache.flush()  # the next identical backtest is served from these
@@ -494,7 +528,7 @@ def _reviewer_column(store: Any, stored: StoredRun, reviewed: SignalColumns, nam
             card = _score(stored, reviewed, VerdictColumns.of(reviews), window)
         events = [f"{e.subject}: {e.message}" for e in cascade.drain_events()]
         column = BacktestColumn(name, str(path), card, len(reviews), review_s=review_s,
-                                score_s=time.perf_counter() - t2, cache_s=cache_s, events=events,
+                                score_s=time.perf_counter() - t2, cache_s=prepared.cache_s, events=events,
                                 warnings=[*warnings, *(w for _, w in loaded.disabled_tiers)])
         del reviews, cache  # freed while the collector is still off
     return column

@@ -7,7 +7,8 @@ re-reviews up to 100,000 signals and needs them all at once, so the readers here
   matched by signal id in memory, in the signals' order (created_ms, id, ordered by the database): a SQL
   join costs two B-tree searches per joined row and is slower than the separate passes together;
 - read a pack's JSON once and check it against its stored hash (SHA-256) as it streams past; it is never
-  decoded, only searched for its equity (what scoring needs), and kept only when asked to;
+  decoded, only searched for its equity (what scoring needs), and kept only when asked to. For a large run a
+  child process does this while the backtest reads the verdict cache and the other tables (``PackCheck``);
 - leave verdicts and decisions as rows until asked for (``ReviewedRows.verdict``): scoring reads the few
   columns it needs straight from the rows;
 - read the verdict-cache entries a backtest can use in one query per (tier, model, prompt version): the
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -48,6 +50,7 @@ __all__ = [
     "SCORED_DECISION_COLUMNS",
     "SCORED_VERDICT_COLUMNS",
     "VERDICT_COLUMNS",
+    "PackCheck",
     "ReviewedRows",
     "cached_verdicts",
     "decision_of",
@@ -78,6 +81,8 @@ OUTCOME_COLUMNS = ("signal_id", "kind", "filled", "pnl_pct", "r_multiple", "exit
                    "closed_ms", "note")  # Outcome's fields, in its order
 _SIGNAL_COLUMNS = ("id", "strategy_id", "symbol", "side", "created_ms", "entry", "stop_loss", "take_profit",
                    "size_hint", "timeframe", "tags")
+
+log = logging.getLogger(__name__)
 
 _CHUNK_IN = 500  # ids per IN (...) query: well under every backend's bound-parameter limit
 _STREAM = 2000  # pack rows per fetch: 100,000 packs are ~500 MB of JSON, never all in memory at once
@@ -231,11 +236,101 @@ def _checked_packs(storage: Any, conn: Any, run_id: int, keep_json: bool) -> dic
     return out
 
 
-def load_reviewed(storage: Any, run_id: int, *, keep_json: bool = False, lean: bool = False) -> ReviewedRows:
+class PackCheck:
+    """``_checked_packs`` of a run (without the JSON), done by a child process while this one works on.
+
+    Reading and hashing a run's packs is the largest part of a backtest's load (100,000 packs are ~500 MB),
+    and independent of everything else it reads: a backtest starts this first, reads the verdict cache and
+    the other tables meanwhile, and takes the result (``result``) last. A child (``storage.child``) does it for
+    a run of at least ``MIN_PACKS`` packs in a database another process can open (a child costs about half a
+    second to start); otherwise, or when the child ends without an answer (logged), ``result`` does it here.
+    Either way the answer is the same, and so is the StorageError for a pack that does not match its hash.
+    """
+
+    MIN_PACKS = 20_000
+
+    def __init__(self, storage: Any, run_id: int, child: Any = None) -> None:
+        self.storage = storage
+        self.run_id = run_id
+        self.child = child
+        self.doing = f"cannot load the reviews of run {run_id}"
+
+    @classmethod
+    def start(cls, storage: Any, run_id: int) -> PackCheck:
+        from sqlalchemy import func
+
+        from storage.child import Child, shareable
+
+        if not shareable(storage):
+            return cls(storage, run_id)
+        p = _PACKS.c
+        with storage.guard(f"cannot count the context packs of run {run_id}"), storage.engine.connect() as conn:
+            n = conn.execute(select(func.count()).select_from(_PACKS).where(p.run_id == run_id)).scalar_one()
+        if n < cls.MIN_PACKS:
+            return cls(storage, run_id)
+        url = storage.engine.url.render_as_string(hide_password=False)
+        try:
+            return cls(storage, run_id, Child("storage.bulk:_check_packs", url, storage.busy_timeout_ms, run_id))
+        except OSError as e:
+            log.warning("%s: cannot start a process to check the context packs (%s): checking them here",
+                        storage.url_masked, e)
+            return cls(storage, run_id)
+
+    def result(self, conn: Any) -> dict[str, tuple[str, str, float, str]]:
+        """signal id → (hash, regime tag, equity, ""), as ``_checked_packs``; ``conn`` reads them when the child
+        could not. Raises: StorageError."""
+        child, self.child = self.child, None
+        if child is not None:
+            try:
+                kind, value = child.recv()
+            except EOFError:
+                log.warning("%s: the process checking the context packs ended with exit code %s: checking them "
+                            "here", self.storage.url_masked, child.exit_code())
+            else:
+                if kind != "ok":
+                    raise StorageError(value)
+                return value  # type: ignore[no-any-return]
+            finally:
+                child.end()
+        return _checked_packs(self.storage, conn, self.run_id, keep_json=False)
+
+    def close(self) -> None:
+        """End the child if ``result`` was not taken (an error on the way). Idempotent."""
+        child, self.child = self.child, None
+        if child is not None:
+            child.process.kill()
+            child.end()
+
+
+def _check_packs(_inbox: Any, outbox: Any, url: str, busy_timeout_ms: int, run_id: int) -> None:
+    """The child of ``PackCheck``: ``_checked_packs`` of run ``run_id``, sent to the parent (or its error)."""
+    from storage.db import connect
+    from storage.repository import Storage
+
+    try:
+        engine, shown = connect(url, create=False, busy_timeout_ms=busy_timeout_ms)
+    except StorageError as e:
+        outbox.send(("error", str(e)))
+        return
+    try:
+        storage = Storage(engine, shown, busy_timeout_ms=busy_timeout_ms)
+        with storage.guard(f"cannot load the reviews of run {run_id}"), engine.connect() as conn:
+            packs = _checked_packs(storage, conn, run_id, keep_json=False)
+        outbox.send(("ok", packs))
+    except StorageError as e:
+        outbox.send(("error", str(e)))
+    finally:
+        engine.dispose()
+
+
+def load_reviewed(storage: Any, run_id: int, *, keep_json: bool = False, lean: bool = False,
+                  check: PackCheck | None = None) -> ReviewedRows:
     """Every reviewed signal of run ``run_id`` (one with a pack, a verdict and a decision), in signal order.
 
     Four queries, one per table. ``keep_json``: keep every pack's JSON (100,000 packs are ~500 MB of text).
-    ``lean``: read only the verdict and decision columns scoring reads (``SCORED_*_COLUMNS``).
+    ``lean``: read only the verdict and decision columns scoring reads (``SCORED_*_COLUMNS``). ``check``: the
+    packs come from this ``PackCheck`` (started earlier, so that it ran while the caller did other work), taken
+    after the other tables are read.
     Raises: StorageError (a database error; a pack whose JSON does not match its stored hash).
     """
     vcols = SCORED_VERDICT_COLUMNS if lean else VERDICT_COLUMNS
@@ -244,13 +339,17 @@ def load_reviewed(storage: Any, run_id: int, *, keep_json: bool = False, lean: b
     signals_q = select(*(s[c] for c in _SIGNAL_COLUMNS)).where(s.run_id == run_id).order_by(s.created_ms, s.id)
     verdicts_q = select(v.signal_id, *(v[c] for c in vcols)).where(v.run_id == run_id)
     decisions_q = select(d.signal_id, *(d[c] for c in dcols)).where(d.run_id == run_id)
+    if check is not None and keep_json:
+        raise ValueError("load_reviewed: a PackCheck does not keep the JSON")
     with storage.guard(f"cannot load the reviews of run {run_id}"), storage.engine.connect() as conn:
-        packs = _checked_packs(storage, conn, run_id, keep_json)
+        packs = _checked_packs(storage, conn, run_id, keep_json) if check is None else None
         verdicts = {r[0]: tuple(r[1:]) for r in conn.execute(verdicts_q).all()}
         decisions = {r[0]: tuple(r[1:]) for r in conn.execute(decisions_q).all()}
-        # reviewed: with a pack, a verdict and a decision (not blocked by a gate, nor half recorded)
-        reviewed = [r for r in conn.execute(signals_q).all() if r[0] in packs and r[0] in verdicts
-                    and r[0] in decisions]
+        signal_rows = conn.execute(signals_q).all()
+        if packs is None:
+            packs = check.result(conn)  # type: ignore[union-attr]
+    # reviewed: with a pack, a verdict and a decision (not blocked by a gate, nor half recorded)
+    reviewed = [r for r in signal_rows if r[0] in packs and r[0] in verdicts and r[0] in decisions]
     ids = [r[0] for r in reviewed]
     hashes, tags, equities, jsons = _transpose(map(packs.__getitem__, ids), 4)
     return ReviewedRows(list(map(_signal, reviewed)), hashes, tags, equities, jsons, vcols,

@@ -29,7 +29,7 @@ from engine.types import (
     VerdictKind,
 )
 from tests import scoring_reference
-from tests.test_backtest import STRICT
+from tests.test_backtest import STRICT, _quality
 from tests.test_scoring import FLAKY
 
 
@@ -243,3 +243,109 @@ def test_every_backtest_column_is_the_per_signal_scorecard_of_its_reviews(
         for col in result.columns[1:]:
             assert _text(col.card) == reference(seen.pop(0)), col.name
     assert results[1].columns[2].card.sources == {"cache": len(full.reviews)}
+
+
+# ------------------------------------------------------------------------------- the packs' check in a child
+
+
+@pytest.fixture
+def in_child(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every PackCheck runs in a child process (whatever the run's size); the checks started are listed, each
+    with whether it started a child."""
+    from storage import bulk
+
+    started: list[Any] = []
+    real = bulk.PackCheck.start.__func__  # type: ignore[attr-defined]
+
+    def start(cls: Any, storage: Any, run_id: int) -> Any:
+        check = real(cls, storage, run_id)
+        started.append((check, check.child is not None))
+        return check
+
+    monkeypatch.setattr(bulk.PackCheck, "MIN_PACKS", 0)
+    monkeypatch.setattr(bulk.PackCheck, "start", classmethod(start))
+    return started
+
+
+def test_packs_checked_in_a_child_are_the_packs_checked_here(flaky: tuple[str, int, Path], in_child: list[Any]) -> None:
+    from storage import bulk, open_storage
+
+    url, run_id, _ = flaky
+    with open_storage(url) as store:
+        check = bulk.PackCheck.start(store, run_id)
+        assert in_child == [(check, True)]
+        child = check.child
+        got = bulk.load_reviewed(store, run_id, lean=True, check=check)
+        here = bulk.load_reviewed(store, run_id, lean=True)
+        assert child.process.returncode == 0 and check.child is None
+    assert len(got) == len(here) > 100
+    assert (got.hashes, got.equities, got.regime_tags, got.signals) == (here.hashes, here.equities, here.regime_tags,
+                                                                        here.signals)
+
+
+def test_a_backtest_with_the_check_in_a_child_is_the_same_backtest(flaky: tuple[str, int, Path],
+                                                                    in_child: list[Any],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from storage import bulk, open_storage
+
+    url, run_id, d = flaky
+    with open_storage(url) as store:
+        run_backtest(store, run_id, [d / "strict.yaml"])  # the verdict cache holds every answer from here on
+        a = run_backtest(store, run_id, [d / "strict.yaml"])
+        monkeypatch.setattr(bulk.PackCheck, "MIN_PACKS", 10**9)
+        b = run_backtest(store, run_id, [d / "strict.yaml"])
+    assert [used for _, used in in_child] == [True, True, False]
+    assert all(check.child is None for check, _ in in_child)  # every child's answer was taken
+    assert [c.card.sources for c in a.columns[1:]] == [c.card.sources for c in b.columns[1:]] == [{"cache": a.signals}]
+    assert [_quality(c.card.to_dict()) for c in a.columns] == [_quality(c.card.to_dict()) for c in b.columns]
+
+
+def test_an_altered_pack_is_the_same_error_from_the_child(flaky: tuple[str, int, Path], tmp_path: Path,
+                                                          in_child: list[Any]) -> None:
+    import shutil
+
+    from storage import bulk, open_storage
+
+    url, run_id, _ = flaky
+    copy = tmp_path / "altered.db"
+    shutil.copy(url.removeprefix("sqlite:///"), copy)
+    with open_storage(f"sqlite:///{copy}") as store:
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE context_packs SET json = replace(json, '\"equity\":', '\"equity\": ') "
+                                 "WHERE rowid = 7")
+        errors = []
+        for check in (bulk.PackCheck.start(store, run_id), None):
+            with pytest.raises(StorageError) as e:
+                bulk.load_reviewed(store, run_id, lean=True, check=check)
+            errors.append(str(e.value))
+    assert errors[0] == errors[1] and "does not match its stored hash" in errors[0] and "\n" not in errors[0]
+
+
+def test_a_child_that_dies_is_replaced_by_checking_here(flaky: tuple[str, int, Path], in_child: list[Any],
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    import os
+    import signal
+
+    from storage import bulk, open_storage
+
+    url, run_id, _ = flaky
+    with open_storage(url) as store:
+        check = bulk.PackCheck.start(store, run_id)
+        os.kill(check.child.pid, signal.SIGKILL)
+        got = bulk.load_reviewed(store, run_id, lean=True, check=check)
+        here = bulk.load_reviewed(store, run_id, lean=True)
+    assert got.hashes == here.hashes and got.equities == here.equities
+    assert any("the process checking the context packs ended with exit code -9: checking them here"
+               in r.getMessage() for r in caplog.records)
+
+
+def test_a_check_not_taken_ends_its_child(flaky: tuple[str, int, Path], in_child: list[Any]) -> None:
+    from storage import bulk, open_storage
+
+    url, run_id, _ = flaky
+    with open_storage(url) as store:
+        check = bulk.PackCheck.start(store, run_id)
+        child = check.child
+        check.close()
+        check.close()  # idempotent
+    assert child.process.returncode is not None and check.child is None
