@@ -24,11 +24,49 @@ SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "ADA/USDT",
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))  # < 1 for a quick look; figures are per-bar anyway
 
 
+_CHILD_PEAK_KB = [0]  # the largest peak resident memory seen of a child process (storage.child)
+
+
+def _watch_children() -> None:
+    """Sample the peak resident memory (VmHWM) of every ``storage.child.Child`` while it runs.
+
+    Not ``RUSAGE_CHILDREN``: a child's maximum there includes the parent's pages it shared between fork and
+    exec, so it would count this process's memory twice.
+    """
+    import threading
+
+    from storage.child import Child
+
+    pids: set[int] = set()
+    real_init = Child.__init__
+
+    def init(self: Any, *a: Any, **k: Any) -> None:
+        real_init(self, *a, **k)
+        pids.add(self.pid)
+
+    def poll() -> None:
+        while True:
+            for pid in list(pids):
+                try:
+                    with open(f"/proc/{pid}/status") as f:
+                        hwm = next((int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")), None)
+                except OSError:
+                    hwm = None
+                if hwm is None:
+                    pids.discard(pid)  # ended (a zombie has no memory lines)
+                else:
+                    _CHILD_PEAK_KB[0] = max(_CHILD_PEAK_KB[0], hwm)
+            time.sleep(0.02)
+
+    Child.__init__ = init  # type: ignore[method-assign]
+    threading.Thread(target=poll, name="bench-child-memory", daemon=True).start()
+
+
 def _peak_mb() -> float:
-    """Peak resident memory of this process plus that of its largest ended child (a replay's background
-    writer): an upper bound of what the case held at once."""
+    """Peak resident memory of this process plus the largest peak of a child process it started (a replay's
+    background writer, a backtest's pack check): an upper bound of what the case held at once."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return (own + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    return (own + _CHILD_PEAK_KB[0]) / 1024
 
 
 def _fingerprint(db_url: str, run_id: int) -> tuple[str, int]:
@@ -311,6 +349,7 @@ CASES = {name.removeprefix("case_"): fn for name, fn in globals().items() if nam
 
 def main(argv: list[str]) -> int:
     name = argv[0]
+    _watch_children()
     with tempfile.TemporaryDirectory(prefix="tradevet-bench-") as d:
         out = CASES[name](Path(d))
     sys.stdout.write(json.dumps(out) + "\n")
