@@ -5,13 +5,14 @@ child process that samples its own resident memory at 25, 50, 75 and 100 % of th
 peak (VmHWM), the run's duration, per-day signal counts and the fills fingerprint.
 
 Checks: every bar recorded; memory flat once warmed up (RSS at 100 % within ``RSS_GROWTH_MB`` of RSS at
-25 %); per-day signal counts of the two halves in the same range; the same config twice gives the same
+50 %: during the first third or so RSS moves by tens of MB while the replay's batches grow to their full
+size); per-day signal counts of the two halves in the same range; the same config twice gives the same
 fingerprint. Durations are printed, never asserted.
 
 Size: ``TRADEVET_SOAK_DAYS`` (default 30) and ``TRADEVET_SOAK_SYMBOLS`` (default 10). The full 30 days take
-about 20-25 s of replay and peak at about 135 MB here (2 cores); the scorecard at the end adds about 2 s and
-20 MB. ``TRADEVET_SOAK_TWICE=1`` also repeats the full run for the fingerprint check, which otherwise runs
-on 2 days.
+about 11-25 s of replay and peak at about 200-250 MB here (2 cores; not counting the replay's background
+writer, a child process); the scorecard at the end adds about 2 s and 20 MB. ``TRADEVET_SOAK_TWICE=1`` also
+repeats the full run for the fingerprint check, which otherwise runs on 2 days.
 
 By hand: ``.venv/bin/python -m tests.test_soak 30 10 /tmp/soak.db``.
 """
@@ -34,7 +35,7 @@ SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "ADA/USDT", "XRP/USDT", "DOGE/USD
            "LINK/USDT", "LTC/USDT"]
 DAYS = float(os.environ.get("TRADEVET_SOAK_DAYS", "30"))
 N_SYMBOLS = int(os.environ.get("TRADEVET_SOAK_SYMBOLS", "10"))
-RSS_GROWTH_MB = 16.0  # a leak of ~50 bytes per bar would add this much between 25 % and 100 % of 432k bars
+RSS_GROWTH_MB = 11.0  # a leak of ~50 bytes per bar would add this much between 50 % and 100 % of 432k bars
 DAY_MS = 86_400_000
 START_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z, the default synthetic start
 
@@ -107,8 +108,8 @@ def test_soak_memory_stays_flat_and_figures_are_stable(tmp_path: Path) -> None:
     assert got["counts"]["signals"] > 0 and got["reviewed"] > 0 and got["counts"]["fills"] > 0
     rss = got["rss_kb"]
     assert set(rss) == {"0.25", "0.5", "0.75", "1.0"}
-    assert (rss["1.0"] - rss["0.25"]) / 1024 <= RSS_GROWTH_MB, f"memory grows with the run: {mb}"
-    assert (rss["1.0"] - rss["0.5"]) / 1024 <= RSS_GROWTH_MB / 2, f"memory grows with the run: {mb}"
+    assert (rss["1.0"] - rss["0.5"]) / 1024 <= RSS_GROWTH_MB, f"memory grows with the run: {mb}"
+    assert (rss["1.0"] - rss["0.75"]) / 1024 <= RSS_GROWTH_MB / 2, f"memory grows with the run: {mb}"
     assert got["hwm_replay_kb"] < 512 * 1024, "more than 512 MiB for a replay"
     # the scorecard reads every review back: it must not need a multiple of the replay's memory either
     # (it took ~450 MB for these 30 days while it rebuilt every context pack from its JSON)
