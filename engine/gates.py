@@ -7,6 +7,8 @@ replay reads them off the ``SimClock``.
 
 from __future__ import annotations
 
+import functools
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -77,9 +79,13 @@ class _GateBase:
 
 
 def _money(x: float) -> str:
-    for unit, div in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(x) >= div:
-            return f"{x / div:.1f}{unit}"
+    a = abs(x)
+    if a >= 1e9:
+        return f"{x / 1e9:.1f}B"
+    if a >= 1e6:
+        return f"{x / 1e6:.1f}M"
+    if a >= 1e3:
+        return f"{x / 1e3:.1f}k"
     return f"{x:.0f}"
 
 
@@ -100,8 +106,12 @@ class MinVolume(_GateBase):
             note = f" (pro-rated from {covered_ms / 3_600_000:.1f}h)"
         need = self.params.min_quote_volume_24h
         if qv < need:
-            return self.block(f"24h quote volume {_money(qv)} < {_money(need)}{note}")
-        return self.ok(f"24h quote volume {_money(qv)} ≥ {_money(need)}{note}")
+            return self.block(f"24h quote volume {_money(qv)} < {self._need}{note}")
+        return self.ok(f"24h quote volume {_money(qv)} ≥ {self._need}{note}")
+
+    @functools.cached_property
+    def _need(self) -> str:  # the threshold as the notes show it (params are frozen)
+        return _money(self.params.min_quote_volume_24h)
 
 
 class MaxOpenPositions(_GateBase):
@@ -114,12 +124,16 @@ class MaxOpenPositions(_GateBase):
 
     def evaluate(self, signal: Signal, view: GateView) -> GateResult:
         p = self.params
-        live = [(pos.strategy_id, pos.symbol) for pos in view.portfolio.positions.values()]
-        live += [(q.signal.strategy_id, q.signal.symbol) for lst in view.executor.pending.values() for q in lst]
-        live += [(s.strategy_id, s.symbol) for s in view.reserved]
-        total = len(live)
-        mine = sum(1 for s, _ in live if s == signal.strategy_id)
-        here = sum(1 for s, sym in live if s == signal.strategy_id and sym == signal.symbol)
+        sid, symbol = signal.strategy_id, signal.symbol
+        total = mine = here = 0
+        # open positions, pending entries and the signals passed earlier in this slice
+        for held in (view.portfolio.positions.values(), (q.signal for lst in view.executor.pending.values()
+                                                         for q in lst), view.reserved):
+            for x in held:
+                total += 1
+                if x.strategy_id == sid:
+                    mine += 1
+                    here += x.symbol == symbol
         if total >= p.max_total:
             return self.block(f"{total}/{p.max_total} slots used")
         if mine >= p.max_per_strategy:
@@ -157,15 +171,15 @@ class LossStreak(_GateBase):
         p = self.params
         now = view.clock.now_ms()
         stops = view.portfolio.stopouts.get((signal.strategy_id, signal.symbol))
-        if stops:
+        if stops:  # stop-out times in the order the trades closed: ascending
             last = stops[-1]
-            since = last - p.window_bars * view.timeframe_ms
-            n = sum(1 for t in stops if t > since)
+            window = p.window_bars * view.timeframe_ms
+            n = len(stops) - bisect_right(stops, last - window)  # stop-outs after last - window
             until = last + p.lock_bars * view.timeframe_ms
             if n >= p.stopouts and now < until:
                 return self.block(f"{n} stop-outs of {signal.strategy_id} on {signal.symbol} within "
                                   f"{p.window_bars} bars: locked", until)
-            recent = sum(1 for t in stops if t > now - p.window_bars * view.timeframe_ms)
+            recent = len(stops) - bisect_right(stops, now - window)
             return self.ok(f"{recent} recent stop-out(s)")
         return self.ok("0 recent stop-outs")
 

@@ -184,6 +184,31 @@ def test_loss_streak_ignores_stopouts_spread_wider_than_the_window() -> None:
     assert r.passed and r.reason == "1 recent stop-out(s)"
 
 
+def test_loss_streak_counts_as_a_scan_of_every_stop_out_would() -> None:
+    """The gate counts stop-outs by binary search in the (ascending) stop-out times: the same counts, and so
+    the same results, as testing every time, with repeated times and a full 64-entry history."""
+    import random
+
+    rng = random.Random(3)
+    gate = LossStreak({"stopouts": 3, "window_bars": 12, "lock_bars": 6})
+    for _ in range(300):
+        w = World()
+        times = sorted(bar_close_ms(rng.randrange(200)) for _ in range(rng.randrange(1, 90)))
+        w.portfolio.stopouts[("s1", SYM)].extend(times)
+        stops = list(w.portfolio.stopouts[("s1", SYM)])  # the last 64
+        now = max(times[-1], bar_close_ms(rng.randrange(220)))
+        w.clock.advance_to(now)
+        last, window = stops[-1], 12 * TF
+        n = sum(1 for t in stops if t > last - window)
+        recent = sum(1 for t in stops if t > now - window)
+        if n >= 3 and now < last + 6 * TF:
+            want = GateResult("loss_streak", False, f"{n} stop-outs of s1 on {SYM} within 12 bars: locked",
+                              last + 6 * TF)
+        else:
+            want = GateResult("loss_streak", True, f"{recent} recent stop-out(s)")
+        assert gate.evaluate(signal(), w.view) == want
+
+
 # ----------------------------------------------------------------------------------------- drawdown
 
 
