@@ -356,8 +356,12 @@ def run_live(loaded: LoadedConfig, *, fresh: bool = False, metrics_port: int | N
             store.close()
 
 
-def scorecard_for(store: Any, run_id: int) -> Any:
-    """The scorecard of a recorded run, computed from stored rows only."""
+def scorecard_for(store: Any, run_id: int, *, stored: Any = None, trades: Any = None, events: Any = None) -> Any:
+    """The scorecard of a recorded run, computed from stored rows only.
+
+    ``stored`` (``load_stored(..., realized=True)``), ``trades`` and ``events``: what the caller has already
+    loaded of this run (the report), so that it is not read twice.
+    """
     import json
 
     from engine.backtest import load_stored
@@ -367,10 +371,13 @@ def scorecard_for(store: Any, run_id: int) -> Any:
     rec = store.recorder(run_id)
     # Scoring reads a pack's signal, regime tag and equity, and a few verdict and decision columns: the
     # hash-checked stored rows serve as columns, without building a review object per signal.
-    stored = load_stored(store, run_id, realized=True, lean=True)
+    if stored is None:
+        stored = load_stored(store, run_id, realized=True, lean=True)
     signals = store.table_counts(run_id)["signals"]  # blocked ones included; only their number is scored
     cfg = json.loads(run.config_json)
     window_days = cfg.get("scoring", {}).get("retire", {}).get("window_days", 14.0)
-    return score_columns(stored.signal_columns(), stored.recorded_columns(), rec.load_trades(), signals=signals,
-                         starting_equity=run.starting_equity, events=rec.load_events(), window_days=float(window_days))
+    return score_columns(stored.signal_columns(), stored.recorded_columns(),
+                         rec.load_trades() if trades is None else trades, signals=signals,
+                         starting_equity=run.starting_equity, events=rec.load_events() if events is None else events,
+                         window_days=float(window_days))
 

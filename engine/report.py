@@ -54,11 +54,12 @@ def report_data(store: Any, run_id: int, *, window_days: float | None = None, po
 
     run = store.get_run(run_id)
     rec = store.recorder(run_id)
-    card = scorecard_for(store, run_id)
-    reviews = [r.record for r in load_stored(store, run_id).reviews]  # hash-checked; packs as scoring needs them
+    stored = load_stored(store, run_id, realized=True)  # hash-checked; packs as scoring needs them; read once
     outcomes = rec.load_outcomes()
     trades = rec.load_trades()
     events = rec.load_events()
+    card = scorecard_for(store, run_id, stored=stored, trades=trades, events=events)
+    reviews = [r.record for r in stored.reviews]
     try:
         cfg = json.loads(run.config_json) if run.config_json else {}
     except ValueError:

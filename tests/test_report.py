@@ -8,6 +8,7 @@ import struct
 import subprocess
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,6 +67,29 @@ def _section(page: str, key: str) -> str:
     m = re.search(rf'<section[^>]*id="chart-{re.escape(key)}"[^>]*>(.*?)</section>', page, re.S)
     assert m is not None, f"chart {key} missing"
     return m.group(1)
+
+
+def test_the_report_reads_the_run_once_and_shows_the_scorecard_of_score(run: tuple[str, int, Path],
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.backtest
+    from engine.app import scorecard_for
+    from engine.report import report_data
+    from storage import open_storage
+
+    url, run_id, _ = run
+    loads: list[dict[str, Any]] = []
+    real = engine.backtest.load_stored
+
+    def counted(*a: Any, **k: Any) -> Any:
+        loads.append(k)
+        return real(*a, **k)
+
+    monkeypatch.setattr(engine.backtest, "load_stored", counted)
+    with open_storage(url) as store:
+        data = report_data(store, run_id)
+        assert len(loads) == 1  # the packs are read and hash-checked once
+        assert data["card"] == scorecard_for(store, run_id).to_dict()  # as `tradevet score` computes it
+    assert len(loads) == 2 and loads[1].get("lean")
 
 
 def test_every_chart_is_there_with_svg_content(run: tuple[str, int, Path]) -> None:
