@@ -21,9 +21,11 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _live_yaml(tmp_path: Path, ex: FakeExchange) -> Path:
+def _live_yaml(tmp_path: Path, ex: FakeExchange, url: str | None = None) -> Path:
+    """A live config against the fake exchange: 1 s bars of two symbols, a fast SMA cross (``url``: the database,
+    default live.db in ``tmp_path``)."""
     cfg = {
-        "run": {"name": "live", "db_url": f"sqlite:///{tmp_path / 'live.db'}"},
+        "run": {"name": "live", "db_url": url or f"sqlite:///{tmp_path / 'live.db'}"},
         "market": {"source": "ccxt", "symbols": ["BTC/USDT", "ETH/USDT"], "timeframe": "1s",
                    "ccxt": {"urls": ex.ccxt_urls(), "options": {"fetchMarkets": {"types": ["spot"]}},
                             "warmup_bars": 300, "settle_s": 0.05}},

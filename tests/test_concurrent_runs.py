@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +22,10 @@ import pytest
 import yaml
 
 from storage.db import SCHEMA_REVISION
-from tests.test_crash import PG_URL, pg_database
+from tests.test_crash import BACKENDS, database
 
 ROOT = Path(__file__).resolve().parents[1]
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 RUNS = {"alpha": {"seed": 7, "bars": 1500}, "beta": {"seed": 8, "bars": 1200}}
-
-
-@contextlib.contextmanager
-def database(backend: str, tmp_path: Path, tag: str) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / (tag + '.db')}"
-        return
-    if not PG_URL:
-        pytest.skip("TRADEVET_PG_URL is not set")
-    with pg_database(tag) as url:
-        yield url
 
 
 def _config(tmp_path: Path, url: str, name: str, **over: Any) -> Path:

@@ -39,6 +39,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.test_cli_live import _live_yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("TRADEVET_PG_URL")
 BARS = 1434  # 3 symbols × 1,434 5m bars; the run ends with positions open: its last batch carries end-of-data exits
@@ -501,21 +503,6 @@ def test_random_kills_then_rerun_until_finished(backend: str, tmp_path: Path, re
 # ----------------------------------------------------------------------------------------------- live
 
 
-def _live_config(tmp_path: Path, url: str, ex: Any) -> Path:
-    cfg = {
-        "run": {"name": "live", "db_url": url},
-        "market": {"source": "ccxt", "symbols": ["BTC/USDT", "ETH/USDT"], "timeframe": "1s",
-                   "ccxt": {"urls": ex.ccxt_urls(), "options": {"fetchMarkets": {"types": ["spot"]}},
-                            "warmup_bars": 300, "settle_s": 0.05}},
-        "news": {"source": "none"},
-        "strategies": [{"id": "fast", "kind": "sma_cross", "params": {"fast": 2, "slow": 5, "atr_period": 3}}],
-        "gates": [{"kind": "max_open_positions", "params": {"max_total": 4, "max_per_strategy": 4}}],
-    }
-    f = tmp_path / "live.yaml"
-    f.write_text(yaml.safe_dump(cfg))
-    return f
-
-
 def _live_until(cmd: list[str], slices: int, sig: int, timeout_s: float = 60) -> tuple[int, str]:
     """Run live until ``slices`` status lines were printed, then send ``sig``; return the exit code and the
     last lines printed."""
@@ -547,7 +534,7 @@ def test_live_loop_killed_twice_resumes_without_gap_or_duplicate(tmp_path: Path)
     bars = make_bars(["BTC/USDT", "ETH/USDT"], "1s", start, 3000, seed=4, vol=0.004)
     url = f"sqlite:///{tmp_path / 'live.db'}"
     with FakeExchange(bars, timeframe="1s", now_fn=now_ms) as ex:
-        cmd = [sys.executable, "-m", "engine.cli", "paper", "-c", str(_live_config(tmp_path, url, ex))]
+        cmd = [sys.executable, "-m", "engine.cli", "paper", "-c", str(_live_yaml(tmp_path, ex, url))]
         code, err = _live_until(cmd, 303, signal.SIGKILL)  # warm-up + 3 live bars, then killed
         assert code == -signal.SIGKILL, err
         with open_storage(url) as store:
@@ -604,7 +591,7 @@ def test_live_run_stopped_by_a_storage_error_stays_resumable(tmp_path: Path, mon
         real(self, record)
 
     with FakeExchange(bars, timeframe="1s", now_fn=now_ms) as ex:
-        loaded = load_config([_live_config(tmp_path, url, ex)], env={})
+        loaded = load_config([_live_yaml(tmp_path, ex, url)], env={})
         with monkeypatch.context() as m:
             m.setattr(storage.repository.RunRecorder, "record_slice", failing)
             with pytest.raises(StorageError, match="disk I/O error"):
