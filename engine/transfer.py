@@ -44,6 +44,7 @@ from engine.types import (
     Trade,
     Verdict,
     content_hash,
+    freeze,
 )
 
 __all__ = ["FORMAT", "VERSION", "ExportSummary", "ImportSummary", "export_run", "import_file"]
@@ -68,14 +69,6 @@ def _encode(obj: Any) -> Any:
     return obj
 
 
-def _freeze(v: Any) -> Any:
-    if isinstance(v, list):
-        return tuple(_freeze(x) for x in v)
-    if isinstance(v, dict):
-        return {k: _freeze(x) for k, x in v.items()}
-    return v
-
-
 def _shown(v: Any) -> str:
     text = json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else repr(v)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -89,7 +82,7 @@ def _conv(tp: Any, v: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
-        return _freeze(v)
+        return freeze(v)
     if origin in (typing.Union, UnionType):
         if v is None and type(None) in args:
             return None

@@ -51,6 +51,7 @@ __all__ = [
     "canonical_json",
     "content_hash",
     "dt_to_ms",
+    "freeze",
     "ms_to_dt",
 ]
 
@@ -113,6 +114,15 @@ def _dumps_rounded(d: dict[str, Any]) -> str:
 def content_hash(text: str) -> str:
     """SHA-256 hex digest of a canonical JSON text."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def freeze(v: Any) -> Any:
+    """Decoded JSON as the value types hold it: they are immutable, so lists come back as tuples."""
+    if isinstance(v, list):
+        return tuple(freeze(x) for x in v)
+    if isinstance(v, dict):
+        return {k: freeze(x) for k, x in v.items()}
+    return v
 
 
 # ------------------------------------------------------------------------------------------- enums
@@ -503,12 +513,6 @@ def _seal(pack: ContextPack) -> tuple[str, str]:
     # the (cached) trades inside a text that the gate note's "≥" has made non-ASCII
     digest = hashlib.sha256(head.encode("utf-8") + trades_utf8 + tail.encode("utf-8")).hexdigest()
     return head + trades + tail, digest
-
-
-def _pack_json(pack: ContextPack) -> str:
-    """The pack's canonical JSON, byte for byte ``_dumps_rounded(pack.to_dict())``, with each recent
-    trade's JSON reused across packs (the largest part of a pack, and the same trades recur)."""
-    return _seal(pack)[0]
 
 
 @dataclass(frozen=True, slots=True)

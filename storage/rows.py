@@ -1,8 +1,8 @@
-"""Row codecs: pipeline value types ⇄ plain column tuples/dicts (in: ``engine.types`` values or rows; out: the other).
+"""Row codecs: pipeline value types ⇄ plain column tuples (in: ``engine.types`` values or rows; out: the other).
 
 Each row shape is defined once, as a ``*_values`` function returning a tuple in the order of its table's
 columns (``COLUMNS``; a test keeps that order equal to ``storage.models``): the recorder strings them
-together into the driver's parameters. The ``*_row`` functions give the same values as column-name dicts.
+together into the driver's parameters.
 
 Kept free of SQLAlchemy so the hot path (a tuple per bar) stays a plain function call. JSON written
 here is ``json.dumps`` with ``repr`` floats, not ``canonical_json``: stored numbers must read back
@@ -35,29 +35,21 @@ from engine.types import (
     Trade,
     Verdict,
     VerdictKind,
+    freeze,
 )
 
 __all__ = [
     "COLUMNS",
     "VERDICT_FIELDS",
     "add_gate_values",
-    "bar_row",
     "bar_values",
-    "decision_row",
     "decision_values",
     "dumps",
     "event_key",
-    "event_row",
     "event_values",
-    "fill_row",
     "fill_values",
-    "gate_rows",
-    "gate_values",
-    "news_row",
     "news_values",
-    "outcome_row",
     "outcome_values",
-    "pack_row",
     "pack_values",
     "row_to_bar",
     "row_to_decision",
@@ -69,12 +61,9 @@ __all__ = [
     "row_to_signal",
     "row_to_trade",
     "row_to_verdict",
-    "signal_row",
     "signal_values",
-    "trade_row",
     "trade_values",
     "verdict_from_json",
-    "verdict_row",
     "verdict_to_json",
     "verdict_values",
 ]
@@ -107,8 +96,6 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _as_dict(table: str, values: tuple[Any, ...]) -> dict[str, Any]:
-    return dict(zip(COLUMNS[table], values, strict=True))
 
 
 def dumps(obj: Any) -> str:
@@ -132,15 +119,6 @@ def _strings_json(items: tuple[str, ...]) -> str:
     return dumps(list(items))
 
 
-def _freeze(v: Any) -> Any:
-    # The value types are immutable: JSON lists come back as tuples.
-    if isinstance(v, list):
-        return tuple(_freeze(x) for x in v)
-    if isinstance(v, dict):
-        return {k: _freeze(x) for k, x in v.items()}
-    return v
-
-
 # --------------------------------------------------------------------------------------------- bars
 
 
@@ -148,8 +126,6 @@ def bar_values(run_id: int, b: Bar) -> tuple[Any, ...]:
     return (run_id, b.close_ms, b.symbol, b.open_ms, b.open, b.high, b.low, b.close, b.volume)
 
 
-def bar_row(run_id: int, b: Bar) -> dict[str, Any]:
-    return _as_dict("bars", bar_values(run_id, b))
 
 
 def row_to_bar(r: Sequence[Any]) -> Bar:
@@ -165,8 +141,6 @@ def signal_values(run_id: int, s: Signal, status: str) -> tuple[Any, ...]:
             s.size_hint, s.timeframe, _strings_json(s.tags), status)
 
 
-def signal_row(run_id: int, s: Signal, status: str) -> dict[str, Any]:
-    return _as_dict("signals", signal_values(run_id, s, status))
 
 
 def row_to_signal(r: Any) -> Signal:
@@ -192,16 +166,8 @@ def add_gate_values(out: list[Any], run_id: int, results: Iterable[tuple[str, Ga
     return n
 
 
-def gate_values(run_id: int, results: Iterable[tuple[str, GateResult]]) -> list[tuple[Any, ...]]:
-    """One tuple per result (see ``add_gate_values``)."""
-    flat: list[Any] = []
-    add_gate_values(flat, run_id, results)
-    w = len(COLUMNS["gate_results"])
-    return [tuple(flat[i:i + w]) for i in range(0, len(flat), w)]
 
 
-def gate_rows(run_id: int, results: Iterable[tuple[str, GateResult]]) -> list[dict[str, Any]]:
-    return [_as_dict("gate_results", v) for v in gate_values(run_id, results)]
 
 
 def row_to_gate(r: Any) -> tuple[str, GateResult]:
@@ -217,8 +183,6 @@ def pack_values(run_id: int, p: ContextPack) -> tuple[Any, ...]:
     return (run_id, p.signal.id, p.hash, str(p.regime.tag), p.json)
 
 
-def pack_row(run_id: int, p: ContextPack) -> dict[str, Any]:
-    return _as_dict("context_packs", pack_values(run_id, p))
 
 
 def _attempts_json(attempts: Iterable[TierAttempt]) -> str:
@@ -241,8 +205,6 @@ def verdict_values(run_id: int, signal_id: str, v: Verdict, mode: str) -> tuple[
     return (run_id, signal_id, *_verdict_fields(v).values(), _attempts_json(v.attempts), mode)
 
 
-def verdict_row(run_id: int, signal_id: str, v: Verdict, mode: str) -> dict[str, Any]:
-    return _as_dict("verdicts", verdict_values(run_id, signal_id, v, mode))
 
 
 def _verdict(d: Mapping[str, Any], attempts: tuple[TierAttempt, ...]) -> Verdict:
@@ -274,8 +236,6 @@ def decision_values(run_id: int, d: Decision) -> tuple[Any, ...]:
             d.reason)
 
 
-def decision_row(run_id: int, d: Decision) -> dict[str, Any]:
-    return _as_dict("decisions", decision_values(run_id, d))
 
 
 def row_to_decision(r: Any) -> Decision:
@@ -291,8 +251,6 @@ def fill_values(run_id: int, f: Fill) -> tuple[Any, ...]:
             f.fill_price, f.qty, f.fee, f.reason, f.ambiguous, f.gap)
 
 
-def fill_row(run_id: int, f: Fill) -> dict[str, Any]:
-    return _as_dict("fills", fill_values(run_id, f))
 
 
 def row_to_fill(r: Any) -> Fill:
@@ -307,8 +265,6 @@ def trade_values(run_id: int, t: Trade) -> tuple[Any, ...]:
             t.ambiguous)
 
 
-def trade_row(run_id: int, t: Trade) -> dict[str, Any]:
-    return _as_dict("trades", trade_values(run_id, t))
 
 
 def row_to_trade(r: Any) -> Trade:
@@ -323,8 +279,6 @@ def outcome_values(run_id: int, o: Outcome) -> tuple[Any, ...]:
             o.opened_ms, o.closed_ms, o.note)
 
 
-def outcome_row(run_id: int, o: Outcome) -> dict[str, Any]:
-    return _as_dict("outcomes", outcome_values(run_id, o))
 
 
 def row_to_outcome(r: Any) -> Outcome:
@@ -347,20 +301,16 @@ def event_values(run_id: int, seq: int, key: tuple[str, int, str, str, str]) -> 
     return (run_id, seq, kind, at_ms, subject, message, data)
 
 
-def event_row(run_id: int, seq: int, key: tuple[str, int, str, str, str]) -> dict[str, Any]:
-    return _as_dict("events", event_values(run_id, seq, key))
 
 
 def row_to_event(r: Any) -> Event:
-    return Event(r.kind, int(r.at_ms), r.subject, r.message, tuple((k, _freeze(v)) for k, v in json.loads(r.data)))
+    return Event(r.kind, int(r.at_ms), r.subject, r.message, tuple((k, freeze(v)) for k, v in json.loads(r.data)))
 
 
 def news_values(run_id: int, n: NewsItem) -> tuple[Any, ...]:
     return (run_id, n.id, n.published_ms, dumps(list(n.symbols)), n.headline, n.source, str(n.category))
 
 
-def news_row(run_id: int, n: NewsItem) -> dict[str, Any]:
-    return _as_dict("news_items", news_values(run_id, n))
 
 
 def row_to_news(r: Any) -> NewsItem:

@@ -731,35 +731,38 @@ def test_row_tuples_follow_the_column_order_of_their_tables() -> None:
         assert tuple(Base.metadata.tables[name].c.keys()) == columns, name
     sl = _slice()
     sig, rv = sl.signals[0], sl.reviews[0]
+    gates: list[object] = []
+    rows.add_gate_values(gates, 1, sl.gate_results)
+    width = len(rows.COLUMNS["gate_results"])
     shapes = {
-        "bars": (rows.bar_values(1, sl.bars[0]), rows.bar_row(1, sl.bars[0])),
-        "signals": (rows.signal_values(1, sig, "blocked"), rows.signal_row(1, sig, "blocked")),
-        "gate_results": (rows.gate_values(1, sl.gate_results)[3], rows.gate_rows(1, sl.gate_results)[3]),
-        "context_packs": (rows.pack_values(1, rv.pack), rows.pack_row(1, rv.pack)),
-        "verdicts": (rows.verdict_values(1, sig.id, rv.verdict, "active"),
-                     rows.verdict_row(1, sig.id, rv.verdict, "active")),
-        "decisions": (rows.decision_values(1, rv.decision), rows.decision_row(1, rv.decision)),
-        "fills": (rows.fill_values(1, sl.fills[1]), rows.fill_row(1, sl.fills[1])),
-        "trades": (rows.trade_values(1, sl.trades[0]), rows.trade_row(1, sl.trades[0])),
-        "outcomes": (rows.outcome_values(1, sl.outcomes[0]), rows.outcome_row(1, sl.outcomes[0])),
-        "events": (rows.event_values(1, 7, rows.event_key(sl.events[0])),
-                   rows.event_row(1, 7, rows.event_key(sl.events[0]))),
-        "news_items": (rows.news_values(1, sl.news[0]), rows.news_row(1, sl.news[0])),
+        "bars": rows.bar_values(1, sl.bars[0]),
+        "signals": rows.signal_values(1, sig, "blocked"),
+        "gate_results": tuple(gates[3 * width:4 * width]),
+        "context_packs": rows.pack_values(1, rv.pack),
+        "verdicts": rows.verdict_values(1, sig.id, rv.verdict, "active"),
+        "decisions": rows.decision_values(1, rv.decision),
+        "fills": rows.fill_values(1, sl.fills[1]),
+        "trades": rows.trade_values(1, sl.trades[0]),
+        "outcomes": rows.outcome_values(1, sl.outcomes[0]),
+        "events": rows.event_values(1, 7, rows.event_key(sl.events[0])),
+        "news_items": rows.news_values(1, sl.news[0]),
     }
     assert set(shapes) == set(rows.COLUMNS)
-    for name, (values, row) in shapes.items():
-        assert tuple(row) == rows.COLUMNS[name] and tuple(row.values()) == values, name
+    named = {name: dict(zip(rows.COLUMNS[name], values, strict=True)) for name, values in shapes.items()}
     # the second gate result of a signal is its seq 1; the fourth row is b's cooldown
-    assert shapes["gate_results"][1] == {"run_id": 1, "signal_id": sl.signals[1].id, "seq": 1, "gate": "cooldown",
-                                         "passed": False, "reason": "cooldown 6 bars", "until_ms": T0 + 6 * TF}
-    assert shapes["signals"][1]["tags"] == '["cross","atr_stop"]'
+    assert named["gate_results"] == {"run_id": 1, "signal_id": sl.signals[1].id, "seq": 1, "gate": "cooldown",
+                                     "passed": False, "reason": "cooldown 6 bars", "until_ms": T0 + 6 * TF}
+    assert named["signals"]["tags"] == '["cross","atr_stop"]'
+    assert named["bars"]["symbol"] == sl.bars[0].symbol and named["bars"]["close_ms"] == sl.bars[0].close_ms
+    assert named["fills"]["id"] == sl.fills[1].id and named["verdicts"]["signal_id"] == sig.id
 
 
 def test_tags_json_is_the_same_for_any_tag_values() -> None:
     rows = storage.rows
+    tags_at = rows.COLUMNS["signals"].index("tags")
     for tags in (("a", "b"), ("a", "b"), (), ("é", '"q"'), (1, True), [1.0, "x"]):
         sig = dataclasses.replace(_signal("s", T0), tags=tags)  # type: ignore[arg-type]
-        assert rows.signal_row(1, sig, "blocked")["tags"] == rows.dumps(list(tags))
+        assert rows.signal_values(1, sig, "blocked")[tags_at] == rows.dumps(list(tags))
 
 
 # ------------------------------------------------------------------------------------ bulk writes
