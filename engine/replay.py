@@ -24,13 +24,7 @@ from engine.pipeline import Pipeline, StepStats
 from engine.ports import Recorder
 from engine.types import Bar, Fill, SliceRecord
 
-__all__ = ["Replay", "fills_fingerprint", "record_digest", "slice_rows"]
-
-
-def slice_rows(rec: SliceRecord) -> int:
-    """About how many rows recording ``rec`` writes (bars, signals, gate results, reviews, fills, ...)."""
-    return (len(rec.bars) + len(rec.signals) + len(rec.gate_results) + 3 * len(rec.reviews) + len(rec.fills)
-            + len(rec.trades) + len(rec.outcomes) + len(rec.events) + len(rec.news))
+__all__ = ["Replay", "fills_fingerprint", "record_digest"]
 
 
 class _Records(list[SliceRecord]):
@@ -44,7 +38,7 @@ class _Records(list[SliceRecord]):
 
     def add(self, rec: SliceRecord) -> None:
         self.append(rec)
-        self.rows += slice_rows(rec)
+        self.rows += rec.row_count()
 
 
 class Replay:

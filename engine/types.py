@@ -856,3 +856,9 @@ class SliceRecord:
     outcomes: tuple[Outcome, ...] = ()
     events: tuple[Event, ...] = ()
     news: tuple[NewsItem, ...] = ()
+
+    def row_count(self) -> int:
+        """How many rows recording this slice writes: one per bar, signal, gate result, fill, trade, outcome,
+        event and news item, three per review (its pack, verdict and decision)."""
+        return (len(self.bars) + len(self.signals) + len(self.gate_results) + 3 * len(self.reviews)
+                + len(self.fills) + len(self.trades) + len(self.outcomes) + len(self.events) + len(self.news))

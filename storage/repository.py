@@ -569,7 +569,7 @@ class _Batch:
         self.last_ms: int | None = None
 
     def add(self, rec: SliceRecord) -> None:
-        """Add a slice's rows (``rows`` counts them, events included).
+        """Add a slice's rows (``rows`` counts them, events included: ``SliceRecord.row_count``).
 
         Raises: ValueError for a slice that cannot be recorded (an unsealed context pack), before adding any
         of its rows.
@@ -581,21 +581,18 @@ class _Batch:
         bar = rows.bar_values
         for b in rec.bars:
             ext(bar(rid, b))
-        n = len(rec.bars)
         if rec.signals:
             reviewed = {rv.pack.signal.id for rv in rec.reviews}
             ext = v["signals"].extend
             for s in rec.signals:
                 ext(rows.signal_values(rid, s, "reviewed" if s.id in reviewed else "blocked"))
-            n += len(rec.signals)
         if rec.gate_results:
-            n += rows.add_gate_values(v["gate_results"], rid, rec.gate_results)
+            rows.add_gate_values(v["gate_results"], rid, rec.gate_results)
         for rv, pack in zip(rec.reviews, packs, strict=True):
             sid = rv.pack.signal.id
             v["context_packs"].extend(pack)
             v["verdicts"].extend(rows.verdict_values(rid, sid, rv.verdict, rv.mode))
             v["decisions"].extend(rows.decision_values(rid, rv.decision))
-            n += 3
         for table, items, values_of in (("fills", rec.fills, rows.fill_values),
                                         ("trades", rec.trades, rows.trade_values),
                                         ("outcomes", rec.outcomes, rows.outcome_values),
@@ -604,17 +601,15 @@ class _Batch:
                 ext = v[table].extend
                 for item in items:
                     ext(values_of(rid, item))  # type: ignore[operator]
-                n += len(items)
         if rec.events:
             self.events.extend(rows.event_key(e) for e in rec.events)
-            n += len(rec.events)
         if self.close_ms is None or rec.close_ms > self.close_ms:
             self.close_ms = rec.close_ms
         if self.first_ms is None:
             self.first_ms = rec.close_ms
         self.last_ms = rec.close_ms
         self.slices += 1
-        self.rows += n
+        self.rows += rec.row_count()
 
 
 class RunRecorder:

@@ -15,7 +15,7 @@ import pytest
 
 from engine.errors import StorageError
 from engine.pipeline import StepStats
-from engine.replay import Replay, slice_rows
+from engine.replay import Replay
 from engine.types import Bar, GateResult, Signal, SliceRecord
 from storage import open_storage
 
@@ -69,7 +69,7 @@ class _BatchRecorder:
 
         def add(self, rec: SliceRecord) -> None:
             self.closes.append(rec.close_ms)
-            self.rows += slice_rows(rec)
+            self.rows += rec.row_count()
 
     def new_batch(self) -> _BatchRecorder.Batch:
         return self.Batch()
