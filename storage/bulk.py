@@ -253,7 +253,6 @@ class PackCheck:
         self.storage = storage
         self.run_id = run_id
         self.child = child
-        self.doing = f"cannot load the reviews of run {run_id}"
 
     @classmethod
     def start(cls, storage: Any, run_id: int) -> PackCheck:
@@ -304,23 +303,16 @@ class PackCheck:
 
 def _check_packs(_inbox: Any, outbox: Any, url: str, busy_timeout_ms: int, run_id: int) -> None:
     """The child of ``PackCheck``: ``_checked_packs`` of run ``run_id``, sent to the parent (or its error)."""
-    from storage.db import connect
-    from storage.repository import Storage
+    from storage import open_storage
 
     try:
-        engine, shown = connect(url, create=False, busy_timeout_ms=busy_timeout_ms)
+        with open_storage(url, create=False, busy_timeout_ms=busy_timeout_ms) as storage, \
+                storage.guard(f"cannot load the reviews of run {run_id}"), storage.engine.connect() as conn:
+            packs = _checked_packs(storage, conn, run_id, keep_json=False)
     except StorageError as e:
         outbox.send(("error", str(e)))
         return
-    try:
-        storage = Storage(engine, shown, busy_timeout_ms=busy_timeout_ms)
-        with storage.guard(f"cannot load the reviews of run {run_id}"), engine.connect() as conn:
-            packs = _checked_packs(storage, conn, run_id, keep_json=False)
-        outbox.send(("ok", packs))
-    except StorageError as e:
-        outbox.send(("error", str(e)))
-    finally:
-        engine.dispose()
+    outbox.send(("ok", packs))
 
 
 def load_reviewed(storage: Any, run_id: int, *, keep_json: bool = False, lean: bool = False,

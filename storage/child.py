@@ -32,18 +32,16 @@ def available() -> bool:
 
 def shareable(storage: Any) -> bool:
     """Whether a child process can work in ``storage``'s database: not an in-memory SQLite one, and ``available``."""
-    if not available():
-        return False
+    from storage.db import is_memory
+
     u = storage.engine.url
-    if u.get_backend_name() != "sqlite":
-        return True
-    return u.database not in (None, "", ":memory:") and u.query.get("mode") != "memory"
+    return available() and not (u.get_backend_name() == "sqlite" and is_memory(u))
 
 
 class Child:
     """A child process running ``target(inbox, outbox, *args)`` (``target``: "module:function" in this package).
 
-    ``inbox`` and ``outbox`` are ``multiprocessing.connection.Connection`` ends; the parent's are ``send``/
+    ``inbox`` and ``outbox`` are ``multiprocessing.connection.Connection`` ends; the parent's are
     ``send_bytes`` (to the child) and ``recv``/``poll`` (from it). Raises: OSError when it cannot start.
     """
 
@@ -69,9 +67,6 @@ class Child:
     @property
     def pid(self) -> int:
         return self.process.pid
-
-    def send(self, obj: Any) -> None:
-        self._to.send(obj)
 
     def send_bytes(self, data: bytes) -> None:
         self._to.send_bytes(data)

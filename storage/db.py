@@ -59,13 +59,14 @@ def mask_url(url: str | URL) -> str:
         return re.sub(r"(//[^/:@]*:)[^/@]*@", r"\1***@", str(url))
 
 
-def _is_memory(u: URL) -> bool:
+def is_memory(u: URL) -> bool:
+    """Whether a SQLite URL names an in-memory database (one process's own, gone with it)."""
     return u.database in (None, "", ":memory:") or u.query.get("mode") == "memory"
 
 
 def _sqlite_path_problem(u: URL, *, create: bool) -> str | None:
     """Why a SQLite file URL cannot work, checked on the file system before SQLite's vaguer message."""
-    if _is_memory(u) or u.query.get("uri") or str(u.database).startswith("file:"):
+    if is_memory(u) or u.query.get("uri") or str(u.database).startswith("file:"):
         return None
     path = Path(str(u.database))
     parent = path.parent
@@ -198,7 +199,7 @@ def connect(db_url: str, *, create: bool = True,
     if backend not in SUPPORTED_BACKENDS:
         raise StorageError(f"{shown}: unsupported database backend {backend!r} (use sqlite or postgresql)")
     kwargs: dict[str, Any] = {}
-    memory = backend == "sqlite" and _is_memory(u)
+    memory = backend == "sqlite" and is_memory(u)
     if backend == "sqlite":
         problem = _sqlite_path_problem(u, create=create)
         if problem:

@@ -58,7 +58,7 @@ from engine.types import (
     Verdict,
 )
 from storage import rows
-from storage.db import WRITE, guard
+from storage.db import WRITE, guard, is_memory
 from storage.models import (
     RUN_MODES,
     RUN_SCOPED_TABLES,
@@ -449,14 +449,13 @@ class Storage:
                 return conn
             conn.close()
             return None
-        database = url.database
-        if not database or database == ":memory:" or url.query.get("mode") == "memory":
+        if is_memory(url):
             return True
         try:
             import fcntl
         except ImportError:  # no POSIX locks (Windows): claims are not enforced there
             return True
-        path = str(database).removeprefix("file:").split("?", 1)[0] + "-lock"
+        path = str(url.database).removeprefix("file:").split("?", 1)[0] + "-lock"
         with self.guard("cannot claim the run name"):
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:

@@ -27,8 +27,8 @@ import threading
 from typing import Any
 
 from engine.errors import StorageError
+from storage import open_storage
 from storage.child import Child, shareable
-from storage.db import connect
 from storage.repository import RunRecorder, Storage, _Batch
 
 __all__ = ["BackgroundWriter"]
@@ -97,8 +97,7 @@ class BackgroundWriter:
         if self._closed:
             return
         try:
-            while self._sent:
-                self._collect(block=True)
+            self._drain()
         finally:
             self._end(wait_s=None)
 
@@ -108,8 +107,7 @@ class BackgroundWriter:
             return
         raised = self._error  # already raised to the caller: not logged again
         try:
-            while self._sent:
-                self._collect(block=True)
+            self._drain()
         except StorageError as e:
             if e is not raised:
                 log.warning("%s", e)
@@ -117,6 +115,11 @@ class BackgroundWriter:
             self._end(wait_s=60.0)
 
     # ------------------------------------------------------------------------------------ internals
+
+    def _drain(self) -> None:
+        """Wait for the answer to every batch sent."""
+        while self._sent:
+            self._collect(block=True)
 
     def _collect(self, *, block: bool) -> None:
         """Take the child's answers (one per batch, in order); the first failure raises, now and later."""
@@ -152,7 +155,7 @@ class BackgroundWriter:
 def _serve(pipe_in: Any, pipe_out: Any, url: str, busy_timeout_ms: int, run_id: int) -> None:
     """The child (``storage.child``): commit the batches that come through ``pipe_in``, answer each."""
     # The parent's batches are read as they come, so that sending one never waits for the commit before it.
-    inbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    inbox: queue.SimpleQueue[bytes] = queue.SimpleQueue()
     orphaned = threading.Event()
 
     def read() -> None:
@@ -169,8 +172,7 @@ def _serve(pipe_in: Any, pipe_out: Any, url: str, busy_timeout_ms: int, run_id: 
     threading.Thread(target=read, name="writer-inbox", daemon=True).start()
     store: Storage | None = None
     try:
-        engine, shown = connect(url, create=False, busy_timeout_ms=busy_timeout_ms)
-        store = Storage(engine, shown, busy_timeout_ms=busy_timeout_ms)
+        store = open_storage(url, create=False, busy_timeout_ms=busy_timeout_ms)
         recorder = RunRecorder(store, run_id)
         while (data := inbox.get()) != _CLOSE and not orphaned.is_set():
             batch, cached = pickle.loads(data)  # type: ignore[arg-type]
@@ -180,8 +182,8 @@ def _serve(pipe_in: Any, pipe_out: Any, url: str, busy_timeout_ms: int, run_id: 
                 pipe_out.send(str(e))
                 return  # nothing after a failed batch is committed: the parent raises
             pipe_out.send("ok")
-    except StorageError as e:  # cannot connect
+    except StorageError as e:  # cannot open the database
         pipe_out.send(str(e))
     finally:
         if store is not None:
-            store.engine.dispose()
+            store.close()
