@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -307,8 +308,8 @@ class SymbolHistory:
         self._prev_prev_close: float | None = None
         self._ind: dict[tuple[str, int], _Indicator] = {}
         self._ind_list: list[_Indicator] = []
+        self._lr_cache: dict[tuple[str, int, int], Any] = {}  # see _per_window
         # Rolling 24h quote volume (volume × close), exact over the trailing day of bars.
-        self._lr_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, float]] = {}
         self._qv_window: deque[tuple[int, float]] = deque()
         self._qv_total = 0.0
         self._preloaded = 0  # > 0: the whole series is known (see preload); append only advances
@@ -459,26 +460,25 @@ class SymbolHistory:
     def cached_moments(self, n_closes: int, as_of_ms: int | None) -> tuple[np.ndarray, np.ndarray, float]:
         """Log returns of the last ``n_closes`` closes (as of ``as_of_ms``) with their demeaned values and
         std, memoised per window: every pair and signal of a slice reuses them."""
-        end = self._end(as_of_ms)
-        key = (int(self._close_ms[end - 1]) if end else 0, n_closes)
-        hit = self._lr_cache.get(key)
-        if hit is None:
-            if len(self._lr_cache) > 8:
-                self._lr_cache.clear()
-            hit = self._lr_cache[key] = _moments(np.diff(np.log(self.closes(n_closes, as_of_ms))))
-        return hit
+        return self._per_window(
+            "moments", n_closes, as_of_ms, lambda: _moments(np.diff(np.log(self.closes(n_closes, as_of_ms)))))
 
     def cached_times(self, n_closes: int, as_of_ms: int | None) -> bytes:
         """The close times of the last ``n_closes`` bars (as of ``as_of_ms``) as bytes, memoised per window:
         two symbols cover the same closes iff these are equal."""
+        return self._per_window("times", n_closes, as_of_ms, lambda: self.close_times(n_closes, as_of_ms).tobytes())
+
+    def _per_window(self, what: str, n_closes: int, as_of_ms: int | None, compute: Callable[[], Any]) -> Any:
+        """``compute()`` memoised per (``what``, window of the last ``n_closes`` closes as of ``as_of_ms``): a
+        few entries, emptied when full."""
         end = self._end(as_of_ms)
-        key = (int(self._close_ms[end - 1]) if end else 0, -n_closes)
+        key = (what, int(self._close_ms[end - 1]) if end else 0, n_closes)
         hit = self._lr_cache.get(key)
         if hit is None:
             if len(self._lr_cache) > 8:
                 self._lr_cache.clear()
-            hit = self._lr_cache[key] = self.close_times(n_closes, as_of_ms).tobytes()  # type: ignore[assignment]
-        return hit  # type: ignore[return-value]
+            hit = self._lr_cache[key] = compute()
+        return hit
 
     def quote_volume_24h(self) -> float:
         if self._preloaded:
