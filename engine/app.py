@@ -373,7 +373,7 @@ def scorecard_for(store: Any, run_id: int, *, stored: Any = None, trades: Any = 
     # hash-checked stored rows serve as columns, without building a review object per signal.
     if stored is None:
         stored = load_stored(store, run_id, realized=True, lean=True)
-    signals = store.table_counts(run_id)["signals"]  # blocked ones included; only their number is scored
+    signals = store.table_counts(run_id, tables=["signals"])["signals"]  # blocked ones too: only their number
     cfg = json.loads(run.config_json)
     window_days = cfg.get("scoring", {}).get("retire", {}).get("window_days", 14.0)
     return score_columns(stored.signal_columns(), stored.recorded_columns(),

@@ -390,6 +390,7 @@ def test_table_counts_per_run_and_for_the_database(store: Storage) -> None:
     assert all(n == 0 for n in store.table_counts(b.run_id).values())
     whole = store.table_counts()
     assert set(whole) == ALL_TABLES and whole["runs"] == 2 and whole["bars"] == 2
+    assert store.table_counts(a.run_id, tables=["signals", "fills"]) == {"signals": 2, "fills": 3}
 
 
 def test_runs_are_isolated_from_each_other(store: Storage) -> None:
