@@ -6,9 +6,11 @@ Heavy modules are imported inside the commands so ``tradevet --help`` answers at
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -80,23 +82,16 @@ def paper(
             typer.echo(f"paper: live on {cfg.market.ccxt.exchange} {', '.join(cfg.market.symbols)} "
                        f"{cfg.market.timeframe}; Ctrl-C or SIGTERM to stop", err=True)
             result = run_live(loaded, fresh=fresh, metrics_port=metrics_port, status=status, storage=store)
-        elif progress and not as_json and sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            with Progress(TextColumn("[bold]replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                          transient=False, console=_stderr_console()) as bar:
-                task = bar.add_task("replay", total=None)
+        elif progress and not as_json:
+            with _progress_bars(eta=True) as bars:
 
                 def tick(done: int, total: int | None) -> None:
-                    bar.update(task, completed=done, total=total)
+                    if bars is not None:
+                        bars("replay", done, total)
+                    elif total and (done == total or done % max(1, total // 10) < 50):  # not a terminal: lines
+                        typer.echo(f"replay: {done}/{total} slices", err=True)
 
                 result = run_replay(loaded, progress=tick, storage=store, fresh=fresh, metrics_port=metrics_port)
-        elif progress and not as_json:
-            def tick(done: int, total: int | None) -> None:
-                if total and (done == total or done % max(1, total // 10) < 50):
-                    typer.echo(f"replay: {done}/{total} slices", err=True)
-
-            result = run_replay(loaded, progress=tick, storage=store, fresh=fresh, metrics_port=metrics_port)
         else:
             result = run_replay(loaded, storage=store, fresh=fresh, metrics_port=metrics_port)
         card = scorecard_for(store, result.run_id)
@@ -286,15 +281,31 @@ def _utc_ms(text: str, what: str) -> int:
     return int(dt.timestamp() * 1000)
 
 
+@contextlib.contextmanager
+def _progress_bars(*, eta: bool = False) -> Iterator[Callable[[str, int, int | None], None] | None]:
+    """Progress bars on stderr when it is a terminal, one per label: yields ``tick(label, done, total)``, or
+    None when stderr is not a terminal. ``eta``: with the estimated time remaining."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()]
+    with Progress(*columns, *([TimeRemainingColumn()] if eta else []), console=_stderr_console()) as bar:
+        tasks: dict[str, Any] = {}
+
+        def tick(label: str, done: int, total: int | None) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total)
+            bar.update(tasks[label], completed=done, total=total)
+
+        yield tick
+
+
 def _with_progress(label: str, work: Any) -> Any:
     """Run ``work(tick)`` with a progress bar on stderr when it is a terminal."""
-    if not sys.stderr.isatty():
-        return work(lambda done, total: None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), console=_stderr_console()) as bar:
-        task = bar.add_task(label, total=None)
-        return work(lambda done, total: bar.update(task, completed=done, total=total))
+    with _progress_bars() as bars:
+        return work(lambda done, total: bars(label, done, total) if bars is not None else None)
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -421,19 +432,9 @@ def backtest(
     store = _open_store(db, config)
     try:
         info = store.resolve_run(run)
-        if progress and not as_json and sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeRemainingColumn(), console=_stderr_console()) as bar:
-                tasks: dict[str, Any] = {}
-
-                def tick(label: str, done: int, total: int) -> None:
-                    if label not in tasks:
-                        tasks[label] = bar.add_task(label, total=total)
-                    bar.update(tasks[label], completed=done, total=total)
-
-                result = run_backtest(store, info.id, reviewer, concurrency=concurrency, progress=tick)
+        if progress and not as_json:
+            with _progress_bars(eta=True) as bars:
+                result = run_backtest(store, info.id, reviewer, concurrency=concurrency, progress=bars)
         else:
             result = run_backtest(store, info.id, reviewer, concurrency=concurrency)
         for col in result.columns:
