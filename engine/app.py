@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.clock import SimClock
-from engine.config import Config, LoadedConfig, explain_error
+from engine.config.plugins import resolve
+from engine.config.schema import Config, LoadedConfig, explain_error
+from engine.core.pipeline import Pipeline, StepStats
 from engine.errors import ConfigError
-from engine.pipeline import Pipeline, StepStats
-from engine.plugins import resolve
 from engine.ports import Strategy
 from engine.types import SliceRecord
 
@@ -60,8 +60,8 @@ def build_pipeline(loaded: LoadedConfig, *, feed: Any, cache: Any = None, clock:
     """Wire one pipeline from config. ``reviewer`` may be given (tests); otherwise built from config.
     A finite replay feed (one with ``arrays()``) is preloaded unless ``preload`` is false (the same run,
     bar by bar: the tests compare both)."""
-    from engine.gates import build_gates
-    from engine.news import build_news_source
+    from engine.core.gates import build_gates
+    from engine.inputs.news import build_news_source
 
     cfg = loaded.config
     with loaded.blaming():  # a plug-in's config error names the file that configured it
@@ -90,7 +90,7 @@ def build_pipeline(loaded: LoadedConfig, *, feed: Any, cache: Any = None, clock:
 
 
 def build_feed(loaded: LoadedConfig) -> Any:
-    from engine.feeds import build_feed as _build
+    from engine.inputs.feeds import build_feed as _build
 
     cfg = loaded.config
     return _build(cfg.market, seed=cfg.run.seed, with_news=cfg.news.source == "synthetic")
@@ -109,13 +109,13 @@ def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], No
     """Replay a finite feed (synthetic or files) through the pipeline into a run.
 
     An interrupted run of the same name (status running or stopped) is resumed unless ``fresh``: its state
-    is rebuilt from what it recorded (see ``engine.resume``) and the replay continues after its last slice.
+    is rebuilt from what it recorded (see ``engine.drivers.resume``) and the replay continues after its last slice.
 
     Raises: ConfigError, DataError, StorageError.
     """
+    from engine.drivers.replay import Replay
+    from engine.drivers.resume import catch_up
     from engine.errors import DataError
-    from engine.replay import Replay
-    from engine.resume import catch_up
     from storage import open_storage
 
     cfg = loaded.config
@@ -168,7 +168,7 @@ def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], No
 
         metrics = None
         if metrics_port is not None:
-            from engine.metrics import Metrics
+            from engine.drivers.metrics import Metrics
 
             metrics = Metrics(metrics_port, tiers=[t.name for t in cfg.reviewer.tiers])
 
@@ -301,8 +301,8 @@ def run_live(loaded: LoadedConfig, *, fresh: bool = False, metrics_port: int | N
     Raises: ConfigError, DataError, StorageError.
     """
     from engine.clock import WallClock
-    from engine.live import PaperLoop
-    from engine.resume import catch_up
+    from engine.drivers.live import PaperLoop
+    from engine.drivers.resume import catch_up
     from storage import open_storage
 
     cfg = loaded.config
@@ -329,7 +329,7 @@ def run_live(loaded: LoadedConfig, *, fresh: bool = False, metrics_port: int | N
             store.set_reviewer_mode(run_id, pipeline.mode)
             return PaperResult(run_id, cfg.run.name, pipeline.stats, store.url_masked)
         if metrics_port is not None:
-            from engine.metrics import Metrics
+            from engine.drivers.metrics import Metrics
 
             metrics = Metrics(metrics_port, tiers=[t.name for t in cfg.reviewer.tiers])
         loop = PaperLoop(pipeline, feed, recorder, clock=WallClock(), settle_s=cfg.market.ccxt.settle_s,
@@ -364,8 +364,8 @@ def scorecard_for(store: Any, run_id: int, *, stored: Any = None, trades: Any = 
     """
     import json
 
-    from engine.backtest import load_stored
-    from engine.scoring import score_columns
+    from engine.recorded.backtest import load_stored
+    from engine.recorded.scoring import score_columns
 
     run = store.get_run(run_id)
     rec = store.recorder(run_id)

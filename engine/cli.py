@@ -37,7 +37,7 @@ DbOpt = Annotated[str | None, typer.Option("--db", help="Database URL (default: 
 
 
 def _load(paths: list[Path] | None) -> Any:
-    from engine.config import load_config
+    from engine.config.schema import load_config
 
     return load_config(paths or [])
 
@@ -248,9 +248,9 @@ def data_download(
     config: ConfigOpt = None,
 ) -> None:
     """Download closed OHLCV bars; a second call only appends what is new."""
-    from engine.config import parse_timeframe
-    from engine.download import download
+    from engine.config.schema import parse_timeframe
     from engine.errors import ConfigError
+    from engine.inputs.download import download
 
     parse_timeframe(timeframe)
     if fmt not in ("csv", "parquet"):
@@ -317,7 +317,7 @@ def config_check(files: Annotated[list[Path] | None, typer.Argument(help="YAML f
     """Validate configuration files (merged over the default); print warnings."""
     loaded = _load(files)
     from engine.app import build_strategies
-    from engine.gates import build_gates
+    from engine.core.gates import build_gates
     from reviewer import TIERS, resolve_tier_class
 
     with loaded.blaming():
@@ -348,7 +348,7 @@ def config_show(files: Annotated[list[Path] | None, typer.Argument(help="YAML fi
 @config_app.command("schema")
 def config_schema() -> None:
     """Print the JSON schema of the configuration."""
-    from engine.config import Config
+    from engine.config.schema import Config
 
     _emit_json(Config.model_json_schema())
 
@@ -424,8 +424,8 @@ def backtest(
     as_json: JsonOpt = False,
 ) -> None:
     """Re-review a run's recorded signals with one or more reviewer configs; score each side by side."""
-    from engine.backtest import run_backtest
     from engine.errors import ConfigError
+    from engine.recorded.backtest import run_backtest
 
     if not reviewer:
         raise ConfigError("--reviewer: expected at least one reviewer config file (e.g. --reviewer config/llm.yaml)")
@@ -498,7 +498,7 @@ def signals_export(
     as_json: JsonOpt = False,
 ) -> None:
     """Write a run's signals (packs, verdicts, decisions, outcomes, the bars behind them) to JSONL."""
-    from engine.transfer import export_run
+    from engine.recorded.transfer import export_run
 
     store = _open_store(db, config)
     try:
@@ -524,7 +524,7 @@ def signals_import(
     as_json: JsonOpt = False,
 ) -> None:
     """Record a JSONL export as a new run (then `backtest` or `report` it)."""
-    from engine.transfer import import_file
+    from engine.recorded.transfer import import_file
     from storage import open_storage
 
     store = open_storage(db or _load(config).config.run.db_url)
@@ -553,7 +553,7 @@ def report(
     = None,
 ) -> None:
     """Write the operations dashboard of a run as one self-contained HTML page."""
-    from engine.report import write_report
+    from engine.recorded.report import write_report
 
     store = _open_store(db, config)
     try:
@@ -572,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.errors import TradevetError, exit_code_for
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from engine.redact import install
+    from engine.config.redact import install
 
     install()  # secrets registered while loading the config never reach a log line
     try:

@@ -13,7 +13,7 @@ from operator import attrgetter
 from typing import Any
 
 from engine.clock import monotonic_s
-from engine.config import ReviewerConfig, TierConfig
+from engine.config.schema import ReviewerConfig, TierConfig
 from engine.errors import BadReply, BreakerOpen, ConfigError, ReviewError
 from engine.ports import Tier, VerdictCache
 from engine.types import ContextPack, Event, TierAttempt, Verdict, VerdictKind

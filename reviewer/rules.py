@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from engine.config import TierConfig
+from engine.config.schema import TierConfig
 from engine.types import ContextPack, CorrelatedPosition, NewsCategory, RegimeTag, Side, Verdict, VerdictKind
 
 __all__ = ["RULES_VERSION", "Finding", "RulesParams", "RulesTier", "judge"]

@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.config import TierConfig
+from engine.config.schema import TierConfig
 from engine.errors import BadReply, ConfigError, TierTimeout, TierUnavailable
 from engine.types import ContextPack, Verdict, VerdictKind
 

@@ -1,6 +1,6 @@
 """The scorer as it was before it was vectorised: one ``_Facts`` per reviewed signal, added up signal by signal.
 
-Kept only as the oracle of tests/test_scoring_columns.py: ``engine.scoring.score`` must give exactly the
+Kept only as the oracle of tests/test_scoring_columns.py: ``engine.recorded.scoring.score`` must give exactly the
 scorecard this gives (the same JSON text: same keys in the same order, same doubles to the last bit).
 Copied from engine/scoring.py at commit 8156b09 (what that change left untouched is imported, not copied);
 do not "improve" it.
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.scoring import (  # the pieces the vectorisation left as they were
+from engine.recorded.scoring import (  # the pieces the vectorisation left as they were
     _DAY_MS,
     Rate,
     Scorecard,

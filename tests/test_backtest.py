@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from engine.app import run_replay, scorecard_for
-from engine.backtest import load_stored, prefetch_cache, review_stored, run_backtest
 from engine.cli import main
-from engine.config import load_config
+from engine.config.schema import load_config
+from engine.recorded.backtest import load_stored, prefetch_cache, review_stored, run_backtest
 from engine.types import (
     Action,
     ContextPack,
@@ -363,8 +363,8 @@ def record_synthetic_run(store: Any, n: int, *, seed: int = 1, per_slice: int = 
 
     For throughput measurements of backtests (bench/ and by hand); bars are not needed by a backtest.
     """
-    from engine.clamp import clamp
-    from engine.config import PolicyConfig
+    from engine.config.schema import PolicyConfig
+    from engine.core.clamp import clamp
 
     rng = random.Random(seed)
     run_id = store.create_run(f"synthetic-{n}", json.dumps({}), "synthetic", seed, "active", 10_000.0)

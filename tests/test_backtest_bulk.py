@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from engine.backtest import load_stored, run_backtest
-from engine.config import load_config
+from engine.config.schema import load_config
 from engine.errors import StorageError
+from engine.recorded.backtest import load_stored, run_backtest
 from engine.types import (
     ContextPack,
     NewsCategory,
@@ -77,7 +77,7 @@ def test_bulk_reviews_are_the_repository_reviews(flaky: tuple[str, int, Path]) -
 
 
 def test_a_lean_load_scores_like_the_full_reviews(flaky: tuple[str, int, Path]) -> None:
-    from engine.scoring import score_columns
+    from engine.recorded.scoring import score_columns
     from storage import open_storage
 
     url, run_id, _ = flaky
@@ -101,7 +101,7 @@ def test_a_lean_load_scores_like_the_full_reviews(flaky: tuple[str, int, Path]) 
 
 
 def test_cached_verdicts_are_read_like_the_cache_reads_them(flaky: tuple[str, int, Path]) -> None:
-    from engine.backtest import _tier_keys
+    from engine.recorded.backtest import _tier_keys
     from reviewer import build_reviewer
     from storage import bulk, open_storage, rows
 
@@ -158,8 +158,8 @@ def _one_review_run(store: Any, gate_note: str) -> tuple[int, ContextPack]:
                              regime=RegimeInfo(RegimeTag.TRENDING, 1.0, 0.5, 50.0, 96, 8), correlated=(),
                              news=(NewsFlag(NewsCategory.HACK, 5.0, f"Börse ☂ {gate_note} 🚀", "feed"),),
                              gate_note=gate_note, equity=12_345.5)
-    from engine.clamp import clamp
-    from engine.config import PolicyConfig
+    from engine.config.schema import PolicyConfig
+    from engine.core.clamp import clamp
 
     v = Verdict(VerdictKind.ACCEPT, 0.9, "ok", source="rules", tier="rules", model="rules-v1")
     run_id = store.create_run("unicode", "{}", "h", 1, "active", 10_000.0)
@@ -211,7 +211,7 @@ def test_an_in_memory_database_backtests_from_its_cache(tmp_path: Path) -> None:
 def test_every_backtest_column_is_the_per_signal_scorecard_of_its_reviews(
         flaky: tuple[str, int, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """The recorded column and each reviewer's, uncached and cached, scored as the old scorer scores them."""
-    import engine.backtest as bt
+    import engine.recorded.backtest as bt
     from storage import open_storage
 
     url, run_id, d = flaky

@@ -92,7 +92,7 @@ def test_paper_live_stops_cleanly_on_sigterm_and_resumes(tmp_path: Path) -> None
 
 
 def test_data_download_writes_files_a_files_replay_reads_back(tmp_path: Path) -> None:
-    from engine.feeds.files import FilesFeed
+    from engine.inputs.feeds.files import FilesFeed
 
     start = 1_735_689_600_000  # 2025-01-01
     bars = make_bars(["BTC/USDT", "ETH/USDT"], "5m", start, 400, seed=2)

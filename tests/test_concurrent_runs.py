@@ -48,7 +48,7 @@ def _finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
 
 
 def _ledger(url: str, name: str) -> dict[str, Any]:
-    from engine.replay import fills_fingerprint
+    from engine.drivers.replay import fills_fingerprint
     from storage import open_storage
 
     with open_storage(url, create=False) as store:
@@ -174,7 +174,7 @@ def test_same_run_name_twice_at_once_is_refused_not_taken_over(backend: str, tmp
     code or config changed since the run started)" and marked the other process's run failed.)
     """
     from engine.app import run_replay
-    from engine.config import load_config
+    from engine.config.schema import load_config
     from engine.errors import StorageError
     from storage import open_storage
     from storage.repository import Storage

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-import engine.context as context_mod
+import engine.core.context as context_mod
 import engine.types as types_mod
-from engine.context import ContextBuilder, regime_of
-from engine.market import MarketState
+from engine.core.context import ContextBuilder, regime_of
+from engine.core.market import MarketState
 from engine.types import (
     ContextPack,
     CorrelatedPosition,
@@ -261,7 +261,7 @@ def test_recent_trade_parts_follow_the_portfolio() -> None:
 
 
 def test_sanitised_headlines_are_cached_faithfully() -> None:
-    from engine.news import sanitize_headline
+    from engine.inputs.news import sanitize_headline
 
     for text in [*TEXTS, "<b>HACK</b> {x}", "a" * 500]:
         for n in (20, 40, 160):

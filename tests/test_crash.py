@@ -275,7 +275,7 @@ def _done(url: str, ref: dict[str, Any]) -> float:
 
 def _ledger(url: str, run_id: int | None = None) -> dict[str, Any]:
     """Everything the comparison needs of one run, read back from storage."""
-    from engine.replay import fills_fingerprint
+    from engine.drivers.replay import fills_fingerprint
     from storage import open_storage
 
     with open_storage(url, create=False) as store:
@@ -523,7 +523,7 @@ def _live_until(cmd: list[str], slices: int, sig: int, timeout_s: float = 60) ->
 
 
 def test_live_loop_killed_twice_resumes_without_gap_or_duplicate(tmp_path: Path) -> None:
-    from engine.replay import fills_fingerprint
+    from engine.drivers.replay import fills_fingerprint
     from storage import open_storage
     from tests.fake_exchange import FakeExchange, make_bars
 
@@ -570,7 +570,7 @@ def test_live_run_stopped_by_a_storage_error_stays_resumable(tmp_path: Path, mon
     """A live run is never finished: an error that stops it must not make the next start open a new ledger."""
     import storage.repository
     from engine.app import run_live
-    from engine.config import load_config
+    from engine.config.schema import load_config
     from engine.errors import StorageError
     from storage import open_storage
     from tests.fake_exchange import FakeExchange, make_bars
@@ -620,7 +620,7 @@ def test_reading_reviews_back_right_after_a_run_is_linear_on_postgresql(tmp_path
     from sqlalchemy import event
 
     from engine.app import run_replay
-    from engine.config import load_config
+    from engine.config.schema import load_config
     from storage import open_storage
 
     if not PG_URL:

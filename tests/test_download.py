@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from engine.clock import SimClock
-from engine.config import CcxtConfig
-from engine.download import CSV_HEADER, download, iso_ms, parse_iso_ms
+from engine.config.schema import CcxtConfig
 from engine.errors import ConfigError, DataError
+from engine.inputs.download import CSV_HEADER, download, iso_ms, parse_iso_ms
 from engine.types import Bar
 from tests.fake_exchange import FakeExchange, make_bars
 
@@ -82,7 +82,7 @@ def test_a_second_call_only_appends(ex: FakeExchange, bars: dict[str, list[Bar]]
 def test_files_read_back_with_files_feed_give_the_bars_the_exchange_served(ex: FakeExchange,
                                                                           bars: dict[str, list[Bar]],
                                                                           tmp_path: Path) -> None:
-    files_mod = pytest.importorskip("engine.feeds.files")
+    files_mod = pytest.importorskip("engine.inputs.feeds.files")
     _get(ex, tmp_path)
     feed = files_mod.FilesFeed(tmp_path, SYMS, "5m")
     got: dict[str, list[Bar]] = {s: [] for s in SYMS}

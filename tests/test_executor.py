@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from engine.config import ExecutionConfig
-from engine.executor import ExecutionReport, PaperExecutor, ShadowBook
-from engine.portfolio import EntryMeta, Portfolio
+from engine.config.schema import ExecutionConfig
+from engine.core.executor import ExecutionReport, PaperExecutor, ShadowBook
+from engine.core.portfolio import EntryMeta, Portfolio
 from engine.types import (
     Action,
     Bar,

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import engine.feeds as feeds
-from engine.config import MarketConfig
+import engine.inputs.feeds as feeds
+from engine.config.schema import MarketConfig
 from engine.errors import ConfigError, DataError
-from engine.feeds import bars_from_columns, build_feed
-from engine.feeds.files import FilesFeed
-from engine.feeds.synthetic import REGIMES, SyntheticFeed, _linear_recurrence, _prefix_scan
-from engine.news import categorize
+from engine.inputs.feeds import bars_from_columns, build_feed
+from engine.inputs.feeds.files import FilesFeed
+from engine.inputs.feeds.synthetic import REGIMES, SyntheticFeed, _linear_recurrence, _prefix_scan
+from engine.inputs.news import categorize
 from engine.types import Bar, NewsCategory
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
@@ -256,7 +256,7 @@ def test_build_feed_files_and_ccxt_sources(tmp_path: Path) -> None:
     assert isinstance(build_feed(files, seed=1, with_news=False), FilesFeed)
     with pytest.raises(ConfigError, match=r"^market\.files\.dir: required"):
         build_feed(MarketConfig.model_validate({"source": "files"}), seed=1, with_news=False)
-    from engine.feeds.ccxt_feed import CcxtFeed
+    from engine.inputs.feeds.ccxt_feed import CcxtFeed
 
     live = build_feed(MarketConfig.model_validate({"source": "ccxt"}), seed=1, with_news=False)
     assert isinstance(live, CcxtFeed) and live.symbols == ("BTC/USDT", "ETH/USDT", "SOL/USDT")

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.fills import check_exit, entry_blocked, slip
+from engine.core.fills import check_exit, entry_blocked, slip
 from engine.types import ExitReason, Side
 from tests.conftest import make_bar
 

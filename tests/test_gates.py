@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 from engine.clock import SimClock
-from engine.config import GateConfig
-from engine.errors import ConfigError
-from engine.executor import PaperExecutor
-from engine.gates import (
+from engine.config.schema import GateConfig
+from engine.core.executor import PaperExecutor
+from engine.core.gates import (
     GATES,
     Cooldown,
     CorrelationCap,
@@ -25,8 +24,9 @@ from engine.gates import (
     build_gates,
     evaluate_gates,
 )
-from engine.market import MarketState
-from engine.portfolio import EntryMeta, Portfolio
+from engine.core.market import MarketState
+from engine.core.portfolio import EntryMeta, Portfolio
+from engine.errors import ConfigError
 from engine.types import ExitReason, Fill, FillKind, GateResult, Side, Signal
 from tests.conftest import SYM, T0, TF, accept, bar_close_ms, deposit_fill, exec_config, flat_bar, make_signal
 

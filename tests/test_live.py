@@ -24,13 +24,13 @@ import pytest
 
 from engine.app import build_pipeline
 from engine.clock import SimClock, WallClock
-from engine.config import LoadedConfig, load_config
+from engine.config.schema import LoadedConfig, load_config
+from engine.core.pipeline import Pipeline
+from engine.drivers.live import PaperLoop, SliceSink, status_line
+from engine.drivers.metrics import Metrics
+from engine.drivers.replay import Replay, fills_fingerprint, record_digest
 from engine.errors import DataError
-from engine.feeds.ccxt_feed import CcxtFeed
-from engine.live import PaperLoop, SliceSink, status_line
-from engine.metrics import Metrics
-from engine.pipeline import Pipeline
-from engine.replay import Replay, fills_fingerprint, record_digest
+from engine.inputs.feeds.ccxt_feed import CcxtFeed
 from engine.types import Bar, FillKind, SliceRecord
 from tests.fake_exchange import FakeExchange, make_bars
 
@@ -183,7 +183,7 @@ def test_parity_paper_loop_and_replay_make_the_same_decisions_and_fills(world: W
 
 
 class MemoryRunRecorder(ListRecorder):
-    """The Recorder reads ``engine.resume.catch_up`` needs, over records kept in the order they were made."""
+    """The Recorder reads ``engine.drivers.resume.catch_up`` needs, over records kept in the order they were made."""
 
     def last_slice_ms(self) -> int | None:
         return self.records[-1].close_ms if self.records else None
@@ -202,7 +202,7 @@ class MemoryRunRecorder(ListRecorder):
 @pytest.mark.parametrize("backend", ["memory", "sqlite"])
 def test_resume_skips_recorded_slices_and_back_fills_the_missed_bars(world: World, tmp_path: Path,
                                                                      backend: str) -> None:
-    from engine.resume import catch_up
+    from engine.drivers.resume import catch_up
 
     stores: list[Any] = []
 
@@ -434,9 +434,9 @@ def test_sigterm_to_a_running_process_exits_zero_after_committing() -> None:
         import sys, time
         from engine.app import build_pipeline
         from engine.clock import SimClock, WallClock
-        from engine.config import load_config
-        from engine.feeds.ccxt_feed import CcxtFeed
-        from engine.live import PaperLoop
+        from engine.config.schema import load_config
+        from engine.inputs.feeds.ccxt_feed import CcxtFeed
+        from engine.drivers.live import PaperLoop
         from tests.fake_exchange import FakeExchange, make_bars
 
         now = time.time_ns() // 1_000_000

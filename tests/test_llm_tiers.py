@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from engine.config import PriceConfig, ReviewerConfig, TierConfig
+from engine.config.schema import PriceConfig, ReviewerConfig, TierConfig
 from engine.errors import BadReply, ConfigError, ReviewError, TierTimeout, TierUnavailable
 from engine.types import (
     ContextPack,
@@ -569,7 +569,7 @@ def test_misconfigured_tiers_fail_at_construction_with_clear_messages() -> None:
 
 
 def test_llm_yaml_loads_and_builds_the_cascade() -> None:
-    from engine.config import load_config
+    from engine.config.schema import load_config
     from reviewer import build_reviewer
 
     env = {"ANTHROPIC_API_KEY": KEY, "OPENAI_API_KEY": KEY}

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.market import MarketState, SymbolHistory
+from engine.core.market import MarketState, SymbolHistory
 from engine.types import Bar
 from tests.conftest import (
     DAY_MS,

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.config import NewsConfig
+from engine.config.schema import NewsConfig
 from engine.errors import ConfigError, DataError
-from engine.feeds.synthetic import SyntheticFeed
-from engine.news import (
+from engine.inputs.feeds.synthetic import SyntheticFeed
+from engine.inputs.news import (
     FileNewsSource,
     ListNewsSource,
     NoNews,
@@ -246,7 +246,7 @@ def test_build_news_source(tmp_path: Path) -> None:
         build_news_source(NewsConfig(source="file"), feed)
     with pytest.raises(ConfigError, match=r"^news\.rss\.feeds: at least one feed URL"):
         build_news_source(NewsConfig(source="rss"), feed)
-    from engine.rss import RssNewsSource
+    from engine.inputs.rss import RssNewsSource
 
     rss = build_news_source(NewsConfig.model_validate({"source": "rss", "rss": {"feeds": ["http://127.0.0.1:9/x"]}}),
                             feed)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from engine.app import build_feed, build_pipeline
-from engine.config import load_config
-from engine.market import SymbolHistory
-from engine.replay import fills_fingerprint, record_digest
+from engine.config.schema import load_config
+from engine.core.market import SymbolHistory
+from engine.drivers.replay import fills_fingerprint, record_digest
 from engine.types import Bar, SliceRecord
 from strategies.donchian import DonchianBreakout
 from strategies.rsi_reversion import RsiReversion

@@ -1,4 +1,4 @@
-"""Replay batching: how ``engine.replay.Replay`` groups slices into recorder transactions.
+"""Replay batching: how ``engine.drivers.replay.Replay`` groups slices into recorder transactions.
 
 Batches start at ``FIRST_BATCH_SLICES`` and double, capped by rows and by time; a fixed ``batch_slices`` keeps
 them at that size; each batch holds whole slices in order and every slice is written exactly once; a
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from engine.core.pipeline import StepStats
+from engine.drivers.replay import Replay
 from engine.errors import StorageError
-from engine.pipeline import StepStats
-from engine.replay import Replay
 from engine.types import Bar, GateResult, Signal, SliceRecord
 from storage import open_storage
 
@@ -34,7 +34,7 @@ def _record(i: int, *, symbols: int = 2, signal: bool = False) -> SliceRecord:
 
 
 class _Pipeline:
-    """Stands in for engine.pipeline.Pipeline: hands out prepared records, one per slice of bars."""
+    """Stands in for engine.core.pipeline.Pipeline: hands out prepared records, one per slice of bars."""
 
     def __init__(self, records: list[SliceRecord], last: SliceRecord | None = None) -> None:
         self.records = iter(records)

@@ -14,8 +14,8 @@ import pytest
 
 from engine.app import run_replay
 from engine.cli import main
-from engine.config import load_config
-from engine.report import CHARTS, render_html, report_data
+from engine.config.schema import load_config
+from engine.recorded.report import CHARTS, render_html, report_data
 
 # What a compromised or confused model could write: it must reach the page as text, never as markup.
 HOSTILE = ("</td></tr></table><script>document.body.setAttribute('data-pwned','1')</script>"
@@ -71,20 +71,20 @@ def _section(page: str, key: str) -> str:
 
 def test_the_report_reads_the_run_once_and_shows_the_scorecard_of_score(run: tuple[str, int, Path],
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import engine.backtest
+    import engine.recorded.backtest
     from engine.app import scorecard_for
-    from engine.report import report_data
+    from engine.recorded.report import report_data
     from storage import open_storage
 
     url, run_id, _ = run
     loads: list[dict[str, Any]] = []
-    real = engine.backtest.load_stored
+    real = engine.recorded.backtest.load_stored
 
     def counted(*a: Any, **k: Any) -> Any:
         loads.append(k)
         return real(*a, **k)
 
-    monkeypatch.setattr(engine.backtest, "load_stored", counted)
+    monkeypatch.setattr(engine.recorded.backtest, "load_stored", counted)
     with open_storage(url) as store:
         data = report_data(store, run_id)
         assert len(loads) == 1  # the packs are read and hash-checked once

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from engine.app import build_feed, run_replay
-from engine.config import load_config
+from engine.config.schema import load_config
+from engine.drivers.replay import fills_fingerprint
 from engine.errors import ConfigError, StorageError
-from engine.replay import fills_fingerprint
 
 
 def _loaded(tmp_path: Path, name: str, bars: int = 900, **extra):

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from engine.app import run_replay, scorecard_for
-from engine.backtest import load_stored, review_stored
 from engine.cli import main
-from engine.config import PolicyConfig, load_config
-from engine.scoring import (
+from engine.config.schema import PolicyConfig, load_config
+from engine.recorded.backtest import load_stored, review_stored
+from engine.recorded.scoring import (
     Rate,
     counterfactual_series,
     hypergeom_range,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from engine.scoring import SignalColumns, VerdictColumns, score, score_columns
+from engine.recorded.scoring import SignalColumns, VerdictColumns, score, score_columns
 from engine.types import (
     Action,
     ContextPack,
@@ -146,9 +146,9 @@ def test_the_scorecard_of_a_recorded_run_is_the_one_scored_from_its_reviews(tmp_
     import json
 
     from engine.app import run_replay, scorecard_for
-    from engine.backtest import load_stored
-    from engine.config import load_config
-    from engine.scoring import score
+    from engine.config.schema import load_config
+    from engine.recorded.backtest import load_stored
+    from engine.recorded.scoring import score
     from storage import open_storage
 
     url = f"sqlite:///{tmp_path / 'run.db'}"

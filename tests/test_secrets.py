@@ -135,12 +135,12 @@ def test_no_secret_is_stored_logged_printed_or_exported(backend: str, tmp_path: 
                 ("score", ["score", "--run", "secrets", "-c", cfg, "--json"]),
                 ("score-text", ["score", "--run", "secrets", "-c", cfg]),
             ]
-            if importlib.util.find_spec("engine.backtest") is not None:
+            if importlib.util.find_spec("engine.recorded.backtest") is not None:
                 commands.append(("backtest", ["backtest", "--run", "secrets", "-c", cfg, "--reviewer", reviewer,
                                               "--no-progress", "--json"]))
-            if importlib.util.find_spec("engine.report") is not None:
+            if importlib.util.find_spec("engine.recorded.report") is not None:
                 commands.append(("report", ["report", "--run", "secrets", "-c", cfg, "--out", work / "report.html"]))
-            if importlib.util.find_spec("engine.transfer") is not None:
+            if importlib.util.find_spec("engine.recorded.transfer") is not None:
                 commands.append(("export", ["signals", "export", "--run", "secrets", "-c", cfg,
                                             "--out", work / "signals.jsonl"]))
             for label, args in commands:

@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from engine.app import build_strategies
+from engine.core.market import SymbolHistory
 from engine.errors import ConfigError
-from engine.market import SymbolHistory
 from engine.ports import Strategy
 from engine.types import Bar, Side, Signal
 from strategies import REGISTRY, DonchianBreakout, RsiReversion, SmaCross

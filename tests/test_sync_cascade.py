@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from engine.config import ReviewerConfig
+from engine.config.schema import ReviewerConfig
 from reviewer import build_reviewer
 from reviewer.scripted import ScriptedTier
 from tests.test_rules import make_pack

@@ -21,9 +21,9 @@ from sqlalchemy import select, text
 
 import engine.app
 from engine.app import run_replay
-from engine.config import load_config
+from engine.config.schema import load_config
+from engine.drivers.replay import Replay
 from engine.errors import StorageError
-from engine.replay import Replay
 from storage import open_storage
 from storage.child import shareable
 from storage.models import RUN_SCOPED_TABLES, Base
@@ -157,7 +157,7 @@ def test_a_writer_that_dies_is_an_error_naming_its_exit_code(tmp_path: Path) -> 
 def test_ctrl_c_mid_replay_keeps_the_sent_batches_and_the_run_resumes_to_the_same_ledger(
         tmp_path: Path, inline_dump: dict[str, Any], write_behind: list[BackgroundWriter],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine.pipeline import Pipeline
+    from engine.core.pipeline import Pipeline
 
     url = f"sqlite:///{tmp_path / 'crash.db'}"
     real_step = Pipeline.step

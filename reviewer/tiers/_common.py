@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from engine.clock import monotonic_s
-from engine.config import PriceConfig, TierConfig
+from engine.config.schema import PriceConfig, TierConfig
 from engine.errors import BadReply, ConfigError, ReviewError, TierTimeout, TierUnavailable
 from engine.types import ContextPack, Verdict
 from reviewer.prompt import PROMPT_VERSION

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from engine.config import TierConfig
+from engine.config.schema import TierConfig
 from engine.types import ContextPack
 from reviewer.prompt import SYSTEM_PROMPT, TOOL_DESCRIPTION, TOOL_NAME, render_user_message
 from reviewer.reply import REPLY_SCHEMA

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from engine.config import TierConfig
+from engine.config.schema import TierConfig
 from engine.errors import ConfigError
 from engine.types import ContextPack
 from reviewer.prompt import PROMPT_VERSION, SYSTEM_PROMPT, render_user_message

@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from engine.clock import monotonic_s
-from engine.config import RssConfig
+from engine.config.schema import RssConfig
 from engine.ports import Clock
 from engine.types import NewsCategory, NewsItem
 
@@ -82,7 +82,7 @@ def _digest(text: str) -> str:
 
 
 def _fallback_categorize(headline: str) -> NewsCategory:
-    # Used only if engine.news.categorize is unavailable; a coarse keyword match.
+    # Used only if engine.inputs.news.categorize is unavailable; a coarse keyword match.
     h = headline.lower()
     table = (
         (NewsCategory.HACK, ("hack", "exploit", "stolen", "breach", "drained")),
@@ -100,9 +100,9 @@ def _fallback_categorize(headline: str) -> NewsCategory:
 
 def _categorizer() -> Callable[[str], NewsCategory]:
     try:
-        from engine.news import categorize
+        from engine.inputs.news import categorize
     except ImportError:
-        log.warning("engine.news.categorize is unavailable: using a coarse keyword fallback")
+        log.warning("engine.inputs.news.categorize is unavailable: using a coarse keyword fallback")
         return _fallback_categorize
     return categorize  # type: ignore[no-any-return]
 

@@ -1,6 +1,6 @@
 """Live driver: a polling feed + an APScheduler tick at each bar close → Pipeline.step per slice → recorder.
 
-``PaperLoop`` mirrors ``engine.replay.Replay``: the same ``Pipeline.step`` consumes every slice; only the
+``PaperLoop`` mirrors ``engine.drivers.replay.Replay``: the same ``Pipeline.step`` consumes every slice; only the
 feed (live polling instead of a finite list) and the clock that times the ticks differ. The shared
 ``SliceSink`` does what both drivers do per slice: step, record (one transaction), observe, report.
 
@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC
 from typing import Any, Protocol
 
+from engine.core.pipeline import Pipeline, StepStats
 from engine.errors import DataError
-from engine.pipeline import Pipeline, StepStats
 from engine.ports import Clock, Recorder
 from engine.types import Bar, SliceRecord, ms_to_dt
 
@@ -273,7 +273,7 @@ def _cfg_warmup(pipeline: Pipeline) -> int:
 
 
 def _grid_offset(feed: LiveFeed) -> int:
-    from engine.feeds.ccxt_feed import bar_grid_offset_ms
+    from engine.inputs.feeds.ccxt_feed import bar_grid_offset_ms
 
     return bar_grid_offset_ms(str(getattr(feed, "timeframe", "")))
 

@@ -20,7 +20,7 @@ costs ~0.5 ms, and one SQL round trip per verdict-cache lookup ~0.2 ms, so:
   pack is rebuilt in full (``ContextPack.from_json``, hash verified) before any tier sees it;
 - a cascade whose tiers all answer without awaiting (rules) runs through ``Cascade.review_many_sync``,
   any other through ``Cascade.review_many``, in chunks of ``--concurrency`` packs;
-- every column is scored over arrays (``engine.scoring.score_columns``) against one ``SignalColumns`` of
+- every column is scored over arrays (``engine.recorded.scoring.score_columns``) against one ``SignalColumns`` of
   the run: the signals and their outcomes are read into arrays once, not once per column.
 
 Like ``engine.app``, this module is a composition root: it wires ``reviewer`` and ``storage`` together
@@ -42,11 +42,11 @@ from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.clamp import clamp
-from engine.config import LoadedConfig, PolicyConfig, load_config
+from engine.config.schema import LoadedConfig, PolicyConfig, load_config
+from engine.core.clamp import clamp
 from engine.errors import ConfigError, StorageError
-from engine.scoring import Scorecard, SignalColumns, VerdictColumns, score_columns
-from engine.scoring import gc_paused as _gc_paused
+from engine.recorded.scoring import Scorecard, SignalColumns, VerdictColumns, score_columns
+from engine.recorded.scoring import gc_paused as _gc_paused
 from engine.types import (
     ContextPack,
     Decision,
@@ -206,7 +206,7 @@ def reviewer_config(path: Path, run_config_json: str, *, run_id: int | None = No
     """
     import yaml
 
-    from engine.config import _read_yaml
+    from engine.config.schema import _read_yaml
 
     data = _read_yaml(path)
     if "reviewer" not in data:

@@ -28,8 +28,8 @@ from pathlib import Path
 from types import UnionType
 from typing import Any
 
-from engine.backtest import hash_carrier, load_stored
 from engine.errors import DataError
+from engine.recorded.backtest import hash_carrier, load_stored
 from engine.types import (
     Bar,
     Decision,
@@ -187,7 +187,7 @@ def _bar_windows(reviews: Sequence[ReviewRecord], outcomes: Sequence[Outcome],
 
 
 def _timeframe_ms(config_json: str, reviews: Sequence[ReviewRecord]) -> int:
-    from engine.config import parse_timeframe
+    from engine.config.schema import parse_timeframe
 
     try:
         return parse_timeframe(json.loads(config_json)["market"]["timeframe"])

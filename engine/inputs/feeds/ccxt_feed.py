@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from engine.config import CcxtConfig, parse_timeframe
+from engine.config.schema import CcxtConfig, parse_timeframe
 from engine.errors import ConfigError, DataError
 from engine.ports import Clock
 from engine.types import Bar, MarketLimits, NewsItem

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from engine.pipeline import Pipeline, StepStats
+from engine.core.pipeline import Pipeline, StepStats
 from engine.ports import Recorder
 from engine.types import Bar, Fill, SliceRecord
 

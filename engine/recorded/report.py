@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.scoring import counterfactual_series, rolling_series, verdict_mix_series
+from engine.recorded.scoring import counterfactual_series, rolling_series, verdict_mix_series
 from engine.types import OutcomeKind, VerdictKind, ms_to_dt
 
 __all__ = ["CHARTS", "render_html", "report_data", "write_report"]
@@ -50,7 +50,7 @@ def _e(x: Any) -> str:
 def report_data(store: Any, run_id: int, *, window_days: float | None = None, points: int = 120) -> dict[str, Any]:
     """Everything the page shows, as plain data (JSON-serialisable). Raises: StorageError."""
     from engine.app import scorecard_for
-    from engine.backtest import full_packs, load_stored
+    from engine.recorded.backtest import full_packs, load_stored
 
     run = store.get_run(run_id)
     rec = store.recorder(run_id)

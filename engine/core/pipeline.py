@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.clamp import clamp
-from engine.config import Config
-from engine.context import ContextBuilder
-from engine.executor import ExecutionReport, PaperExecutor, ShadowBook
-from engine.gates import Gate, GateView, evaluate_gates
-from engine.market import MarketState
-from engine.portfolio import Portfolio
+from engine.config.schema import Config
+from engine.core.clamp import clamp
+from engine.core.context import ContextBuilder
+from engine.core.executor import ExecutionReport, PaperExecutor, ShadowBook
+from engine.core.gates import Gate, GateView, evaluate_gates
+from engine.core.market import MarketState
+from engine.core.portfolio import Portfolio
 from engine.ports import Clock, NewsSource, Reviewer, Strategy
 from engine.types import (
     Action,

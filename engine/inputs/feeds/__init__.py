@@ -16,7 +16,7 @@ from engine.errors import ConfigError
 from engine.types import Bar
 
 if TYPE_CHECKING:
-    from engine.config import MarketConfig
+    from engine.config.schema import MarketConfig
     from engine.ports import Feed
 
 __all__ = ["FEED_BUILDERS", "FeedBuilder", "bars_from_columns", "build_feed"]
@@ -88,7 +88,7 @@ def bars_from_columns(
 
 
 def _synthetic(market: MarketConfig, seed: int, with_news: bool) -> Feed:
-    from engine.feeds.synthetic import SyntheticFeed
+    from engine.inputs.feeds.synthetic import SyntheticFeed
     from engine.types import dt_to_ms
 
     syn = market.synthetic
@@ -103,7 +103,7 @@ def _synthetic(market: MarketConfig, seed: int, with_news: bool) -> Feed:
 
 
 def _files(market: MarketConfig, seed: int, with_news: bool) -> Feed:
-    from engine.feeds.files import FilesFeed
+    from engine.inputs.feeds.files import FilesFeed
 
     files = market.files
     if not files.dir:
@@ -118,7 +118,7 @@ def _files(market: MarketConfig, seed: int, with_news: bool) -> Feed:
 def _ccxt(market: MarketConfig, seed: int, with_news: bool) -> Feed:
     # A live exchange: time comes from the wall clock (the pipeline itself still runs on bar time).
     from engine.clock import WallClock
-    from engine.feeds.ccxt_feed import CcxtFeed
+    from engine.inputs.feeds.ccxt_feed import CcxtFeed
 
     return CcxtFeed(market.ccxt, list(market.symbols), market.timeframe, clock=WallClock(),  # type: ignore[return-value]
                     min_notional_default=market.limits.min_notional, seed=seed)

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from engine.feeds import bars_from_columns
+from engine.inputs.feeds import bars_from_columns
 from engine.types import Bar, MarketLimits, NewsCategory, NewsItem
 
 __all__ = ["REGIMES", "SyntheticFeed"]
@@ -84,7 +84,7 @@ _NEWS_SIGN: dict[NewsCategory, int] = {
 _REACTION_BARS = (12, 48)  # the reaction lasts this many bars after publication
 _REACTION_SIGMAS = (1.0, 3.0)  # total move in standard deviations of a random walk over the reaction
 
-# {a} asset, {x} exchange, {p} partner, {m} amount (millions). engine.news.categorize maps each back to
+# {a} asset, {x} exchange, {p} partner, {m} amount (millions). engine.inputs.news.categorize maps each back to
 # its category (a test checks it), so the rules tier reads synthetic news as it would read real news.
 _TEMPLATES: dict[NewsCategory, tuple[str, ...]] = {
     _C.HACK: (
@@ -208,7 +208,7 @@ class SyntheticFeed:
         qty_step: float = 0.0,
         publish_news: bool = True,
     ) -> None:
-        from engine.config import parse_timeframe
+        from engine.config.schema import parse_timeframe
 
         if isinstance(symbols, str) or not symbols:
             raise ValueError(f"symbols: expected a non-empty list such as ['BTC/USDT'] (got {symbols!r})")

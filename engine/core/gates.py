@@ -15,12 +15,12 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.config import GateConfig
+from engine.config.plugins import resolve
+from engine.config.schema import GateConfig
+from engine.core.executor import PaperExecutor
+from engine.core.market import MarketState
+from engine.core.portfolio import Portfolio
 from engine.errors import ConfigError
-from engine.executor import PaperExecutor
-from engine.market import MarketState
-from engine.plugins import resolve
-from engine.portfolio import Portfolio
 from engine.ports import Clock
 from engine.types import GateResult, Signal
 
@@ -238,7 +238,7 @@ def build_gates(configs: Sequence[GateConfig]) -> list[Gate]:
             params_model = getattr(cls, "Params", None)
             gate = cls(params_model(**gc.params)) if params_model else cls(**gc.params)
         except ValidationError as e:
-            from engine.config import explain_error
+            from engine.config.schema import explain_error
 
             err = e.errors(include_url=False)[0]
             where = ".".join(str(x) for x in err["loc"])

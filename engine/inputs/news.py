@@ -23,7 +23,7 @@ from engine.errors import ConfigError, DataError
 from engine.types import NewsCategory, NewsItem, dt_to_ms
 
 if TYPE_CHECKING:
-    from engine.config import NewsConfig
+    from engine.config.schema import NewsConfig
     from engine.ports import Feed, NewsSource
 
 __all__ = [
@@ -282,7 +282,7 @@ def _synthetic(cfg: NewsConfig, feed: Feed) -> NewsSource:
 def _rss(cfg: NewsConfig, feed: Feed) -> NewsSource:
     # Polled by the live loop on wall time; publication times never run ahead of the poll.
     from engine.clock import WallClock
-    from engine.rss import RssNewsSource
+    from engine.inputs.rss import RssNewsSource
 
     if not cfg.rss.feeds:
         raise ConfigError("news.rss.feeds: at least one feed URL is needed when news.source is 'rss' (got [])")

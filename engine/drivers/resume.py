@@ -12,9 +12,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
+from engine.core.pipeline import Pipeline, StepStats
+from engine.drivers.replay import fills_fingerprint
 from engine.errors import StorageError
-from engine.pipeline import Pipeline, StepStats
-from engine.replay import fills_fingerprint
 from engine.types import Bar, ContextPack, Event, Fill, FillKind, ReviewRecord, Verdict
 
 __all__ = ["RecordedReviewer", "catch_up", "group_slices"]

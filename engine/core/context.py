@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from engine.config import ContextConfig, RegimeConfig
-from engine.market import MarketState, var
-from engine.portfolio import Portfolio
+from engine.config.schema import ContextConfig, RegimeConfig
+from engine.core.market import MarketState, var
+from engine.core.portfolio import Portfolio
 from engine.ports import NewsSource
 from engine.types import (
     ContextPack,
@@ -96,7 +96,7 @@ def trade_stats(trades: Sequence[Trade]) -> TradeStats:
 
 @functools.lru_cache(maxsize=4096)
 def _sanitized_str(text: str, max_chars: int) -> str:
-    from engine.news import sanitize_headline
+    from engine.inputs.news import sanitize_headline
 
     return sanitize_headline(text, max_chars)
 
@@ -106,7 +106,7 @@ def _sanitized(text: str, max_chars: int) -> str:
     function of its arguments)."""
     if type(text) is str:
         return _sanitized_str(text, max_chars)
-    from engine.news import sanitize_headline
+    from engine.inputs.news import sanitize_headline
 
     return sanitize_headline(text, max_chars)
 
@@ -204,7 +204,7 @@ class ContextBuilder:
         items = self.news.items(start, t)
         if not items:
             return ()
-        from engine.news import symbol_matches
+        from engine.inputs.news import symbol_matches
 
         flags = []
         for item in items:

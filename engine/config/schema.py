@@ -34,7 +34,7 @@ __all__ = [
     "parse_timeframe",
 ]
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "default.yaml"
 MASK = "***"
 
 _TIMEFRAME = re.compile(r"^(\d+)([smhdw])$")
@@ -499,7 +499,7 @@ def _interpolate(node: Any, path: str, env: Mapping[str, str], masked: set[str],
 
         masked.add(path)
         out = _ENV_REF.sub(sub, node)
-        from engine.redact import register
+        from engine.config.redact import register
 
         for m in _ENV_REF.finditer(node):
             register(env.get(m.group(1)))  # the value, and the whole string it became part of
@@ -642,7 +642,7 @@ def load_config(
     cfg = validate(merged, origin, default_src=last, order=[_display(f) for f in files] + ["override"])
     disabled: list[tuple[str, str]] = []
     warnings: list[str] = []
-    from engine.redact import register
+    from engine.config.redact import register
 
     for i, t in enumerate(cfg.reviewer.tiers):
         if t.api_key_env:
