@@ -16,7 +16,7 @@ def _breakdown(result: Any, total_s: float) -> dict[str, float]:
 
 
 def run(tmp: Path, n: int) -> dict[str, Any]:
-    from engine.recorded.backtest import run_backtest
+    from engine.app import run_backtest
     from storage import open_storage
     from tests.test_backtest import record_synthetic_run
 

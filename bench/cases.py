@@ -95,7 +95,7 @@ def replay(loaded: Any) -> dict[str, Any]:
 
 def case_replay_synthetic(tmp: Path) -> dict[str, Any]:
     """10 symbols × 100,000 synthetic 5m bars, rules tier, SQLite recording, end to end."""
-    from engine.config.schema import load_config
+    from engine.config import load_config
 
     bars = int(100_000 * SCALE)
     loaded = load_config(overrides={"run": {"name": "bench", "db_url": f"sqlite:///{tmp / 'syn.db'}"},
@@ -106,7 +106,7 @@ def case_replay_synthetic(tmp: Path) -> dict[str, Any]:
 def case_pipeline_synthetic(tmp: Path) -> dict[str, Any]:
     """The same 1,000,000-bar replay with nothing recorded: the engine's own share of the end-to-end time."""
     from engine.app import build_feed, build_pipeline
-    from engine.config.schema import load_config
+    from engine.config import load_config
     from engine.drivers.replay import Replay, fills_fingerprint
 
     bars = int(100_000 * SCALE)
@@ -142,7 +142,7 @@ def case_replay_bittrex(tmp: Path) -> dict[str, Any]:
 def case_context(tmp: Path) -> dict[str, Any]:
     """Context-pack build time per signal, measured inside a replay of 10 symbols (all open positions)."""
     from engine.app import build_feed, build_pipeline
-    from engine.config.schema import load_config
+    from engine.config import load_config
     from engine.drivers.replay import Replay
 
     loaded = load_config(overrides={"run": {"db_url": "sqlite://"},
@@ -171,7 +171,7 @@ def case_reviewer(tmp: Path) -> dict[str, Any]:
     """Breaker-open fast-fail, fallback decision time, and one cascade decision with the first tier open."""
     import asyncio
 
-    from engine.config.schema import TierConfig
+    from engine.config import TierConfig
     from engine.types import Verdict, VerdictKind
     from reviewer.breaker import CircuitBreaker
     from reviewer.cascade import Cascade
@@ -247,7 +247,7 @@ def case_backtest_cached(tmp: Path) -> dict[str, Any]:
 
 
 def sma_only_config(db_url: str, bars: int) -> Any:
-    from engine.config.schema import load_config
+    from engine.config import load_config
 
     return load_config(overrides={
         "run": {"name": "sma", "db_url": db_url},
@@ -293,8 +293,8 @@ def case_outage(tmp: Path) -> dict[str, Any]:
     breaker opens; then 100 signals reviewed concurrently against a tier with 500 ms latency."""
     import asyncio
 
-    from engine.config.schema import ReviewerConfig
-    from reviewer import build_reviewer
+    from engine.app import build_reviewer
+    from engine.config import ReviewerConfig
     from tests.fake_llm import FakeLLM
     from tests.test_rules import make_pack
 

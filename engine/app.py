@@ -7,52 +7,132 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from engine.clock import SimClock
-from engine.config.plugins import resolve
-from engine.config.schema import Config, LoadedConfig, explain_error
+from engine.config import Config, LoadedConfig, ReviewerConfig, build_params, resolve
 from engine.core.pipeline import Pipeline, StepStats
-from engine.errors import ConfigError
-from engine.ports import Strategy
+from engine.errors import ConfigError, describe
+from engine.ports import Reviewer, Strategy, Tier, VerdictCache
 from engine.types import SliceRecord
 
-__all__ = ["PaperResult", "build_pipeline", "build_strategies", "run_live", "run_replay", "scorecard_for"]
+__all__ = [
+    "PaperResult",
+    "build_pipeline",
+    "build_reviewer",
+    "build_strategies",
+    "build_tiers",
+    "check_plugins",
+    "run_backtest",
+    "run_live",
+    "run_replay",
+    "scorecard_for",
+]
 
 log = logging.getLogger("tradevet")
 
 
 def build_strategies(cfg: Config) -> list[Strategy]:
     """Instantiate configured strategies. Raises: ConfigError naming ``strategies[i]``."""
-    from pydantic import ValidationError
-
     from strategies import REGISTRY
 
     out: list[Strategy] = []
     for i, sc in enumerate(cfg.strategies):
-        cls = resolve(sc.kind, REGISTRY, what="strategy kind", path=f"strategies[{i}].kind")
+        path = f"strategies[{i}]"
+        cls = resolve(sc.kind, REGISTRY, what="strategy kind", path=f"{path}.kind")
+        params = build_params(getattr(cls, "Params", None), sc.params, path=f"{path}.params")
         symbols = None if sc.symbols == "all" else tuple(sc.symbols)
-        params_model = getattr(cls, "Params", None)
-        try:
-            params = params_model(**sc.params) if params_model is not None else sc.params
-        except ValidationError as e:
-            # worded like the config's own errors: "must be >= 1 (got -1)", "unknown key (...); did you mean"
-            errors = e.errors(include_url=False)
-            err = errors[0]
-            where = ".".join(str(x) for x in err["loc"])
-            more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-            raise ConfigError(f"strategies[{i}].params{'.' + where if where else ''}: "
-                              f"{explain_error(err, params_model)}{more}") from None
         try:
             strat = cls(sc.id, params, symbols=symbols, timeframe=cfg.market.timeframe)
         except TypeError as e:
-            raise ConfigError(f"strategies[{i}].kind: {sc.kind!r} cannot be built as a strategy ({e})") from None
+            raise ConfigError(f"{sc.kind!r} cannot be built as a strategy ({e})", path=f"{path}.kind") from None
         if not callable(getattr(strat, "evaluate", None)):
-            raise ConfigError(f"strategies[{i}].kind: {sc.kind!r} has no evaluate(history) method")
+            raise ConfigError(f"{sc.kind!r} has no evaluate(history) method", path=f"{path}.kind")
         out.append(strat)
     return out
+
+
+def build_tiers(cfg: ReviewerConfig, *, disabled: Collection[str] = (), registry: Mapping[str, Any] | None = None,
+                env: Mapping[str, str] | None = None) -> list[Tier]:
+    """The configured reviewer tiers, in order, skipping ``disabled``: each provider resolved against
+    ``reviewer.TIERS`` (or "module:Class" user code), its params validated by the class's ``Params`` model, its
+    API key read from the environment once and handed to the tier only.
+
+    Raises: ConfigError at ``reviewer.tiers[i]`` (unknown provider, bad params, a key missing for a tier that
+    is not disabled, a class that does not build a tier).
+    """
+    import os
+
+    if registry is None:
+        from reviewer import TIERS as registry
+    env = os.environ if env is None else env
+    skip = set(disabled)
+    tiers: list[Tier] = []
+    for i, tc in enumerate(cfg.tiers):
+        if tc.name in skip:
+            continue
+        path = f"reviewer.tiers[{i}]"
+        cls = resolve(tc.provider, registry, what="tier provider", path=f"{path}.provider")
+        build_params(getattr(cls, "Params", None), tc.params, path=f"{path}.params")
+        api_key: str | None = None
+        if tc.api_key_env:
+            api_key = env.get(tc.api_key_env) or None
+            if api_key is None:
+                raise ConfigError(f"environment variable {tc.api_key_env} is not set (tier {tc.name!r}; list it "
+                                  "in `disabled` to skip the tier)", path=f"{path}.api_key_env")
+        try:
+            tier = cls(tc, api_key)
+        except ConfigError as e:
+            raise e.under(path) from e
+        except Exception as e:  # the message is the exception's own; the key is never formatted into it
+            raise ConfigError(f"cannot build tier {tc.name!r} ({tc.provider}): {describe(e)}", path=path) from e
+        if getattr(tier, "name", None) != tc.name:
+            # breakers, stats, the cache key and every stored verdict are keyed by the configured name
+            raise ConfigError(f"{tc.provider!r} built a tier named {getattr(tier, 'name', None)!r}, expected "
+                              f"{tc.name!r}", path=f"{path}.provider")
+        for attr in ("model", "timeout_s", "max_concurrency"):
+            if not hasattr(tier, attr):
+                raise ConfigError(f"{tc.provider!r} built a tier without a {attr!r} attribute", path=f"{path}.provider")
+        if not callable(getattr(tier, "review", None)) or not callable(getattr(tier, "aclose", None)):
+            raise ConfigError(f"{tc.provider!r} built a tier without review(pack) and aclose()",
+                              path=f"{path}.provider")
+        tiers.append(tier)
+    return tiers
+
+
+def build_reviewer(cfg: ReviewerConfig, *, cache: VerdictCache | None = None, disabled: Collection[str] = (),
+                   registry: Mapping[str, Any] | None = None, clock_s: Callable[[], float] | None = None,
+                   env: Mapping[str, str] | None = None) -> Reviewer:
+    """The configured cascade: ``build_tiers`` wired by ``reviewer.build_cascade`` (breakers, deadline, fallback).
+
+    ``env`` defaults to ``os.environ``; ``clock_s`` to the monotonic clock (tests pass a fake one).
+    Raises: ConfigError (see ``build_tiers``).
+    """
+    from reviewer import build_cascade
+
+    tiers = build_tiers(cfg, disabled=disabled, registry=registry, env=env)
+    if clock_s is None:
+        return build_cascade(cfg, tiers, cache=cache)
+    return build_cascade(cfg, tiers, cache=cache, clock_s=clock_s)
+
+
+def check_plugins(loaded: LoadedConfig) -> None:
+    """What ``config check`` adds to validation: every plug-in the config names resolves and takes its params —
+    strategies and gates are built, each tier's provider is resolved and its params validated (without building
+    the tier: that needs its API key and SDK). Raises: ConfigError naming the file and the key."""
+    from engine.core.gates import build_gates
+    from reviewer import TIERS
+
+    cfg = loaded.config
+    with loaded.blaming():
+        build_strategies(cfg)
+        build_gates(cfg.gates)
+        for i, tc in enumerate(cfg.reviewer.tiers):
+            cls = resolve(tc.provider, TIERS, what="tier provider", path=f"reviewer.tiers[{i}].provider")
+            build_params(getattr(cls, "Params", None), tc.params, path=f"reviewer.tiers[{i}].params")
 
 
 def build_pipeline(loaded: LoadedConfig, *, feed: Any, cache: Any = None, clock: Any = None,
@@ -66,8 +146,6 @@ def build_pipeline(loaded: LoadedConfig, *, feed: Any, cache: Any = None, clock:
     cfg = loaded.config
     with loaded.blaming():  # a plug-in's config error names the file that configured it
         if reviewer is None and cfg.reviewer.mode != "off":
-            from reviewer import build_reviewer
-
             reviewer = build_reviewer(cfg.reviewer, cache=cache if cfg.reviewer.cache else None,
                                       disabled=[name for name, _ in loaded.disabled_tiers])
         strategies = build_strategies(cfg)
@@ -381,3 +459,11 @@ def scorecard_for(store: Any, run_id: int, *, stored: Any = None, trades: Any = 
                          starting_equity=run.starting_equity, events=rec.load_events() if events is None else events,
                          window_days=float(window_days))
 
+
+
+def run_backtest(store: Any, run_id: int, paths: Sequence[Path], **kw: Any) -> Any:
+    """``engine.recorded.backtest.run_backtest`` with the reviewers built here, from each file's ``reviewer:``
+    section (``build_reviewer``). Raises: ConfigError, StorageError."""
+    from engine.recorded.backtest import run_backtest as backtest
+
+    return backtest(store, run_id, paths, build_reviewer=build_reviewer, **kw)

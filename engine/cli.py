@@ -37,7 +37,7 @@ DbOpt = Annotated[str | None, typer.Option("--db", help="Database URL (default: 
 
 
 def _load(paths: list[Path] | None) -> Any:
-    from engine.config.schema import load_config
+    from engine.config import load_config
 
     return load_config(paths or [])
 
@@ -248,7 +248,7 @@ def data_download(
     config: ConfigOpt = None,
 ) -> None:
     """Download closed OHLCV bars; a second call only appends what is new."""
-    from engine.config.schema import parse_timeframe
+    from engine.config import parse_timeframe
     from engine.errors import ConfigError
     from engine.inputs.download import download
 
@@ -316,15 +316,9 @@ def config_check(files: Annotated[list[Path] | None, typer.Argument(help="YAML f
                  ) -> None:
     """Validate configuration files (merged over the default); print warnings."""
     loaded = _load(files)
-    from engine.app import build_strategies
-    from engine.core.gates import build_gates
-    from reviewer import TIERS, resolve_tier_class
+    from engine.app import check_plugins
 
-    with loaded.blaming():
-        build_strategies(loaded.config)
-        build_gates(loaded.config.gates)
-        for i, tier in enumerate(loaded.config.reviewer.tiers):
-            resolve_tier_class(tier.provider, TIERS, path=f"reviewer.tiers[{i}].provider")
+    check_plugins(loaded)
     for w in loaded.warnings:
         typer.echo(f"warning: {w}", err=True)
     typer.echo(f"ok: {' + '.join(loaded.files)} (config hash {loaded.hash})")
@@ -348,7 +342,7 @@ def config_show(files: Annotated[list[Path] | None, typer.Argument(help="YAML fi
 @config_app.command("schema")
 def config_schema() -> None:
     """Print the JSON schema of the configuration."""
-    from engine.config.schema import Config
+    from engine.config import Config
 
     _emit_json(Config.model_json_schema())
 
@@ -424,8 +418,8 @@ def backtest(
     as_json: JsonOpt = False,
 ) -> None:
     """Re-review a run's recorded signals with one or more reviewer configs; score each side by side."""
+    from engine.app import run_backtest
     from engine.errors import ConfigError
-    from engine.recorded.backtest import run_backtest
 
     if not reviewer:
         raise ConfigError("--reviewer: expected at least one reviewer config file (e.g. --reviewer config/llm.yaml)")

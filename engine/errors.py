@@ -25,7 +25,9 @@ __all__ = [
     "TierTimeout",
     "TierUnavailable",
     "TradevetError",
+    "describe",
     "exit_code_for",
+    "one_line",
 ]
 
 
@@ -36,7 +38,25 @@ class TradevetError(Exception):
 
 
 class ConfigError(TradevetError):
+    """A configuration that cannot be used. ``path`` is the dotted key the error is about
+    (``gates[0].params.bars``) and ``source`` the file that set it, when known: kept apart from the wording
+    so that a caller knowing more (which list entry a plug-in came from, which file set a key) adds it
+    without taking the message apart. ``str()`` is the one line a user reads: ``source: path: message``.
+    """
+
     exit_code = 2
+
+    def __init__(self, message: str, *, path: str = "", source: str = "") -> None:
+        super().__init__(": ".join(x for x in (source, path, message) if x))
+        self.message = message
+        self.path = path
+        self.source = source
+
+    def under(self, prefix: str) -> ConfigError:
+        """The same error with its path placed under ``prefix`` (``reviewer.tiers[0]`` + ``model``)."""
+        path = prefix if not self.path else f"{prefix}{self.path}" if self.path.startswith("[") \
+            else f"{prefix}.{self.path}"
+        return ConfigError(self.message, path=path, source=self.source)
 
 
 class DataError(TradevetError):
@@ -85,3 +105,18 @@ class BreakerOpen(ReviewError):
 def exit_code_for(exc: BaseException) -> int:
     """Stable exit codes: 0 ok, 2 config, 3 data, 4 storage, 1 anything else."""
     return exc.exit_code if isinstance(exc, TradevetError) else 1
+
+
+def one_line(text: object, limit: int = 200) -> str:
+    """``text`` as one line of at most ``limit`` characters: white space folded, the rest cut with "…"."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def describe(exc: BaseException, limit: int = 200, *, with_type: bool = True) -> str:
+    """An exception as one line for a log or an attempt timeline: ``Type: message`` (or the message alone,
+    or the type's name when there is no message), never a whole SDK dump."""
+    text = " ".join(str(exc).split())
+    if with_type:
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return one_line(text or type(exc).__name__, limit)

@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from engine.types import (
     Bar,
@@ -26,14 +26,19 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = [
+    "BreakerSettings",
     "Clock",
+    "FallbackSettings",
     "Feed",
     "History",
     "NewsSource",
+    "PriceSettings",
     "Recorder",
     "Reviewer",
+    "ReviewerSettings",
     "Strategy",
     "Tier",
+    "TierSettings",
     "VerdictCache",
 ]
 
@@ -96,6 +101,52 @@ class NewsSource(Protocol):
     def items(self, start_ms: int, end_ms: int) -> Sequence[NewsItem]:
         """Items with start_ms < published_ms <= end_ms, in publication order."""
         ...
+
+
+# --------------------------------------------------------------------------------- reviewer settings
+# What the reviewer package is built from: the ``reviewer:`` section of the configuration, as read-only
+# attributes (``engine.config.ReviewerConfig`` and ``TierConfig`` have them; a test may pass anything alike).
+
+
+class PriceSettings(Protocol):
+    input_per_mtok: float  # USD per million input tokens
+    output_per_mtok: float
+    cached_input_per_mtok: float
+
+
+class BreakerSettings(Protocol):
+    failure_threshold: int
+    recovery_timeout_s: float
+
+
+class TierSettings(Protocol):
+    """One ``reviewer.tiers[i]`` entry. A tier class is built as ``cls(settings, api_key)``."""
+
+    name: str
+    provider: str
+    model: str
+    base_url: str | None
+    timeout_s: float
+    max_concurrency: int
+    rpm: float | None
+    response_format: str  # json_schema | json_object | none
+    max_tokens: int
+    temperature: float
+    prices: PriceSettings
+    breaker: BreakerSettings
+    params: Mapping[str, Any]  # validated by the tier class's ``Params`` model
+
+
+class FallbackSettings(Protocol):
+    verdict: str  # accept | veto
+    confidence: float
+
+
+class ReviewerSettings(Protocol):
+    mode: str  # active | shadow | off
+    deadline_s: float
+    fallback: FallbackSettings
+    tiers: Sequence[TierSettings]
 
 
 class Tier(Protocol):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from reviewer.breaker import CircuitBreaker
-from reviewer.cascade import Cascade, TierStats, build_reviewer, resolve_tier_class
+from reviewer.cascade import Cascade, TierStats, build_cascade
 
-__all__ = ["TIERS", "Cascade", "CircuitBreaker", "TierStats", "build_reviewer", "resolve_tier_class"]
+__all__ = ["TIERS", "Cascade", "CircuitBreaker", "TierStats", "build_cascade"]
 
-# Provider name → "module:Class", imported only when a config names it (the LLM SDKs take ~1 s to import).
-# A provider containing ":" is user code, "module:Class", and needs no entry here.
+# Provider name → "module:Class", imported only when a config names it (the LLM SDKs take ~1 s to import);
+# resolved by the composition root (engine.app.build_reviewer). A provider containing ":" is user code,
+# "module:Class", and needs no entry here.
 TIERS: dict[str, str | type] = {
     "rules": "reviewer.rules:RulesTier",
     "scripted": "reviewer.scripted:ScriptedTier",

@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import difflib
-import importlib
-import os
 from collections import Counter, deque
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from operator import attrgetter
 from typing import Any
 
 from engine.clock import monotonic_s
-from engine.config.schema import ReviewerConfig, TierConfig
-from engine.errors import BadReply, BreakerOpen, ConfigError, ReviewError
-from engine.ports import Tier, VerdictCache
+from engine.errors import BadReply, BreakerOpen, ReviewError, describe
+from engine.ports import ReviewerSettings, Tier, VerdictCache
 from engine.types import ContextPack, Event, TierAttempt, Verdict, VerdictKind
 from reviewer.breaker import CircuitBreaker
 
-__all__ = ["MODES", "Cascade", "TierStats", "build_reviewer", "resolve_tier_class"]
+__all__ = ["MODES", "Cascade", "TierStats", "build_cascade"]
 
 MODES = ("active", "shadow", "off")
-_ERROR_CHARS = 200  # attempt errors are one line for the timeline, never a whole SDK dump
 _LATENCY_KEEP = 4096  # recent latencies kept per tier: enough for p95, bounded for a long live run
 
 
@@ -47,12 +42,6 @@ class TierStats:
     def snapshot(self) -> dict[str, Any]:
         return {"calls": self.calls, "successes": self.successes, "failures": dict(self.failures),
                 "cache_hits": self.cache_hits, "p50_ms": self.percentile(50), "p95_ms": self.percentile(95)}
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return text if len(text) <= _ERROR_CHARS else text[: _ERROR_CHARS - 1] + "…"
 
 
 async def _call(tier: Tier, pack: ContextPack) -> Verdict:
@@ -186,7 +175,7 @@ class Cascade:
         results = await asyncio.gather(*(t.aclose() for t in self.tiers), return_exceptions=True)
         for t, r in zip(self.tiers, results, strict=True):
             if isinstance(r, BaseException):
-                self._events.append(Event("reviewer", 0, t.name, f"closing the tier failed: {_one_line(r)}"))
+                self._events.append(Event("reviewer", 0, t.name, f"closing the tier failed: {describe(r)}"))
 
     # --------------------------------------------------------------------------------- internals
     async def _try(self, tier: Tier, pack: ContextPack, attempts: list[TierAttempt], start: float,
@@ -232,9 +221,9 @@ class Cascade:
         if isinstance(e, TimeoutError):
             kind, err = "timeout", f"no reply within {tier.timeout_s:g} s"
         elif isinstance(e, ReviewError):
-            kind, err = e.kind, _one_line(e)
+            kind, err = e.kind, describe(e)
         else:
-            kind, err = "error", _one_line(e)
+            kind, err = "error", describe(e)
         attempts.append(TierAttempt(tier.name, False, kind, took, err))
         stats = self.stats[tier.name]
         stats.failures[kind] += 1
@@ -304,93 +293,18 @@ class Cascade:
 # ------------------------------------------------------------------------------------------ building
 
 
-def resolve_tier_class(provider: str, registry: Mapping[str, str | type], *, path: str) -> type:
-    """A registered provider (class or lazy "module:Class" string) or "module:Class" user code → the class.
+def build_cascade(cfg: ReviewerSettings, tiers: Sequence[Tier], *, cache: VerdictCache | None = None,
+                  clock_s: Callable[[], float] = monotonic_s) -> Cascade:
+    """The built ``tiers`` (in the configured order; disabled ones already left out) wired into a Cascade, each
+    behind the breaker its settings in ``cfg.tiers`` describe, with ``cfg``'s deadline, fallback and mode.
 
-    Raises: ConfigError naming ``path``, the known providers and the closest match.
+    The tiers themselves are built by the composition root (``engine.app.build_reviewer``), which resolves
+    the configured providers against ``reviewer.TIERS`` like every other plug-in.
     """
-    target = registry.get(provider)
-    if target is None and ":" not in provider:
-        known = sorted(registry)
-        close = difflib.get_close_matches(provider, known, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"{path}: unknown tier provider {provider!r} (known: {', '.join(known)}){hint}")
-    target = provider if target is None else target
-    if isinstance(target, str):
-        module_name, _, attr = target.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            raise ConfigError(f"{path}: cannot import module {module_name!r} for tier provider {provider!r} ({e})") \
-                from e
-        try:
-            target = getattr(module, attr)
-        except AttributeError:
-            raise ConfigError(f"{path}: module {module_name!r} has no {attr!r} (tier provider {provider!r})") \
-                from None
-    if not isinstance(target, type):
-        raise ConfigError(f"{path}: tier provider {provider!r} is not a class (got {type(target).__name__})")
-    return target
-
-
-def _build_tier(i: int, tc: TierConfig, registry: Mapping[str, str | type], env: Mapping[str, str]) -> Tier:
-    path = f"reviewer.tiers[{i}]"
-    cls = resolve_tier_class(tc.provider, registry, path=f"{path}.provider")
-    api_key: str | None = None
-    if tc.api_key_env:
-        api_key = env.get(tc.api_key_env) or None
-        if api_key is None:
-            raise ConfigError(f"{path}.api_key_env: environment variable {tc.api_key_env} is not set "
-                              f"(tier {tc.name!r}; list it in `disabled` to skip the tier)")
-    try:
-        tier = cls(tc, api_key)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from e
-    except Exception as e:
-        errors = getattr(e, "errors", None)
-        if callable(errors):  # a pydantic ValidationError from the tier's Params: name the first bad key
-            try:
-                first = errors(include_url=False)[0]
-                where = ".".join(str(p) for p in first["loc"])
-                raise ConfigError(f"{path}.params.{where}: {first['msg']} (got {first.get('input')!r})") from e
-            except (TypeError, KeyError, IndexError):
-                pass
-        # the message is the exception's own; the key is never formatted into it
-        raise ConfigError(f"{path}: cannot build tier {tc.name!r} ({tc.provider}): {_one_line(e)}") from e
-    if getattr(tier, "name", None) != tc.name:
-        # breakers, stats, the cache key and every stored verdict are keyed by the configured name
-        raise ConfigError(f"{path}.provider: {tc.provider!r} built a tier named {getattr(tier, 'name', None)!r}, "
-                          f"expected {tc.name!r}")
-    for attr in ("model", "timeout_s", "max_concurrency"):
-        if not hasattr(tier, attr):
-            raise ConfigError(f"{path}.provider: {tc.provider!r} built a tier without a {attr!r} attribute")
-    if not callable(getattr(tier, "review", None)) or not callable(getattr(tier, "aclose", None)):
-        raise ConfigError(f"{path}.provider: {tc.provider!r} built a tier without review(pack) and aclose()")
-    return tier
-
-
-def build_reviewer(cfg: ReviewerConfig, *, cache: VerdictCache | None, disabled: Collection[str] = (),
-                   registry: Mapping[str, str | type] | None = None, clock_s: Callable[[], float] = monotonic_s,
-                   env: Mapping[str, str] | None = None) -> Cascade:
-    """Tiers from ``cfg.tiers`` (skipping ``disabled``), a breaker each, wired into a Cascade.
-
-    ``env`` defaults to ``os.environ``; an API key is read here once and handed to the tier only.
-    Raises: ConfigError (unknown provider, bad params, a key missing for a tier that is not disabled).
-    """
-    if registry is None:
-        from reviewer import TIERS
-
-        registry = TIERS
-    env = os.environ if env is None else env
-    skip = set(disabled)
-    tiers: list[Tier] = []
-    breakers: dict[str, CircuitBreaker] = {}
-    for i, tc in enumerate(cfg.tiers):
-        if tc.name in skip:
-            continue
-        tiers.append(_build_tier(i, tc, registry, env))
-        breakers[tc.name] = CircuitBreaker(tc.name, tc.breaker.failure_threshold, tc.breaker.recovery_timeout_s,
-                                           clock=clock_s)
+    settings = {tc.name: tc for tc in cfg.tiers}
+    breakers = {t.name: CircuitBreaker(t.name, settings[t.name].breaker.failure_threshold,
+                                       settings[t.name].breaker.recovery_timeout_s, clock=clock_s)
+                for t in tiers if t.name in settings}
     fallback = Verdict(VerdictKind(cfg.fallback.verdict), cfg.fallback.confidence,
                        "fail open: no tier answered", source="fallback")
     return Cascade(tiers, breakers=breakers, deadline_s=cfg.deadline_s, fallback=fallback, mode=cfg.mode,

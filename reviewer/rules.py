@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from engine.config.schema import TierConfig
+from engine.ports import TierSettings
 from engine.types import ContextPack, CorrelatedPosition, NewsCategory, RegimeTag, Side, Verdict, VerdictKind
 
 __all__ = ["RULES_VERSION", "Finding", "RulesParams", "RulesTier", "judge"]
@@ -37,7 +37,7 @@ _CONF_MAX = 0.95
 
 
 class RulesParams(BaseModel):
-    """Thresholds of the rules reviewer (``TierConfig.params``). Sizes are % of the signal's own size."""
+    """Thresholds of the rules reviewer (the tier's ``params``). Sizes are % of the signal's own size."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -214,18 +214,20 @@ class RulesTier:
 
     provider = "rules"
 
-    def __init__(self, cfg: TierConfig | None = None, api_key: str | None = None) -> None:
-        cfg = cfg or TierConfig(name="rules", provider="rules")
-        self.params = RulesParams(**cfg.params)
-        self.name = cfg.name
+    Params = RulesParams
+
+    def __init__(self, cfg: TierSettings | None = None, api_key: str | None = None) -> None:
+        # without settings: a rules tier named "rules" with the default thresholds and TierConfig's defaults
+        self.params = RulesParams(**cfg.params) if cfg is not None else RulesParams()
+        self.name = cfg.name if cfg is not None else "rules"
         self.model = RULES_VERSION
         # Thresholds decide the verdict, so they are part of the cache key: default params keep the plain
         # version, changed ones add a short digest (a backtest of two rule configs must not share verdicts).
         changed = self.params.model_dump(exclude_defaults=True)
         digest = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
         self.prompt_version = f"{RULES_VERSION}+{digest}" if changed else RULES_VERSION
-        self.timeout_s = cfg.timeout_s
-        self.max_concurrency = cfg.max_concurrency
+        self.timeout_s = cfg.timeout_s if cfg is not None else 8.0
+        self.max_concurrency = cfg.max_concurrency if cfg is not None else 8
 
     def review_sync(self, pack: ContextPack) -> Verdict:
         kind, conf, why, size, stop = judge(pack, self.params)

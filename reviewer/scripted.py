@@ -31,8 +31,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.config.schema import TierConfig
 from engine.errors import BadReply, ConfigError, TierTimeout, TierUnavailable
+from engine.ports import TierSettings
 from engine.types import ContextPack, Verdict, VerdictKind
 
 __all__ = ["ScriptedParams", "ScriptedTier"]
@@ -120,28 +120,28 @@ class ScriptedTier:
 
     provider = "scripted"
 
-    def __init__(self, cfg: TierConfig | None = None, api_key: str | None = None, *,
+    Params = ScriptedParams
+
+    def __init__(self, cfg: TierSettings | None = None, api_key: str | None = None, *,
                  script: Sequence[Any] | Callable[[ContextPack], Any] | None = None,
                  cycle: bool | None = None, name: str | None = None, model: str | None = None,
                  timeout_s: float | None = None, max_concurrency: int | None = None,
                  prompt_version: str = "scripted-v1") -> None:
-        cfg = cfg or TierConfig(name=name or "scripted", provider="scripted")
         if script is None:
-            try:
-                params = ScriptedParams(**cfg.params)
-            except Exception as e:  # pydantic's message is multi-line; config errors are one line
-                raise ConfigError(f"tier {cfg.name!r}: params: {e}".splitlines()[0]) from e
+            params = ScriptedParams(**(cfg.params if cfg is not None else {}))
             script, cycle = params.script, params.cycle if cycle is None else cycle
-        self.name = name or cfg.name
-        self.model = model or cfg.model or "scripted"
+        # keyword arguments win over the settings; without either, TierConfig's defaults
+        self.name = name or (cfg.name if cfg is not None else "scripted")
+        self.model = model or (cfg.model if cfg is not None else "") or "scripted"
         self.prompt_version = prompt_version
-        self.timeout_s = timeout_s if timeout_s is not None else cfg.timeout_s
-        self.max_concurrency = max_concurrency if max_concurrency is not None else cfg.max_concurrency
+        self.timeout_s = timeout_s if timeout_s is not None else cfg.timeout_s if cfg is not None else 8.0
+        self.max_concurrency = (max_concurrency if max_concurrency is not None
+                                else cfg.max_concurrency if cfg is not None else 8)
         self.cycle = True if cycle is None else cycle
         try:
             self._steps: list[_Step] = [_Step(0.0, script)] if callable(script) else [_step(s) for s in script]
         except ValueError as e:
-            raise ConfigError(f"tier {self.name!r}: params.script: {e}") from e
+            raise ConfigError(str(e), path="params.script") from e
         self.calls = 0
         self.completed = 0
         self.cancelled = 0

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.config.schema import Config, ExecutionConfig, load_config
+from engine.config import Config, ExecutionConfig, load_config
 from engine.types import (
     Action,
     Bar,

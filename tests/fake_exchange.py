@@ -37,7 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from engine.config.schema import parse_timeframe
+from engine.config import parse_timeframe
 from engine.types import Bar
 
 __all__ = ["FakeExchange", "Fault", "SymbolSpec", "binance_id", "make_bars"]

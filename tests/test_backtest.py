@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from engine.app import run_replay, scorecard_for
+from engine.app import run_backtest, run_replay, scorecard_for
 from engine.cli import main
-from engine.config.schema import load_config
-from engine.recorded.backtest import load_stored, prefetch_cache, review_stored, run_backtest
+from engine.config import load_config
+from engine.recorded.backtest import load_stored, prefetch_cache, review_stored
 from engine.types import (
     Action,
     ContextPack,
@@ -156,7 +156,7 @@ def test_hash_carriers_hold_what_the_full_pack_holds(src: tuple[str, int, Path])
 
 
 def test_cache_hits_and_full_reviews_give_the_same_verdicts(src: tuple[str, int, Path]) -> None:
-    from reviewer import build_reviewer
+    from engine.app import build_reviewer
     from storage import open_storage
 
     url, run_id, d = src
@@ -363,7 +363,7 @@ def record_synthetic_run(store: Any, n: int, *, seed: int = 1, per_slice: int = 
 
     For throughput measurements of backtests (bench/ and by hand); bars are not needed by a backtest.
     """
-    from engine.config.schema import PolicyConfig
+    from engine.config import PolicyConfig
     from engine.core.clamp import clamp
 
     rng = random.Random(seed)

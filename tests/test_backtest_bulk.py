@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from engine.config.schema import load_config
+from engine.app import run_backtest
+from engine.config import load_config
 from engine.errors import StorageError
-from engine.recorded.backtest import load_stored, run_backtest
+from engine.recorded.backtest import load_stored
 from engine.types import (
     ContextPack,
     NewsCategory,
@@ -101,8 +102,8 @@ def test_a_lean_load_scores_like_the_full_reviews(flaky: tuple[str, int, Path]) 
 
 
 def test_cached_verdicts_are_read_like_the_cache_reads_them(flaky: tuple[str, int, Path]) -> None:
+    from engine.app import build_reviewer
     from engine.recorded.backtest import _tier_keys
-    from reviewer import build_reviewer
     from storage import bulk, open_storage, rows
 
     url, run_id, d = flaky
@@ -158,7 +159,7 @@ def _one_review_run(store: Any, gate_note: str) -> tuple[int, ContextPack]:
                              regime=RegimeInfo(RegimeTag.TRENDING, 1.0, 0.5, 50.0, 96, 8), correlated=(),
                              news=(NewsFlag(NewsCategory.HACK, 5.0, f"Börse ☂ {gate_note} 🚀", "feed"),),
                              gate_note=gate_note, equity=12_345.5)
-    from engine.config.schema import PolicyConfig
+    from engine.config import PolicyConfig
     from engine.core.clamp import clamp
 
     v = Verdict(VerdictKind.ACCEPT, 0.9, "ok", source="rules", tier="rules", model="rules-v1")

@@ -83,7 +83,7 @@ def _snapshot(url: str) -> dict[str, Any]:
 def _template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A database holding one finished run named "first" (built once, copied per test)."""
     from engine.app import run_replay
-    from engine.config.schema import load_config
+    from engine.config import load_config
 
     path = tmp_path_factory.mktemp("template") / "tv.db"
     res = run_replay(load_config(overrides={"run": {"name": "first", "db_url": _db_url(path)},
@@ -544,7 +544,7 @@ def test_non_utf8_news_lines_are_a_counted_repair(db: tuple[str, Path], tmp_path
 def test_locked_database_is_a_storage_error_and_loses_nothing(db: tuple[str, Path]) -> None:
     """Another process holds the write lock: one line naming the URL, exit code 4, no half-made run."""
     from engine.app import run_replay
-    from engine.config.schema import load_config
+    from engine.config import load_config
     from storage import open_storage
 
     url, path = db
@@ -574,7 +574,7 @@ def test_locked_database_at_restart_keeps_the_run_resumable(db: tuple[str, Path]
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """An interrupted run whose restart fails while setting up (the database is locked) stays resumable."""
     from engine.app import run_replay
-    from engine.config.schema import load_config
+    from engine.config import load_config
     from storage import open_storage
 
     url, path = db
@@ -598,7 +598,7 @@ def test_locked_database_at_restart_keeps_the_run_resumable(db: tuple[str, Path]
 def _interrupt(config: Path, at_slice: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run ``config`` in-process and stop it with a Ctrl-C after ``at_slice`` slices (status "stopped")."""
     import engine.app as app
-    from engine.config.schema import load_config
+    from engine.config import load_config
 
     real = app.build_feed
 

@@ -12,10 +12,11 @@ from typing import Any, ClassVar
 
 import pytest
 
-from engine.config.schema import ReviewerConfig, TierConfig
+from engine.app import build_reviewer
+from engine.config import ReviewerConfig, TierConfig
 from engine.errors import ConfigError, TierUnavailable
 from engine.types import ContextPack, RegimeInfo, RegimeTag, Side, Signal, TradeStats, Verdict, VerdictKind
-from reviewer import TIERS, Cascade, CircuitBreaker, build_reviewer
+from reviewer import TIERS, Cascade, CircuitBreaker
 from reviewer.rules import RulesTier
 from reviewer.scripted import ScriptedTier
 
@@ -388,7 +389,7 @@ def test_default_config_builds_the_rules_tier_only_and_imports_no_sdk() -> None:
     c = build_reviewer(ReviewerConfig(), cache=None)
     assert [t.name for t in c.tiers] == ["rules"]
     # a fresh interpreter: other test files in this worker may have imported the SDKs already
-    code = ("import sys; from engine.config.schema import ReviewerConfig; from reviewer import build_reviewer; "
+    code = ("import sys; from engine.config import ReviewerConfig; from engine.app import build_reviewer; "
             "build_reviewer(ReviewerConfig(), cache=None); "
             "print(sorted(m for m in ('anthropic', 'openai', 'reviewer.tiers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from engine.clock import SimClock
-from engine.config.schema import CcxtConfig
+from engine.config import CcxtConfig
 from engine.errors import ConfigError, DataError
 from engine.inputs.feeds.ccxt_feed import CcxtFeed, ExchangeUnavailable, last_closed_open_ms
 from engine.types import Bar

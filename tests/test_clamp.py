@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from engine.config.schema import PolicyConfig
+from engine.config import PolicyConfig
 from engine.core.clamp import as_decision, clamp
 from engine.types import Action, Decision, Side, Signal, Verdict, VerdictKind
 from tests.conftest import make_signal

@@ -174,7 +174,7 @@ def test_same_run_name_twice_at_once_is_refused_not_taken_over(backend: str, tmp
     code or config changed since the run started)" and marked the other process's run failed.)
     """
     from engine.app import run_replay
-    from engine.config.schema import load_config
+    from engine.config import load_config
     from engine.errors import StorageError
     from storage import open_storage
     from storage.repository import Storage

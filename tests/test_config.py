@@ -11,7 +11,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from engine.config.schema import DEFAULT_CONFIG, Config, load_config, parse_timeframe
+from engine.config import DEFAULT_CONFIG, Config, load_config, parse_timeframe
 from engine.errors import ConfigError
 
 

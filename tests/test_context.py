@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.config.schema import ContextConfig, RegimeConfig
+from engine.config import ContextConfig, RegimeConfig
 from engine.core.context import ContextBuilder, regime_of, trade_stats
 from engine.core.market import MarketState
 from engine.core.portfolio import EntryMeta, Portfolio

@@ -570,7 +570,7 @@ def test_live_run_stopped_by_a_storage_error_stays_resumable(tmp_path: Path, mon
     """A live run is never finished: an error that stops it must not make the next start open a new ledger."""
     import storage.repository
     from engine.app import run_live
-    from engine.config.schema import load_config
+    from engine.config import load_config
     from engine.errors import StorageError
     from storage import open_storage
     from tests.fake_exchange import FakeExchange, make_bars
@@ -620,7 +620,7 @@ def test_reading_reviews_back_right_after_a_run_is_linear_on_postgresql(tmp_path
     from sqlalchemy import event
 
     from engine.app import run_replay
-    from engine.config.schema import load_config
+    from engine.config import load_config
     from storage import open_storage
 
     if not PG_URL:

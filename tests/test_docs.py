@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from engine.cli import main
-from engine.config.schema import load_config
+from engine.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.clock import SimClock
-from engine.config.schema import CcxtConfig
+from engine.config import CcxtConfig
 from engine.errors import ConfigError, DataError
 from engine.inputs.download import CSV_HEADER, download, iso_ms, parse_iso_ms
 from engine.types import Bar

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from engine.config.schema import ExecutionConfig
+from engine.config import ExecutionConfig
 from engine.core.executor import ExecutionReport, PaperExecutor, ShadowBook
 from engine.core.portfolio import EntryMeta, Portfolio
 from engine.types import (

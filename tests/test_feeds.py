@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import engine.inputs.feeds as feeds
-from engine.config.schema import MarketConfig
+from engine.config import MarketConfig
 from engine.errors import ConfigError, DataError
 from engine.inputs.feeds import bars_from_columns, build_feed
 from engine.inputs.feeds.files import FilesFeed

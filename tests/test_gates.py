@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine.clock import SimClock
-from engine.config.schema import GateConfig
+from engine.config import GateConfig
 from engine.core.executor import PaperExecutor
 from engine.core.gates import (
     GATES,

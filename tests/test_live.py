@@ -24,7 +24,7 @@ import pytest
 
 from engine.app import build_pipeline
 from engine.clock import SimClock, WallClock
-from engine.config.schema import LoadedConfig, load_config
+from engine.config import LoadedConfig, load_config
 from engine.core.pipeline import Pipeline
 from engine.drivers.live import PaperLoop, SliceSink, status_line
 from engine.drivers.metrics import Metrics
@@ -434,7 +434,7 @@ def test_sigterm_to_a_running_process_exits_zero_after_committing() -> None:
         import sys, time
         from engine.app import build_pipeline
         from engine.clock import SimClock, WallClock
-        from engine.config.schema import load_config
+        from engine.config import load_config
         from engine.inputs.feeds.ccxt_feed import CcxtFeed
         from engine.drivers.live import PaperLoop
         from tests.fake_exchange import FakeExchange, make_bars

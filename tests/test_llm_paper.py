@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from engine.app import run_replay, scorecard_for
-from engine.config.schema import load_config
+from engine.config import load_config
 from engine.types import Action, NewsCategory, NewsItem, Side
 from tests.fake_llm import FakeLLM
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from engine.config.schema import PriceConfig, ReviewerConfig, TierConfig
+from engine.config import PriceConfig, ReviewerConfig, TierConfig
 from engine.errors import BadReply, ConfigError, ReviewError, TierTimeout, TierUnavailable
 from engine.types import (
     ContextPack,
@@ -569,8 +569,8 @@ def test_misconfigured_tiers_fail_at_construction_with_clear_messages() -> None:
 
 
 def test_llm_yaml_loads_and_builds_the_cascade() -> None:
-    from engine.config.schema import load_config
-    from reviewer import build_reviewer
+    from engine.app import build_reviewer
+    from engine.config import load_config
 
     env = {"ANTHROPIC_API_KEY": KEY, "OPENAI_API_KEY": KEY}
     loaded = load_config([ROOT / "config" / "llm.yaml"], env=env)
@@ -588,7 +588,7 @@ def test_llm_yaml_loads_and_builds_the_cascade() -> None:
 
 def test_cascade_moves_past_failing_llm_tiers(srv: FakeLLM) -> None:
     # end to end through the real cascade: Anthropic overloaded, OpenAI malformed, local model answers
-    from reviewer import build_reviewer
+    from engine.app import build_reviewer
 
     srv.script(["overloaded", "malformed", "veto"])
     rc = ReviewerConfig(tiers=[cfg("anthropic", srv.url, name="sonnet", api_key_env="K1"),

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.config.schema import NewsConfig
+from engine.config import NewsConfig
 from engine.errors import ConfigError, DataError
 from engine.inputs.feeds.synthetic import SyntheticFeed
 from engine.inputs.news import (

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine.app import build_feed, build_pipeline, run_replay, scorecard_for
-from engine.config.schema import load_config
+from engine.config import load_config
 from engine.drivers.replay import Replay, fills_fingerprint, record_digest
 from engine.types import Action, FillKind, SliceRecord, VerdictKind
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine.app import build_feed, build_pipeline
-from engine.config.schema import load_config
+from engine.config import load_config
 from engine.core.market import SymbolHistory
 from engine.drivers.replay import fills_fingerprint, record_digest
 from engine.types import Bar, SliceRecord

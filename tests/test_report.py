@@ -14,7 +14,7 @@ import pytest
 
 from engine.app import run_replay
 from engine.cli import main
-from engine.config.schema import load_config
+from engine.config import load_config
 from engine.recorded.report import CHARTS, render_html, report_data
 
 # What a compromised or confused model could write: it must reach the page as text, never as markup.

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine.app import build_feed, run_replay
-from engine.config.schema import load_config
+from engine.config import load_config
 from engine.drivers.replay import fills_fingerprint
 from engine.errors import ConfigError, StorageError
 

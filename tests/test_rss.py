@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from engine.clock import SimClock
-from engine.config.schema import RssConfig
+from engine.config import RssConfig
 from engine.inputs.rss import MAX_HEADLINE_CHARS, RssNewsSource
 from engine.types import NewsCategory, dt_to_ms
 from tests.fake_rss import Entry, FakeRss, Route, atom_doc, rss_doc

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from engine.config.schema import TierConfig
+from engine.config import TierConfig
 from engine.types import (
     ContextPack,
     CorrelatedPosition,

@@ -15,7 +15,7 @@ import pytest
 
 from engine.app import run_replay, scorecard_for
 from engine.cli import main
-from engine.config.schema import PolicyConfig, load_config
+from engine.config import PolicyConfig, load_config
 from engine.recorded.backtest import load_stored, review_stored
 from engine.recorded.scoring import (
     Rate,

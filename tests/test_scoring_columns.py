@@ -146,7 +146,7 @@ def test_the_scorecard_of_a_recorded_run_is_the_one_scored_from_its_reviews(tmp_
     import json
 
     from engine.app import run_replay, scorecard_for
-    from engine.config.schema import load_config
+    from engine.config import load_config
     from engine.recorded.backtest import load_stored
     from engine.recorded.scoring import score
     from storage import open_storage

@@ -52,7 +52,7 @@ def _vm(field: str) -> int:
 def soak(days: float, n_symbols: int, db_path: str) -> dict[str, Any]:
     """The child's work: one replay with memory samples; returns the figures as plain data."""
     from engine.app import run_replay, scorecard_for
-    from engine.config.schema import load_config
+    from engine.config import load_config
     from engine.drivers.replay import fills_fingerprint
     from storage import open_storage
 

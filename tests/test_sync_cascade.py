@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from engine.config.schema import ReviewerConfig
-from reviewer import build_reviewer
+from engine.app import build_reviewer
+from engine.config import ReviewerConfig
 from reviewer.scripted import ScriptedTier
 from tests.test_rules import make_pack
 

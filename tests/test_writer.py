@@ -21,7 +21,7 @@ from sqlalchemy import select, text
 
 import engine.app
 from engine.app import run_replay
-from engine.config.schema import load_config
+from engine.config import load_config
 from engine.drivers.replay import Replay
 from engine.errors import StorageError
 from storage import open_storage

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from engine.config.schema import PolicyConfig
+from engine.config import PolicyConfig
 from engine.types import Action, Decision, Side, Signal, Verdict, VerdictKind
 
 __all__ = ["as_decision", "clamp"]

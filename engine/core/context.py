@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from engine.config.schema import ContextConfig, RegimeConfig
+from engine.config import ContextConfig, RegimeConfig
 from engine.core.market import MarketState, var
 from engine.core.portfolio import Portfolio
 from engine.ports import NewsSource

@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from engine.config.schema import ExecutionConfig
+from engine.config import ExecutionConfig
 from engine.core.fills import check_exit, entry_blocked, slip
 from engine.core.portfolio import EntryMeta, Portfolio, trade_figures
 from engine.types import (

@@ -15,12 +15,11 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.config.plugins import resolve
-from engine.config.schema import GateConfig
+from engine.config import GateConfig
+from engine.config.plugins import build_params, resolve
 from engine.core.executor import PaperExecutor
 from engine.core.market import MarketState
 from engine.core.portfolio import Portfolio
-from engine.errors import ConfigError
 from engine.ports import Clock
 from engine.types import GateResult, Signal
 
@@ -229,21 +228,12 @@ GATES: dict[str, type[_GateBase] | str] = {
 
 def build_gates(configs: Sequence[GateConfig]) -> list[Gate]:
     """Instantiate gates in order. Raises: ConfigError naming ``gates[i]`` (unknown kind, bad params)."""
-    from pydantic import ValidationError
-
     gates: list[Gate] = []
     for i, gc in enumerate(configs):
         cls = resolve(gc.kind, GATES, what="gate kind", path=f"gates[{i}].kind")
-        try:
-            params_model = getattr(cls, "Params", None)
-            gate = cls(params_model(**gc.params)) if params_model else cls(**gc.params)
-        except ValidationError as e:
-            from engine.config.schema import explain_error
-
-            err = e.errors(include_url=False)[0]
-            where = ".".join(str(x) for x in err["loc"])
-            raise ConfigError(f"gates[{i}].params{'.' + where if where else ''}: "
-                              f"{explain_error(err, params_model)}") from None
+        params_model = getattr(cls, "Params", None)
+        params = build_params(params_model, gc.params, path=f"gates[{i}].params")
+        gate = cls(params) if params_model is not None else cls(**params)
         if not getattr(gate, "name", None):
             gate.name = gc.kind  # type: ignore[misc]
         gates.append(gate)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.config.schema import Config
+from engine.config import Config
 from engine.core.clamp import clamp
 from engine.core.context import ContextBuilder
 from engine.core.executor import ExecutionReport, PaperExecutor, ShadowBook

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from engine.config.schema import CcxtConfig, parse_timeframe
+from engine.config import CcxtConfig, parse_timeframe
 from engine.errors import ConfigError, DataError
 from engine.inputs.feeds.ccxt_feed import CcxtClient, bar_grid_offset_ms, last_closed_open_ms
 from engine.ports import Clock

@@ -23,7 +23,7 @@ from engine.errors import ConfigError, DataError
 from engine.types import NewsCategory, NewsItem, dt_to_ms
 
 if TYPE_CHECKING:
-    from engine.config.schema import NewsConfig
+    from engine.config import NewsConfig
     from engine.ports import Feed, NewsSource
 
 __all__ = [
@@ -267,8 +267,8 @@ def _none(cfg: NewsConfig, feed: Feed) -> NewsSource:
 
 def _file(cfg: NewsConfig, feed: Feed) -> NewsSource:
     if not cfg.file.path:
-        raise ConfigError("news.file.path: required when news.source is 'file' (a JSONL file with "
-                          "published_at, symbols, headline, source)")
+        raise ConfigError("required when news.source is 'file' (a JSONL file with "
+                          "published_at, symbols, headline, source)", path="news.file.path")
     return FileNewsSource(cfg.file.path)
 
 
@@ -285,7 +285,7 @@ def _rss(cfg: NewsConfig, feed: Feed) -> NewsSource:
     from engine.inputs.rss import RssNewsSource
 
     if not cfg.rss.feeds:
-        raise ConfigError("news.rss.feeds: at least one feed URL is needed when news.source is 'rss' (got [])")
+        raise ConfigError("at least one feed URL is needed when news.source is 'rss' (got [])", path="news.rss.feeds")
     return RssNewsSource(cfg.rss, clock=WallClock(), symbols=tuple(feed.symbols))  # type: ignore[return-value]
 
 
@@ -303,5 +303,5 @@ def build_news_source(cfg: NewsConfig, feed: Feed) -> NewsSource:
     try:
         builder = NEWS_SOURCES[cfg.source]
     except KeyError:
-        raise ConfigError(f"news.source: must be one of {sorted(NEWS_SOURCES)} (got {cfg.source!r})") from None
+        raise ConfigError(f"must be one of {sorted(NEWS_SOURCES)} (got {cfg.source!r})", path="news.source") from None
     return builder(cfg, feed)

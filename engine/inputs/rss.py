@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from engine.clock import monotonic_s
-from engine.config.schema import RssConfig
+from engine.config import RssConfig
 from engine.ports import Clock
 from engine.types import NewsCategory, NewsItem
 

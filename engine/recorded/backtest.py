@@ -42,7 +42,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.config.schema import LoadedConfig, PolicyConfig, load_config
+from engine.config import LoadedConfig, PolicyConfig, load_config
 from engine.core.clamp import clamp
 from engine.errors import ConfigError, StorageError
 from engine.recorded.scoring import Scorecard, SignalColumns, VerdictColumns, score_columns
@@ -206,9 +206,9 @@ def reviewer_config(path: Path, run_config_json: str, *, run_id: int | None = No
     """
     import yaml
 
-    from engine.config.schema import _read_yaml
+    from engine.config import read_yaml
 
-    data = _read_yaml(path)
+    data = read_yaml(path)
     if "reviewer" not in data:
         raise ConfigError(f"{path}: expected a `reviewer:` section (got {', '.join(sorted(data)) or 'an empty file'})")
     warnings = [f"{path}: sections {', '.join(sorted(set(data) - {'reviewer', 'policy'}))} are ignored by a "
@@ -425,8 +425,9 @@ def _score(stored: StoredRun, reviewed: SignalColumns, verdicts: VerdictColumns,
                          window_days=window_days, modify_estimate=True)
 
 
-def run_backtest(store: Any, run_id: int, paths: Sequence[Path], *, concurrency: int = 256,
-                 progress: Progress | None = None, env: Mapping[str, str] | None = None) -> BacktestResult:
+def run_backtest(store: Any, run_id: int, paths: Sequence[Path], *, build_reviewer: Callable[..., Any],
+                 concurrency: int = 256, progress: Progress | None = None,
+                 env: Mapping[str, str] | None = None) -> BacktestResult:
     """Re-review run ``run_id``'s signals with each reviewer file; score every one side by side.
 
     The first column is the run's recorded reviewer, scored the same way. Verdicts are written to the
@@ -447,7 +448,7 @@ def run_backtest(store: Any, run_id: int, paths: Sequence[Path], *, concurrency:
     prepared: list[_Prepared] = []
     try:
         for loaded, _ in configs:
-            prepared.append(_prepare(store, run_id, loaded))
+            prepared.append(_prepare(store, run_id, loaded, build_reviewer))
         # The collector is off while the run is loaded and scored (no reference cycles, only many objects), and
         # the loaded run is frozen before it is switched on again: immutable from here on, it is not rescanned
         # on every pass of the collector that runs while a cascade works (asyncio makes reference cycles), nor
@@ -490,9 +491,7 @@ class _Prepared:
     closed: bool = False
 
 
-def _prepare(store: Any, run_id: int, loaded: LoadedConfig) -> _Prepared:
-    from reviewer import build_reviewer
-
+def _prepare(store: Any, run_id: int, loaded: LoadedConfig, build_reviewer: Callable[..., Any]) -> _Prepared:
     cfg = loaded.config
     with loaded.blaming():
         cascade = build_reviewer(cfg.reviewer, cache=None, disabled=[t for t, _ in loaded.disabled_tiers])

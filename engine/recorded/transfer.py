@@ -187,7 +187,7 @@ def _bar_windows(reviews: Sequence[ReviewRecord], outcomes: Sequence[Outcome],
 
 
 def _timeframe_ms(config_json: str, reviews: Sequence[ReviewRecord]) -> int:
-    from engine.config.schema import parse_timeframe
+    from engine.config import parse_timeframe
 
     try:
         return parse_timeframe(json.loads(config_json)["market"]["timeframe"])

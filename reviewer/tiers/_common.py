@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from engine.clock import monotonic_s
-from engine.config.schema import PriceConfig, TierConfig
-from engine.errors import BadReply, ConfigError, ReviewError, TierTimeout, TierUnavailable
+from engine.errors import BadReply, ConfigError, ReviewError, TierTimeout, TierUnavailable, one_line
+from engine.ports import PriceSettings, TierSettings
 from engine.types import ContextPack, Verdict
 from reviewer.prompt import PROMPT_VERSION
 from reviewer.reply import MAX_RAW_CHARS, parse_reply, to_verdict
@@ -29,14 +29,6 @@ __all__ = [
     "usage_int",
 ]
 
-_MSG_CHARS = 200  # error messages are one line in the attempt timeline, never a whole response body
-
-
-def one_line(text: str, n: int = _MSG_CHARS) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
 def kind_for_status(code: int) -> str:
     """HTTP status → the failure kind used in metrics and attempts."""
     if code == 429:
@@ -48,7 +40,7 @@ def kind_for_status(code: int) -> str:
     return f"http_{code}"
 
 
-def cost_usd(prices: PriceConfig, *, fresh_input: int, cached_input: int, output: int,
+def cost_usd(prices: PriceSettings, *, fresh_input: int, cached_input: int, output: int,
              cache_write: int = 0, cache_write_per_mtok: float | None = None) -> float:
     """USD for one call. ``fresh_input`` excludes cached reads and cache writes, which are priced apart."""
     write_price = prices.input_per_mtok if cache_write_per_mtok is None else cache_write_per_mtok
@@ -131,16 +123,16 @@ class LLMTier:
     """
 
     sdk_module: ClassVar[str] = ""
-    params_model: ClassVar[type[LLMParams]] = LLMParams
+    Params: ClassVar[type[LLMParams]] = LLMParams  # validated by engine.app before the tier is built
     needs_key: ClassVar[bool] = True
 
-    def __init__(self, cfg: TierConfig, api_key: str | None) -> None:
+    def __init__(self, cfg: TierSettings, api_key: str | None) -> None:
         if not cfg.model:
-            raise ConfigError(f"model: required for provider {cfg.provider!r} (tier {cfg.name!r})")
+            raise ConfigError(f"required for provider {cfg.provider!r} (tier {cfg.name!r})", path="model")
         if self.needs_key and not api_key and not cfg.base_url:
             # without this the SDK would look for credentials of its own (env vars, profiles on disk);
             # secrets come only from the variable named in the config
-            raise ConfigError(f"api_key_env: provider {cfg.provider!r} needs an API key (tier {cfg.name!r})")
+            raise ConfigError(f"provider {cfg.provider!r} needs an API key (tier {cfg.name!r})", path="api_key_env")
         self.name = cfg.name
         self.provider = cfg.provider
         self.model = cfg.model
@@ -148,7 +140,7 @@ class LLMTier:
         self.max_concurrency = int(cfg.max_concurrency)
         self.prompt_version = PROMPT_VERSION
         self.cfg = cfg
-        self.params = self.params_model.model_validate(cfg.params)
+        self.params = self.Params.model_validate(cfg.params)
         self._api_key = api_key
         try:
             self._sdk: ModuleType = importlib.import_module(self.sdk_module)  # ~1 s: only when configured

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from engine.config.schema import TierConfig
+from engine.ports import TierSettings
 from engine.types import ContextPack
 from reviewer.prompt import SYSTEM_PROMPT, TOOL_DESCRIPTION, TOOL_NAME, render_user_message
 from reviewer.reply import REPLY_SCHEMA
@@ -15,7 +15,7 @@ from reviewer.tiers._common import Call, LLMParams, LLMTier, cost_usd, usage_int
 
 __all__ = ["AnthropicParams", "AnthropicTier"]
 
-# Anthropic bills writes to the 5-minute prompt cache at 1.25× the input price; PriceConfig has no field
+# Anthropic bills writes to the 5-minute prompt cache at 1.25× the input price; the price settings have no field
 # for it, so it is derived unless params.cache_write_per_mtok says otherwise.
 CACHE_WRITE_MULTIPLIER = 1.25
 
@@ -34,9 +34,9 @@ class AnthropicTier(LLMTier):
     """Implements ``engine.ports.Tier`` for the Anthropic Messages API."""
 
     sdk_module = "anthropic"
-    params_model = AnthropicParams
+    Params = AnthropicParams
 
-    def __init__(self, cfg: TierConfig, api_key: str | None) -> None:
+    def __init__(self, cfg: TierSettings, api_key: str | None) -> None:
         super().__init__(cfg, api_key)
         self.params: AnthropicParams
         self._system = [{"type": "text", "text": SYSTEM_PROMPT, "cache_control": {"type": "ephemeral"}}]

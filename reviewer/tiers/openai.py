@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import Field
 
-from engine.config.schema import TierConfig
 from engine.errors import ConfigError
+from engine.ports import TierSettings
 from engine.types import ContextPack
 from reviewer.prompt import PROMPT_VERSION, SYSTEM_PROMPT, render_user_message
 from reviewer.reply import REPLY_SCHEMA
@@ -30,11 +30,11 @@ class OpenAITier(LLMTier):
     """Implements ``engine.ports.Tier`` for the hosted OpenAI Chat Completions API (strict JSON schema)."""
 
     sdk_module = "openai"
-    params_model = OpenAIParams
+    Params = OpenAIParams
     # hosted OpenAI takes max_completion_tokens (max_tokens is refused by its reasoning models)
     max_tokens_field = "max_completion_tokens"
 
-    def __init__(self, cfg: TierConfig, api_key: str | None) -> None:
+    def __init__(self, cfg: TierSettings, api_key: str | None) -> None:
         super().__init__(cfg, api_key)
         self.params: OpenAIParams
 
@@ -113,10 +113,10 @@ class OpenAICompatibleTier(OpenAITier):
     # every local server understands max_tokens; not all know max_completion_tokens
     max_tokens_field = "max_tokens"
 
-    def __init__(self, cfg: TierConfig, api_key: str | None) -> None:
+    def __init__(self, cfg: TierSettings, api_key: str | None) -> None:
         if not cfg.base_url:
-            raise ConfigError(f"base_url: required for provider {cfg.provider!r} "
-                              f"(e.g. http://127.0.0.1:11434/v1 for Ollama; tier {cfg.name!r})")
+            raise ConfigError(f"required for provider {cfg.provider!r} "
+                              f"(e.g. http://127.0.0.1:11434/v1 for Ollama; tier {cfg.name!r})", path="base_url")
         super().__init__(cfg, api_key)
 
     def _extra_kwargs(self) -> dict[str, Any]:

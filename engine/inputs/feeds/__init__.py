@@ -16,7 +16,7 @@ from engine.errors import ConfigError
 from engine.types import Bar
 
 if TYPE_CHECKING:
-    from engine.config.schema import MarketConfig
+    from engine.config import MarketConfig
     from engine.ports import Feed
 
 __all__ = ["FEED_BUILDERS", "FeedBuilder", "bars_from_columns", "build_feed"]
@@ -107,8 +107,8 @@ def _files(market: MarketConfig, seed: int, with_news: bool) -> Feed:
 
     files = market.files
     if not files.dir:
-        raise ConfigError("market.files.dir: required when market.source is 'files' (a folder of "
-                          "VENUE_BASE-QUOTE_TIMEFRAME.csv files)")
+        raise ConfigError("required when market.source is 'files' (a folder of "
+                          "VENUE_BASE-QUOTE_TIMEFRAME.csv files)", path="market.files.dir")
     return FilesFeed(
         files.dir, market.symbols, market.timeframe, venue=files.venue, fill_gaps=files.fill_gaps,
         max_gap_bars=files.max_gap_bars, min_notional=market.limits.min_notional, qty_step=market.limits.qty_step,
@@ -137,8 +137,7 @@ def build_feed(market: MarketConfig, *, seed: int, with_news: bool) -> Feed:
         builder = FEED_BUILDERS[market.source]
     except KeyError:
         raise ConfigError(
-            f"market.source: must be one of {sorted(FEED_BUILDERS)} (got {market.source!r})"
-        ) from None
+            f"must be one of {sorted(FEED_BUILDERS)} (got {market.source!r})", path="market.source") from None
     return builder(market, seed, with_news)
 
 

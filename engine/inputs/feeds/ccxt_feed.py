@@ -25,8 +25,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from engine.config.schema import CcxtConfig, parse_timeframe
-from engine.errors import ConfigError, DataError
+from engine.config import CcxtConfig, parse_timeframe
+from engine.errors import ConfigError, DataError, describe
 from engine.ports import Clock
 from engine.types import Bar, MarketLimits, NewsItem
 
@@ -74,11 +74,6 @@ def _copy(v: Any) -> Any:
     if isinstance(v, list):
         return [_copy(x) for x in v]
     return v
-
-
-def _one_line(e: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _http_status(e: BaseException) -> int | None:
@@ -134,8 +129,8 @@ class CcxtClient:
         cls = getattr(ccxt, cfg.exchange, None)
         if not isinstance(cls, type) or cfg.exchange not in ccxt.exchanges:
             hint = difflib.get_close_matches(cfg.exchange, ccxt.exchanges, n=1)
-            raise ConfigError(f"market.ccxt.exchange: unknown ccxt exchange {cfg.exchange!r}"
-                              + (f"; did you mean {hint[0]!r}?" if hint else ""))
+            raise ConfigError(f"unknown ccxt exchange {cfg.exchange!r}"
+                              + (f"; did you mean {hint[0]!r}?" if hint else ""), path="market.ccxt.exchange")
         params: dict[str, Any] = {"enableRateLimit": True, "timeout": cfg.timeout_ms, "options": _copy(cfg.options)}
         if rate_limit_ms is not None:
             params["rateLimit"] = rate_limit_ms
@@ -144,7 +139,8 @@ class CcxtClient:
             try:
                 self.exchange.set_sandbox_mode(True)
             except ccxt.NotSupported as e:
-                raise ConfigError(f"market.ccxt.sandbox: {cfg.exchange} has no testnet ({_one_line(e)})") from None
+                raise ConfigError(f"{cfg.exchange} has no testnet "
+                                  f"({describe(e, 300, with_type=False)})", path="market.ccxt.sandbox") from None
         # after the sandbox switch, so an explicit URL (a fake on 127.0.0.1, a proxy) wins over the testnet's
         _deep_merge(self.exchange.urls, cfg.urls)
         self.id: str = self.exchange.id
@@ -163,12 +159,12 @@ class CcxtClient:
                 return fn(*args, **kwargs)
             except Exception as e:
                 if not _is_transient(e):
-                    raise DataError(f"{self.id}: {what}: {_one_line(e)}") from e
+                    raise DataError(f"{self.id}: {what}: {describe(e, 300, with_type=False)}") from e
                 if attempt >= self.retries:
                     self.gave_up += 1
                     raise ExchangeUnavailable(
                         f"{self.id}: {what}: still failing after {attempt + 1} tries "
-                        f"({type(e).__name__}: {_one_line(e, 160)})") from e
+                        f"({type(e).__name__}: {describe(e, 160, with_type=False)})") from e
                 delay = min(self.backoff_max_s, self.backoff_s * 2**attempt) * (0.5 + self._rng.random())
                 import ccxt
 
@@ -279,7 +275,7 @@ class CcxtFeed:
                  backoff_s: float = 0.5, backoff_max_s: float = 8.0, seed: int = 0,
                  sleep: Callable[[float], None] = time.sleep, rate_limit_ms: float | None = None) -> None:
         if not symbols:
-            raise ConfigError("market.symbols: at least one symbol is needed")
+            raise ConfigError("at least one symbol is needed", path="market.symbols")
         self.cfg = cfg
         self.symbols: tuple[str, ...] = tuple(symbols)
         self.timeframe = timeframe

@@ -287,7 +287,7 @@ class FilesFeed:
         min_notional: float = 0.0,
         qty_step: float = 0.0,
     ) -> None:
-        from engine.config.schema import parse_timeframe
+        from engine.config import parse_timeframe
 
         if isinstance(symbols, str) or not symbols:
             raise ValueError(f"symbols: expected a non-empty list such as ['ETH/BTC'] (got {symbols!r})")

@@ -208,7 +208,7 @@ class SyntheticFeed:
         qty_step: float = 0.0,
         publish_news: bool = True,
     ) -> None:
-        from engine.config.schema import parse_timeframe
+        from engine.config import parse_timeframe
 
         if isinstance(symbols, str) or not symbols:
             raise ValueError(f"symbols: expected a non-empty list such as ['BTC/USDT'] (got {symbols!r})")
