@@ -261,7 +261,7 @@ def test_recent_trade_parts_follow_the_portfolio() -> None:
 
 
 def test_sanitised_headlines_are_cached_faithfully() -> None:
-    from engine.inputs.news import sanitize_headline
+    from engine.core.headlines import sanitize_headline
 
     for text in [*TEXTS, "<b>HACK</b> {x}", "a" * 500]:
         for n in (20, 40, 160):

@@ -11,10 +11,10 @@ import pytest
 import engine.inputs.feeds as feeds
 from engine.config import MarketConfig
 from engine.errors import ConfigError, DataError
+from engine.inputs.categories import categorize
 from engine.inputs.feeds import bars_from_columns, build_feed
 from engine.inputs.feeds.files import FilesFeed
 from engine.inputs.feeds.synthetic import REGIMES, SyntheticFeed, _linear_recurrence, _prefix_scan
-from engine.inputs.news import categorize
 from engine.types import Bar, NewsCategory
 
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z

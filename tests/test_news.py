@@ -12,17 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.config import NewsConfig
+from engine.core.headlines import sanitize_headline, symbol_matches
 from engine.errors import ConfigError, DataError
+from engine.inputs.categories import categorize
 from engine.inputs.feeds.synthetic import SyntheticFeed
-from engine.inputs.news import (
-    FileNewsSource,
-    ListNewsSource,
-    NoNews,
-    build_news_source,
-    categorize,
-    sanitize_headline,
-    symbol_matches,
-)
+from engine.inputs.news import FileNewsSource, ListNewsSource, NoNews, build_news_source
 from engine.types import NewsCategory, NewsItem
 
 T10 = 1_735_725_600_000  # 2025-01-01T10:00:00Z

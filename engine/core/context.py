@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from engine.config import ContextConfig, RegimeConfig
+from engine.core.headlines import sanitize_headline, symbol_matches
 from engine.core.market import MarketState, var
 from engine.core.portfolio import Portfolio
 from engine.ports import NewsSource
@@ -96,8 +97,6 @@ def trade_stats(trades: Sequence[Trade]) -> TradeStats:
 
 @functools.lru_cache(maxsize=4096)
 def _sanitized_str(text: str, max_chars: int) -> str:
-    from engine.inputs.news import sanitize_headline
-
     return sanitize_headline(text, max_chars)
 
 
@@ -106,8 +105,6 @@ def _sanitized(text: str, max_chars: int) -> str:
     function of its arguments)."""
     if type(text) is str:
         return _sanitized_str(text, max_chars)
-    from engine.inputs.news import sanitize_headline
-
     return sanitize_headline(text, max_chars)
 
 
@@ -204,8 +201,6 @@ class ContextBuilder:
         items = self.news.items(start, t)
         if not items:
             return ()
-        from engine.inputs.news import symbol_matches
-
         flags = []
         for item in items:
             if symbol_matches(item, signal.symbol):

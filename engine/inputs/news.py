@@ -1,18 +1,14 @@
-"""News for the context step: a configured source (none, JSONL file, synthetic feed) → ``NewsItem``s by time window.
+"""News for the context step: a configured source (none, JSONL file, RSS, synthetic) → ``NewsItem``s by time window.
 
-Also the text hygiene every headline goes through before a reviewer sees it: ``sanitize_headline`` (a
-headline is DATA shown to an LLM, never instructions), ``categorize`` (keyword rules → ``NewsCategory``)
-and ``symbol_matches`` (does an item concern a trading symbol).
+Items are categorised at ingestion (``engine.inputs.categories``); their headlines stay raw until the context
+builder sanitises them (``engine.core.headlines``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import logging
-import re
-import unicodedata
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -20,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ConfigError, DataError
-from engine.types import NewsCategory, NewsItem, dt_to_ms
+from engine.inputs.categories import categorize
+from engine.types import NewsItem, dt_to_ms
 
 if TYPE_CHECKING:
     from engine.config import NewsConfig
@@ -32,103 +29,9 @@ __all__ = [
     "ListNewsSource",
     "NoNews",
     "build_news_source",
-    "categorize",
-    "sanitize_headline",
-    "symbol_matches",
 ]
 
 log = logging.getLogger("tradevet.data")
-
-# ----------------------------------------------------------------------------------------- hygiene
-
-_TAG = re.compile(r"<[^<>]{0,500}>")  # HTML/XML tags, also chat-template tokens such as <|im_start|>
-_BACKTICKS = re.compile(r"`+")  # code fences and inline code
-_MARKDOWN = re.compile(r"[*_#~=]{2,}|^#+\s")  # emphasis runs (**, __), rules (===), headings
-_SPACE = re.compile(r"\s+")
-# Characters that could close or fake a JSON string/object or a fence around the data block.
-_NEUTRAL = str.maketrans({"{": "(", "}": ")", '"': "'", "\\": "/", "<": "‹", ">": "›"})
-_PRECUT = 8  # look at no more than 8 × max_chars (≥ 2,000) characters of a giant headline
-
-
-def _strip_invisible(text: str) -> str:
-    """Drop control, format (zero-width, bidi, tag characters), private-use and unassigned code points;
-    whitespace-like controls (tab, newline, ...) become spaces so that words stay apart."""
-    out = []
-    for ch in text:
-        cat = unicodedata.category(ch)
-        if cat[0] != "C":
-            out.append(ch)
-        elif ch.isspace():  # tab, newline, \x1c-\x1f, \x85 ...
-            out.append(" ")
-    return "".join(out)
-
-
-def sanitize_headline(text: str, max_chars: int) -> str:
-    """Make outside text safe to show an LLM as data: one line of plain, visible text, at most ``max_chars``.
-
-    Entities are decoded and compatibility forms folded (NFKC: fullwidth ``｛`` is ``{``) before anything
-    is matched; control, zero-width and bidi characters go; tags, code fences and backticks go; braces,
-    double quotes, backslashes and angle brackets are replaced by harmless look-alikes so the text can
-    neither close nor imitate the JSON block it is fenced in; whitespace collapses; an over-long text is
-    cut (at a word when one is near) and ends with "…". Words are kept as they are: an injection attempt
-    stays visible to the reviewer as what it is, a headline.
-    """
-    if max_chars <= 0:
-        return ""
-    text = str(text)[: max(_PRECUT * max_chars, 2_000)]
-    text = html.unescape(text)
-    text = unicodedata.normalize("NFKC", text)
-    text = _strip_invisible(text)
-    text = _TAG.sub(" ", text)
-    text = _BACKTICKS.sub("", text)
-    text = _MARKDOWN.sub(" ", text)
-    text = text.translate(_NEUTRAL)
-    text = _SPACE.sub(" ", text).strip()
-    if len(text) <= max_chars:
-        return text
-    cut = text[: max_chars - 1]
-    space = cut.rfind(" ")
-    if space >= int(0.8 * (max_chars - 1)):
-        cut = cut[:space]
-    return cut.rstrip(" ,;:-") + "…"
-
-
-_C = NewsCategory
-# First rule that matches wins: a "hack halts withdrawals" is a hack; "delisting" is not a "listing".
-_RULES: tuple[tuple[NewsCategory, re.Pattern[str]], ...] = (
-    (_C.HACK, re.compile(r"\b(?:hack\w*|exploit\w*|breach\w*|drain\w*|stolen|steal\w*|heist\w*|attacker\w*)")),
-    (_C.DELISTING, re.compile(r"\bdelist\w*")),
-    (_C.REGULATORY, re.compile(
-        r"\b(?:sec|regulat\w*|ban|bans|banned|banning|lawsuits?|sues?|sued|probes?|probing|investigat\w*"
-        r"|subpoena\w*|fined|sanction\w*|cftc|enforcement)\b"
-    )),
-    (_C.OUTAGE, re.compile(r"\b(?:outages?|halt\w*|downtime|suspen\w*|offline|disrupt\w*)\b")),
-    (_C.LISTING, re.compile(r"\b(?:lists|listing\w*|listed|to list|will list)\b")),
-    (_C.PARTNERSHIP, re.compile(r"\b(?:partner\w*|integrat\w*|collaborat\w*|alliance|teams up)\b")),
-)
-
-
-def categorize(headline: str) -> NewsCategory:
-    """Keyword rules → category: hack, delisting, regulatory, outage, listing, partnership, else other."""
-    text = _strip_invisible(unicodedata.normalize("NFKC", headline)).lower()
-    for category, pattern in _RULES:
-        if pattern.search(text):
-            return category
-    return _C.OTHER
-
-
-def _norm_symbol(s: str) -> str:
-    return s.strip().upper().replace("-", "/")
-
-
-def symbol_matches(item: NewsItem, symbol: str) -> bool:
-    """Does ``item`` concern ``symbol``? 'ETH/USDT' matches items naming 'ETH' or 'ETH/USDT' (any case)."""
-    full = _norm_symbol(symbol)
-    pair = full.split(":", 1)[0]  # 'BTC/USDT:USDT' (a perpetual) also matches 'BTC/USDT'
-    base = pair.split("/", 1)[0]
-    wanted = {full, pair, base}
-    return any(_norm_symbol(s) in wanted for s in item.symbols)
-
 
 # ----------------------------------------------------------------------------------------- sources
 

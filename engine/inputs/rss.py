@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from engine.clock import monotonic_s
 from engine.config import RssConfig
+from engine.inputs.categories import categorize
 from engine.ports import Clock
 from engine.types import NewsCategory, NewsItem
 
@@ -81,32 +82,6 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:20]
 
 
-def _fallback_categorize(headline: str) -> NewsCategory:
-    # Used only if engine.inputs.news.categorize is unavailable; a coarse keyword match.
-    h = headline.lower()
-    table = (
-        (NewsCategory.HACK, ("hack", "exploit", "stolen", "breach", "drained")),
-        (NewsCategory.DELISTING, ("delist",)),
-        (NewsCategory.REGULATORY, ("sec ", "regulat", "lawsuit", "ban ", "banned", "sanction")),
-        (NewsCategory.OUTAGE, ("outage", "halt", "downtime", "suspend")),
-        (NewsCategory.LISTING, ("lists ", "listing", "will list")),
-        (NewsCategory.PARTNERSHIP, ("partner", "integrat", "collaborat")),
-    )
-    for cat, words in table:
-        if any(w in h for w in words):
-            return cat
-    return NewsCategory.OTHER
-
-
-def _categorizer() -> Callable[[str], NewsCategory]:
-    try:
-        from engine.inputs.news import categorize
-    except ImportError:
-        log.warning("engine.inputs.news.categorize is unavailable: using a coarse keyword fallback")
-        return _fallback_categorize
-    return categorize  # type: ignore[no-any-return]
-
-
 class RssNewsSource:
     """Polls ``cfg.feeds`` (at most every ``cfg.poll_s`` by ``clock``) and keeps the items in memory, sorted.
 
@@ -125,7 +100,6 @@ class RssNewsSource:
         self.keep_ms = int(keep_h * 3_600_000)
         self.keep_unmatched = keep_unmatched
         self._matchers = self._build_matchers(cfg.aliases, symbols)
-        self._categorize: Callable[[str], NewsCategory] | None = None
         self._items: list[NewsItem] = []
         self._keys: list[tuple[int, str]] = []  # (published_ms, id), parallel to _items, for bisect
         self._seen: OrderedDict[str, None] = OrderedDict()
@@ -200,8 +174,6 @@ class RssNewsSource:
             self.error_kinds["malformed_but_parsed"] += 1
         feed_info = parsed.get("feed") or {}
         source = str(feed_info.get("title") or urlsplit(url).netloc or url).strip()[:100]
-        if self._categorize is None:
-            self._categorize = _categorizer()
         fresh: list[NewsItem] = []
         for entry in entries:
             item = self._item(entry, source, now)
@@ -247,9 +219,8 @@ class RssNewsSource:
         if not symbols and not self.keep_unmatched:
             self.unmatched += 1
             return None
-        assert self._categorize is not None
         try:
-            category = NewsCategory(self._categorize(headline))
+            category = categorize(headline)
         except Exception:  # a categoriser hiccup on a hostile headline is not worth losing the item
             category = NewsCategory.OTHER
         primary = guid or link or _norm_title(headline)
