@@ -29,7 +29,6 @@ __all__ = [
     "run_backtest",
     "run_live",
     "run_replay",
-    "scorecard_for",
 ]
 
 log = logging.getLogger("tradevet")
@@ -51,8 +50,26 @@ def build_strategies(cfg: Config) -> list[Strategy]:
             raise ConfigError(f"{sc.kind!r} cannot be built as a strategy ({e})", path=f"{path}.kind") from None
         if not callable(getattr(strat, "evaluate", None)):
             raise ConfigError(f"{sc.kind!r} has no evaluate(history) method", path=f"{path}.kind")
+        if not callable(getattr(strat, "candidates", None)):
+            strat = _EveryBar(strat)  # user code without a candidates mask: evaluated on every bar
         out.append(strat)
     return out
+
+
+class _EveryBar:
+    """A strategy that offers no ``candidates`` mask (user code that predates it): ``evaluate`` on every bar."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.id: str = inner.id
+        self.symbols: tuple[str, ...] | None = inner.symbols
+        self.timeframe: str = inner.timeframe
+
+    def evaluate(self, history: Any) -> Any:
+        return self.inner.evaluate(history)
+
+    def candidates(self, history: Any) -> None:
+        return None
 
 
 def build_tiers(cfg: ReviewerConfig, *, disabled: Collection[str] = (), registry: Mapping[str, Any] | None = None,
@@ -161,9 +178,9 @@ def build_pipeline(loaded: LoadedConfig, *, feed: Any, cache: Any = None, clock:
         limits=feed.limits(),
         symbols=list(feed.symbols),
     )
-    arrays = getattr(feed, "arrays", None)
-    if preload and arrays is not None:  # a finite replay feed: its whole series is known in advance
-        pipeline.preload(arrays())
+    arrays = feed.arrays() if preload else None
+    if arrays is not None:  # a finite replay feed: its whole series is known in advance
+        pipeline.preload(arrays)
     return pipeline
 
 
@@ -211,10 +228,9 @@ def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], No
         # data error in them leaves no failed run behind and an interrupted run still resumable
         pipeline = build_pipeline(loaded, feed=feed, cache=store.verdict_cache())
         run_id, resumed = _open_or_resume(store, loaded, fresh)
-        recorder = store.recorder(run_id)
-        total = getattr(feed, "n_slices", None)
+        total = feed.n_slices
         phase = "catch-up"
-        last_ms = catch_up(pipeline, recorder, list(feed.symbols)) if resumed else None
+        last_ms = catch_up(pipeline, store.records(run_id), list(feed.symbols)) if resumed else None
         phase = "setup"
         if pipeline.ended:  # the interrupted run had already written everything: it only needs its status
             store.set_run_status(run_id, "finished")
@@ -259,14 +275,13 @@ def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], No
                 progress(done[0], total)
 
         phase = "replay"
-        writer = _write_behind(store, recorder, feed)
+        # a long replay into a file or server database records from a child process (storage decides)
+        recorder = store.recorder(run_id, expected_bars=feed.n_bars)
         try:
-            stats = Replay(pipeline, chained(), writer or recorder, on_slice=on_slice).run()
-            if writer is not None:
-                writer.close()  # every batch committed (or its StorageError raised) before the run's status
+            stats = Replay(pipeline, chained(), recorder, on_slice=on_slice).run()
+            recorder.close()  # every batch committed (or its StorageError raised) before the run's status
         except BaseException:
-            if writer is not None:
-                writer.abort()  # the batches already sent are whole slices: committed before the status
+            recorder.abort()  # the batches already sent are whole slices: committed before the status
             raise
         if progress is not None:
             progress(min(done[0], total or done[0]), total)
@@ -284,27 +299,6 @@ def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], No
             pipeline.close()
         if own:
             store.close()
-
-
-WRITE_BEHIND_MIN_BARS = 50_000  # a replay of at least this many bars records from a child process
-
-
-def _write_behind(store: Any, recorder: Any, feed: Any) -> Any:
-    """A ``storage.writer.BackgroundWriter`` for a long replay into a database another process can open, else
-    None (the replay records in-process): a child process costs about half a second to start, which a
-    replay of a few thousand bars would not win back."""
-    from engine.errors import StorageError
-    from storage.child import shareable
-    from storage.writer import BackgroundWriter
-
-    n = getattr(feed, "n_bars", None)
-    if n is None or n < WRITE_BEHIND_MIN_BARS or not shareable(store):
-        return None
-    try:
-        return BackgroundWriter(recorder)
-    except StorageError as e:  # no child process here (limits, a frozen interpreter): record in-process
-        log.warning("%s; recording in this process", e)
-        return None
 
 
 def _record_interruption(store: Any, run_id: int | None, exc: BaseException, *, resumed: bool, phase: str,
@@ -346,8 +340,7 @@ def _open_or_resume(store: Any, loaded: LoadedConfig, fresh: bool) -> tuple[int,
     from engine.errors import StorageError
 
     cfg = loaded.config
-    claim = getattr(store, "claim_run_name", None)
-    if claim is not None and not claim(cfg.run.name):
+    if not store.claim_run_name(cfg.run.name):
         # another process is writing a run of this name: it must not be "resumed" (and marked failed) under it
         raise StorageError(
             f"{store.url_masked}: another tradevet process is writing run {cfg.run.name!r}: let it finish or stop "
@@ -427,38 +420,9 @@ def run_live(loaded: LoadedConfig, *, fresh: bool = False, metrics_port: int | N
             pipeline.close()
         if metrics is not None:
             metrics.close()
-        close = getattr(feed, "close", None)
-        if close is not None:
-            close()
+        feed.close()
         if own:
             store.close()
-
-
-def scorecard_for(store: Any, run_id: int, *, stored: Any = None, trades: Any = None, events: Any = None) -> Any:
-    """The scorecard of a recorded run, computed from stored rows only.
-
-    ``stored`` (``load_stored(..., realized=True)``), ``trades`` and ``events``: what the caller has already
-    loaded of this run (the report), so that it is not read twice.
-    """
-    import json
-
-    from engine.recorded.backtest import load_stored
-    from engine.recorded.scoring import score_columns
-
-    run = store.get_run(run_id)
-    rec = store.recorder(run_id)
-    # Scoring reads a pack's signal, regime tag and equity, and a few verdict and decision columns: the
-    # hash-checked stored rows serve as columns, without building a review object per signal.
-    if stored is None:
-        stored = load_stored(store, run_id, realized=True, lean=True)
-    signals = store.table_counts(run_id, tables=["signals"])["signals"]  # blocked ones too: only their number
-    cfg = json.loads(run.config_json)
-    window_days = cfg.get("scoring", {}).get("retire", {}).get("window_days", 14.0)
-    return score_columns(stored.signal_columns(), stored.recorded_columns(),
-                         rec.load_trades() if trades is None else trades, signals=signals,
-                         starting_equity=run.starting_equity, events=rec.load_events() if events is None else events,
-                         window_days=float(window_days))
-
 
 
 def run_backtest(store: Any, run_id: int, paths: Sequence[Path], **kw: Any) -> Any:

@@ -70,7 +70,8 @@ def paper(
     """
     loaded = _load(config)
     cfg = loaded.config
-    from engine.app import run_live, run_replay, scorecard_for
+    from engine.app import run_live, run_replay
+    from engine.recorded.scorecard import run_scorecard
     from storage import open_storage
 
     for w in loaded.warnings:
@@ -94,7 +95,7 @@ def paper(
                 result = run_replay(loaded, progress=tick, storage=store, fresh=fresh, metrics_port=metrics_port)
         else:
             result = run_replay(loaded, storage=store, fresh=fresh, metrics_port=metrics_port)
-        card = scorecard_for(store, result.run_id)
+        card = run_scorecard(store, result.run_id)
         if as_json:
             _emit_json({"run_id": result.run_id, "run": result.run_name, "db": result.db_url,
                         "scorecard": card.to_dict()})
@@ -152,12 +153,12 @@ def score(
     as_json: JsonOpt = False,
 ) -> None:
     """Print the scorecard of a recorded run."""
-    from engine.app import scorecard_for
+    from engine.recorded.scorecard import run_scorecard
 
     store = _open_store(db, config)
     try:
         info = store.resolve_run(run)
-        card = scorecard_for(store, info.id)
+        card = run_scorecard(store, info.id)
         if as_json:
             _emit_json({"run_id": info.id, "run": info.name, "scorecard": card.to_dict()})
         else:

@@ -1,6 +1,10 @@
-"""Protocols the other packages implement: Clock, Feed, History, Strategy, Tier, Reviewer, Recorder, ...
+"""Protocols the other packages implement: Clock, Feed, History, Strategy, Tier, Reviewer, Recorder, RunReader, ...
 
-``strategies/``, ``reviewer/`` and ``storage/`` depend on this module and ``engine.types`` only.
+``strategies/``, ``reviewer/`` and ``storage/`` depend on this module and ``engine.types`` (plus
+``engine.errors`` and ``engine.clock``) only. Every fast path the engine takes is declared here — a replay's
+preloaded columns and candidate masks, the recorder's batches, the synchronous review, the verdict-cache
+answer by hash — so nothing is discovered with ``getattr``: a class either implements a method or says it
+has nothing to offer (``None``, ``False``).
 """
 
 from __future__ import annotations
@@ -11,13 +15,19 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from engine.types import (
     Bar,
     ContextPack,
+    Decision,
     Event,
     Fill,
+    GateResult,
     MarketLimits,
     NewsItem,
     Outcome,
+    ReviewRecord,
+    RunInfo,
     Signal,
     SliceRecord,
+    StoredOutcomes,
+    StoredReviews,
     Trade,
     Verdict,
 )
@@ -32,11 +42,16 @@ __all__ = [
     "Feed",
     "History",
     "NewsSource",
+    "PackCheck",
     "PriceSettings",
     "Recorder",
     "Reviewer",
     "ReviewerSettings",
+    "RunReader",
+    "RunRecords",
+    "RunStore",
     "Strategy",
+    "SyncTier",
     "Tier",
     "TierSettings",
     "VerdictCache",
@@ -58,8 +73,15 @@ class Feed(Protocol):
     def slices(self) -> Iterator[tuple[Bar, ...]]: ...
     def limits(self) -> dict[str, MarketLimits]: ...
     def news(self) -> Sequence[NewsItem]: ...  # items the feed itself carries (synthetic news); may be ()
-    # A finite feed may also tell ``n_slices`` and ``n_bars`` (what ``slices`` yields): the progress bar's
-    # total, and whether a replay is long enough to record from a child process (engine.app).
+    @property
+    def n_slices(self) -> int | None: ...  # what ``slices`` yields, when known in advance (a finite feed)
+    @property
+    def n_bars(self) -> int | None: ...
+    def arrays(self) -> dict[str, dict[str, np.ndarray]] | None:
+        """A finite feed's whole series per symbol (``close_ms``, ``open``, ``high``, ``low``, ``close``,
+        ``volume`` columns), for a replay to preload; None for a live feed."""
+        ...
+    def close(self) -> None: ...  # release connections (a no-op for files)
 
 
 class History(Protocol):
@@ -84,6 +106,15 @@ class History(Protocol):
     def highest(self, n: int) -> float | None: ...  # highest high of the n bars *before* the last
     def lowest(self, n: int) -> float | None: ...  # lowest low of the n bars *before* the last
     def prev(self, name: str, n: int) -> float | None: ...  # an indicator's value one bar earlier
+    @property
+    def preloaded(self) -> bool: ...  # the whole series is known in advance (a replay): series/column answer
+    def series(self, name: str, n: int) -> np.ndarray:
+        """A preloaded history only: an indicator's values at every bar of the whole series (NaN before it
+        has one), read-only — for ``Strategy.candidates``, never for a decision. Raises: ValueError."""
+        ...
+    def column(self, name: str) -> np.ndarray:
+        """A preloaded history only: a whole column (close_ms, open, high, low, close, volume). Raises: ValueError."""
+        ...
 
 
 @runtime_checkable
@@ -95,11 +126,18 @@ class Strategy(Protocol):
     timeframe: str
 
     def evaluate(self, history: History) -> Signal | None: ...
+    def candidates(self, history: History) -> np.ndarray | None:
+        """For a preloaded history: a mask of the bars where ``evaluate`` *may* emit a signal (it is then
+        called on those bars only, and always on the first), or None to be called on every bar."""
+        ...
 
 
 class NewsSource(Protocol):
     def items(self, start_ms: int, end_ms: int) -> Sequence[NewsItem]:
         """Items with start_ms < published_ms <= end_ms, in publication order."""
+        ...
+    def poll(self) -> int:
+        """Fetch what is new (a live source, between bars); returns how many items it added (0 for a fixed list)."""
         ...
 
 
@@ -163,27 +201,114 @@ class Tier(Protocol):
     async def aclose(self) -> None: ...
 
 
+@runtime_checkable
+class SyncTier(Tier, Protocol):
+    """A tier that answers without I/O (the rules tier): a cascade of such tiers needs no event loop."""
+
+    def review_sync(self, pack: ContextPack) -> Verdict: ...
+
+
 class VerdictCache(Protocol):
     """Verdicts keyed by (tier, model, prompt version, context hash)."""
 
     def get(self, tier: str, model: str, prompt_version: str, context_hash: str) -> Verdict | None: ...
     def put(self, tier: str, model: str, prompt_version: str, context_hash: str, verdict: Verdict) -> None: ...
+    def flush(self) -> None: ...  # write what ``put`` buffered
 
 
 class Reviewer(Protocol):
+    """Reviews packs; never raises for a tier's failure (it fails open). A cascade of ``tiers`` in order."""
+
     mode: str  # active | shadow | off
+    tiers: Sequence[Tier]
+    cache: VerdictCache | None  # verdicts by (tier, model, prompt version, pack hash); None: no cache
 
     async def review_many(self, packs: Sequence[ContextPack]) -> list[Verdict]: ...
+    @property
+    def synchronous(self) -> bool: ...  # every tier answers without I/O: ``review_many_sync`` may be used
+    def review_many_sync(self, packs: Sequence[ContextPack]) -> list[Verdict]:
+        """``review_many`` without an event loop. Raises: RuntimeError unless ``synchronous``."""
+        ...
+    def review_cached(self, hashes: Sequence[str]) -> list[Verdict | None]:
+        """What reviewing the packs with these content hashes would answer from the verdict cache alone (the
+        first tier's cached verdict, counted as a review), or None where the pack must be reviewed in full."""
+        ...
     def drain_events(self) -> list[Event]: ...  # breaker transitions since the last call
     async def aclose(self) -> None: ...
 
 
-class Recorder(Protocol):
-    """Persistence of one run. ``record_slice`` writes everything of one slice in one transaction."""
+# ------------------------------------------------------------------------------------------ storage
+
+
+class RunRecords(Protocol):
+    """One recorded run's rows, read back as value types (in the orders each method names)."""
+
+    def last_slice_ms(self) -> int | None: ...
+    def load_fills(self) -> list[Fill]: ...  # by fill time, then id
+    def load_trades(self) -> list[Trade]: ...  # by close time, then signal id
+    def load_outcomes(self) -> list[Outcome]: ...  # in signal order
+    def load_signals(self) -> list[Signal]: ...  # every signal, blocked ones too
+    def load_gate_results(self) -> list[tuple[str, GateResult]]: ...
+    def load_decisions(self) -> dict[str, Decision]: ...
+    def load_reviews(self) -> list[ReviewRecord]: ...  # packs rebuilt in full, hashes checked
+    def load_events(self) -> list[Event]: ...
+    def load_bars(self, symbol: str | None = None, since_ms: int | None = None) -> list[Bar]: ...
+    def load_news(self) -> list[NewsItem]: ...
+
+
+class Recorder(RunRecords, Protocol):
+    """Persistence of one run. Everything of one slice is written in one transaction; a batch (``new_batch``,
+    ``add`` slices, ``write_batch``) writes several whole slices in one. Recording the same slice twice changes
+    nothing. A recorder may commit in the background: ``close`` returns once everything sent is committed (or
+    raises its StorageError); ``abort`` stops after the batches already sent."""
 
     def record_slice(self, record: SliceRecord) -> None: ...
-    def record_events(self, events: Sequence[Event]) -> None: ...
-    def last_slice_ms(self) -> int | None: ...
-    def load_fills(self) -> list[Fill]: ...
-    def load_trades(self) -> list[Trade]: ...
-    def load_outcomes(self) -> list[Outcome]: ...
+    def new_batch(self) -> Any: ...  # a batch with ``add(record)``, ``slices`` and ``rows``
+    def write_batch(self, batch: Any) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class PackCheck(Protocol):
+    """A started check of a run's stored packs against their hashes (``RunReader.check_packs``); its answer is
+    taken by ``RunReader.reviewed(..., check=...)``."""
+
+    def close(self) -> None: ...  # end it early (an error on the way); idempotent
+
+
+class RunReader(Protocol):
+    """What the read side (scorecard, backtest, report, transfer, analysis) needs of recorded runs, implemented by
+    ``storage.Storage``. Every pack it hands out was checked against its stored hash."""
+
+    url_masked: str  # where the runs are, password masked (for messages and reports)
+
+    def get_run(self, run_id: int) -> RunInfo: ...  # Raises: StorageError
+    def resolve_run(self, ref: str) -> RunInfo: ...  # an id or the latest run of a name
+    def list_runs(self) -> list[RunInfo]: ...
+    def records(self, run_id: int) -> RunRecords: ...
+    def count_signals(self, run_id: int) -> int: ...  # blocked and reviewed
+    def reviewed(self, run_id: int, *, keep_json: bool = False, lean: bool = False,
+                 check: PackCheck | None = None) -> StoredReviews:
+        """Every reviewed signal in signal order, packs as ``PackRef`` (JSON kept only with ``keep_json``);
+        ``lean``: only the verdict and decision fields scoring reads; ``check``: the packs' check started earlier."""
+        ...
+    def outcomes(self, run_id: int, *, realized: bool = True) -> StoredOutcomes: ...  # shadow (and realized)
+    def check_packs(self, run_id: int) -> PackCheck: ...  # start checking the packs (a child process for many)
+    def packs(self, run_id: int, signal_ids: Sequence[str]) -> dict[str, ContextPack]: ...  # rebuilt in full
+    def cached_verdicts(self, run_id: int, keys: Sequence[tuple[str, str, str]]
+                        ) -> dict[tuple[str, str, str], dict[str, Verdict]]:
+        """Per (tier, model, prompt version) of ``keys``: the verdict-cache entries of this run's packs, by hash."""
+        ...
+    def verdict_cache(self) -> VerdictCache: ...
+
+
+class RunStore(RunReader, Protocol):
+    """A RunReader that also records new runs (``signals import``, replays of stored runs)."""
+
+    def create_run(self, name: str, config_json: str, config_hash: str, seed: int, reviewer_mode: str,
+                   starting_equity: float) -> int: ...
+    def set_run_status(self, run_id: int, status: str) -> None: ...
+    def set_reviewer_mode(self, run_id: int, mode: str) -> None: ...
+    def find_resumable_run(self, name: str) -> RunInfo | None: ...  # the latest run of a name, if interrupted
+    def claim_run_name(self, name: str) -> bool: ...  # become the one process writing runs of this name
+    def recorder(self, run_id: int, *, expected_bars: int | None = None) -> Recorder: ...

@@ -9,16 +9,19 @@ Time is always UTC, carried as integer milliseconds since the epoch in fields na
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "DECISION_FIELDS",
+    "OUTCOME_FIELDS",
+    "VERDICT_FIELDS",
     "Action",
     "Bar",
     "ContextPack",
@@ -35,13 +38,17 @@ __all__ = [
     "NewsItem",
     "Outcome",
     "OutcomeKind",
+    "PackRef",
     "Position",
     "RegimeInfo",
     "RegimeTag",
     "ReviewRecord",
+    "RunInfo",
     "Side",
     "Signal",
     "SliceRecord",
+    "StoredOutcomes",
+    "StoredReviews",
     "TierAttempt",
     "Trade",
     "TradeStats",
@@ -53,6 +60,7 @@ __all__ = [
     "dt_to_ms",
     "freeze",
     "ms_to_dt",
+    "parse_iso_ms",
 ]
 
 
@@ -69,6 +77,21 @@ def dt_to_ms(dt: datetime) -> int:
     if dt.tzinfo is None:
         raise ValueError(f"naive datetime {dt!r}: expected a timezone-aware UTC datetime")
     return round(dt.timestamp() * 1000)
+
+
+def parse_iso_ms(text: str, *, naive_is_utc: bool = True) -> int:
+    """ISO 8601 text (``2018-01-10T04:55:00Z``, ``2025-01-01``, with or without a zone) → milliseconds since the
+    epoch, rounded to the nearest millisecond: the one parser of times users and files write.
+
+    A time without a zone is UTC when ``naive_is_utc`` (command-line dates, data files); otherwise it is
+    refused. Raises: ValueError (callers word it for their input: a file line, a flag, a key).
+    """
+    dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        if not naive_is_utc:
+            raise ValueError(f"{text!r} has no time zone")
+        dt = dt.replace(tzinfo=UTC)
+    return dt_to_ms(dt)
 
 
 # ------------------------------------------------------------------------------------ canonical JSON
@@ -203,10 +226,6 @@ class Bar:
     def open_at(self) -> datetime:
         return ms_to_dt(self.open_ms)
 
-    @property
-    def close_at(self) -> datetime:
-        return ms_to_dt(self.close_ms)
-
 
 @dataclass(frozen=True, slots=True)
 class MarketLimits:
@@ -324,197 +343,6 @@ class TradeSummary:
         )
 
 
-@functools.lru_cache(maxsize=8192)
-def _summary_dict(t: TradeSummary) -> dict[str, Any]:
-    # The same closed trades appear in many packs; their (immutable) dicts are built once.
-    return t.to_dict()
-
-
-@functools.lru_cache(maxsize=8192)
-def _summary_json(t: TradeSummary) -> str:
-    return _dumps_rounded(_summary_dict(t))
-
-
-def _pack_json_generic(pack: ContextPack) -> str:
-    """The pack's canonical JSON, byte for byte ``_dumps_rounded(pack.to_dict())`` piece by piece, through
-    the ``to_dict`` methods and ``json``: the reference the fast writer below must reproduce exactly."""
-    d = {
-        "signal": pack.signal.to_dict(),
-        "recent_trades": None,
-        "trade_stats": pack.trade_stats.to_dict(),
-        "regime": pack.regime.to_dict(),
-        "correlated_positions": [c.to_dict() for c in pack.correlated],
-        "news": [n.to_dict() for n in pack.news],
-        "gate_note": pack.gate_note,
-        "equity": _num(pack.equity),
-    }
-    trades = "[" + ",".join(_summary_json(t) for t in pack.recent_trades) + "]"
-    parts = []
-    for key in sorted(d):
-        value = trades if key == "recent_trades" else _dumps_rounded(d[key]) if isinstance(d[key], (dict, list)) \
-            else json.dumps(d[key], ensure_ascii=False, allow_nan=False)
-        parts.append(f"{json.dumps(key)}:{value}")
-    return "{" + ",".join(parts) + "}"
-
-
-# The fast writer: the same text as _pack_json_generic for the field types the dataclasses declare, written
-# with f-strings in sorted-key order instead of dicts + json.dumps. Any other type (an int where a float is
-# declared, a float subclass, a non-finite raw price, ...) raises _Slow and the whole pack takes the
-# generic path, so the text never depends on which path wrote it.
-
-
-class _Slow(Exception):
-    """A value the fast writer does not render exactly as ``json`` does: use the generic path."""
-
-
-_jstr = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) writes a str with
-_isfinite = math.isfinite
-
-
-def _js(x: object) -> str:
-    """A str field."""
-    if type(x) is str:
-        return _jstr(x)
-    raise _Slow
-
-
-def _ji(x: object) -> str:
-    """An int field."""
-    if type(x) is int:
-        return int.__repr__(x)
-    raise _Slow
-
-
-def _jn(x: object) -> str:
-    """``_num(x)`` as JSON, ``repr(float(f"{x:.12g}"))`` (NaN/inf → null), without the round trip: that float's
-    shortest repr has the same digits as the 12-digit text (two decimals of at most 12 significant digits
-    are never within one float of each other), so the two only differ in layout — positional text lacks
-    repr's ".0" when integral, and exponents are laid out alike only from 1e16 up or below 1e-4."""
-    if type(x) is float:
-        if not _isfinite(x):
-            return "null"
-        s = f"{x:.12g}"
-        if "e" in s:
-            return float.__repr__(float(s))
-        return s if "." in s else s + ".0"
-    if x is None:
-        return "null"
-    raise _Slow
-
-
-_INF = math.inf
-_DAY_MS = 86_400_000
-_ISO_FAST_END = 4_102_444_800_000  # 2100-01-01
-_ISO_DATES: dict[int, str] = {}
-_ISO_TIMES: dict[int, str] = {}
-
-
-def _iso_ms(ms: int) -> str:
-    """``ms_to_dt(ms).isoformat()``, from cached date and time-of-day texts for 1970 ≤ t < 2100: there
-    ``fromtimestamp(ms / 1000)`` is the exact millisecond (the float is within 0.25 µs of it, and is rounded
-    to the microsecond)."""
-    if type(ms) is int and 0 <= ms < _ISO_FAST_END:
-        day, rem = divmod(ms, _DAY_MS)
-        sec, milli = divmod(rem, 1000)
-        date = _ISO_DATES.get(day)
-        if date is None:
-            if len(_ISO_DATES) >= 4096:
-                _ISO_DATES.clear()
-            date = _ISO_DATES[day] = ms_to_dt(day * _DAY_MS).date().isoformat()
-        tod = _ISO_TIMES.get(sec)
-        if tod is None:
-            if len(_ISO_TIMES) >= 4096:
-                _ISO_TIMES.clear()
-            tod = _ISO_TIMES[sec] = f"{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}"
-        return f"{date}T{tod}.{milli:03d}000+00:00" if milli else f"{date}T{tod}+00:00"
-    return ms_to_dt(ms).isoformat()
-
-
-def _signal_json(s: Signal) -> str:
-    entry, stop, target, size = s.entry, s.stop_loss, s.take_profit, s.size_hint
-    sid, strategy, symbol, timeframe, ms = s.id, s.strategy_id, s.symbol, s.timeframe, s.created_ms
-    if not (type(entry) is float and type(stop) is float and type(target) is float and type(size) is float
-            and -_INF < entry < _INF and -_INF < stop < _INF and -_INF < target < _INF and -_INF < size < _INF
-            and type(sid) is str and type(strategy) is str and type(symbol) is str and type(timeframe) is str
-            and type(ms) is int):
-        raise _Slow
-    return (f'{{"created_at":{_jstr(_iso_ms(ms))},"created_ms":{ms!r},"entry":{entry!r},'
-            f'"id":{_jstr(sid)},"side":{_jstr(str(s.side))},"size_hint":{size!r},"stop_loss":{stop!r},'
-            f'"strategy_id":{_jstr(strategy)},"symbol":{_jstr(symbol)},'
-            f'"tags":[{",".join([_js(t) for t in s.tags])}],"take_profit":{target!r},'
-            f'"timeframe":{_jstr(timeframe)}}}')
-
-
-def _stats_json(t: TradeStats) -> str:
-    return f'{{"count":{_ji(t.count)},"loss_streak":{_ji(t.loss_streak)},"win_rate":{_jn(t.win_rate)}}}'
-
-
-def _regime_json(r: RegimeInfo) -> str:
-    return (f'{{"k":{_ji(r.k)},"lookback_bars":{_ji(r.lookback_bars)},"realized_vol_ann":{_jn(r.realized_vol_ann)},'
-            f'"tag":{_jstr(str(r.tag))},"variance_ratio":{_jn(r.variance_ratio)},'
-            f'"vol_percentile":{_jn(r.vol_percentile)}}}')
-
-
-def _correlated_json(c: CorrelatedPosition) -> str:
-    return (f'{{"corr":{_jn(c.corr)},"side":{_jstr(str(c.side))},"size_pct_equity":{_jn(c.size_pct_equity)},'
-            f'"strategy_id":{_js(c.strategy_id)},"symbol":{_js(c.symbol)},'
-            f'"unrealized_pnl_pct":{_jn(c.unrealized_pnl_pct)}}}')
-
-
-def _news_json(n: NewsFlag) -> str:
-    return (f'{{"age_min":{_jn(n.age_min)},"category":{_jstr(str(n.category))},"headline":{_js(n.headline)},'
-            f'"source":{_js(n.source)}}}')
-
-
-# The recent trades are most of a pack and the same list recurs in every pack of a strategy until one of
-# its trades closes: their JSON (text and UTF-8) is kept per list, and each summary's per summary, keyed by
-# identity (the summaries are immutable, and the portfolio hands out the same object for a trade every
-# time). Each entry holds the objects of its key, so no key's ids can be taken by other objects while it
-# is here; both caches are emptied when full.
-_TRADES_JSON: dict[tuple[int, ...], tuple[tuple[TradeSummary, ...], str, bytes]] = {}
-_TRADES_JSON_MAX = 256
-_SUMMARY_JSON: dict[int, tuple[TradeSummary, str]] = {}
-_SUMMARY_JSON_MAX = 8192
-
-
-def _summary_json_of(t: TradeSummary) -> str:
-    hit = _SUMMARY_JSON.get(id(t))
-    if hit is None:
-        if len(_SUMMARY_JSON) >= _SUMMARY_JSON_MAX:
-            _SUMMARY_JSON.clear()
-        hit = _SUMMARY_JSON[id(t)] = (t, _summary_json(t))
-    return hit[1]
-
-
-def _trades_json(trades: tuple[TradeSummary, ...]) -> tuple[str, bytes]:
-    key = tuple(map(id, trades))
-    hit = _TRADES_JSON.get(key)
-    if hit is None:
-        text = "[" + ",".join([_summary_json_of(t) for t in trades]) + "]"
-        if len(_TRADES_JSON) >= _TRADES_JSON_MAX:
-            _TRADES_JSON.clear()
-        hit = _TRADES_JSON[key] = (tuple(trades), text, text.encode("utf-8"))
-    return hit[1], hit[2]
-
-
-def _seal(pack: ContextPack) -> tuple[str, str]:
-    """The pack's canonical JSON (exactly ``_pack_json_generic``) and its content hash."""
-    try:
-        head = (f'{{"correlated_positions":[{",".join([_correlated_json(c) for c in pack.correlated])}],'
-                f'"equity":{_jn(pack.equity)},"gate_note":{_js(pack.gate_note)},'
-                f'"news":[{",".join([_news_json(n) for n in pack.news])}],"recent_trades":')
-        tail = (f',"regime":{_regime_json(pack.regime)},"signal":{_signal_json(pack.signal)},'
-                f'"trade_stats":{_stats_json(pack.trade_stats)}}}')
-    except _Slow:
-        text = _pack_json_generic(pack)
-        return text, content_hash(text)
-    trades, trades_utf8 = _trades_json(pack.recent_trades)
-    # UTF-8 is concatenative: hashing the encoded pieces is hashing the encoded text, without re-encoding
-    # the (cached) trades inside a text that the gate note's "≥" has made non-ASCII
-    digest = hashlib.sha256(head.encode("utf-8") + trades_utf8 + tail.encode("utf-8")).hexdigest()
-    return head + trades + tail, digest
-
-
 @dataclass(frozen=True, slots=True)
 class TradeStats:
     count: int
@@ -624,10 +452,14 @@ class ContextPack:
     json: str = field(default="", compare=False)
     hash: str = field(default="", compare=False)
 
+    @property
+    def regime_tag(self) -> str:
+        return str(self.regime.tag)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "signal": self.signal.to_dict(),
-            "recent_trades": [_summary_dict(t) for t in self.recent_trades],
+            "recent_trades": [t.to_dict() for t in self.recent_trades],
             "trade_stats": self.trade_stats.to_dict(),
             "regime": self.regime.to_dict(),
             "correlated_positions": [c.to_dict() for c in self.correlated],
@@ -641,8 +473,10 @@ class ContextPack:
         """Assemble a pack and seal it with its canonical JSON and content hash."""
         if "json" in parts or "hash" in parts:
             raise TypeError("ContextPack.build() computes json and hash itself")
+        from engine.packjson import seal
+
         pack = cls(**parts)
-        text, digest = _seal(pack)
+        text, digest = seal(pack)
         # sealing the fresh, not yet shared instance in place (as the frozen dataclass's own __init__ does)
         object.__setattr__(pack, "json", text)
         object.__setattr__(pack, "hash", digest)
@@ -833,10 +667,26 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
-class ReviewRecord:
-    """One reviewed signal: its pack, the verdict and the clamp's decision."""
+class PackRef:
+    """A stored context pack by identity, not by contents: what the read side of a recorded run carries for each
+    reviewed signal. The signal is the recorded one (exact floats, not the pack's 12-digit rounding); ``hash`` is
+    the pack's content hash, checked against its stored JSON when it was read; ``json`` is that JSON when the
+    reader was asked to keep it ("" otherwise). A reviewer never reads a PackRef: a pack to review is rebuilt in
+    full (``ContextPack.from_json``, hash verified), or answered from the verdict cache by its hash alone."""
 
-    pack: ContextPack
+    signal: Signal
+    hash: str
+    regime_tag: str
+    equity: float  # the pack's equity at the signal time
+    json: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewRecord:
+    """One reviewed signal: its pack, the verdict and the clamp's decision. A record the pipeline makes holds
+    the sealed ContextPack; one read back from storage by the read side holds a PackRef."""
+
+    pack: ContextPack | PackRef
     verdict: Verdict
     decision: Decision
     mode: str  # reviewer mode when it was decided: active | shadow | off
@@ -862,3 +712,87 @@ class SliceRecord:
         event and news item, three per review (its pack, verdict and decision)."""
         return (len(self.bars) + len(self.signals) + len(self.gate_results) + 3 * len(self.reviews)
                 + len(self.fills) + len(self.trades) + len(self.outcomes) + len(self.events) + len(self.news))
+
+
+# ------------------------------------------------------------------------------------- stored runs
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """One recorded run, as ``RunReader.get_run`` tells it."""
+
+    id: int
+    name: str
+    status: str  # running | finished | failed | stopped
+    config_json: str  # the effective config, secrets masked
+    config_hash: str
+    seed: int
+    reviewer_mode: str  # active | shadow | off
+    created_at: datetime  # wall clock, UTC
+    last_slice_ms: int | None
+    starting_equity: float
+
+
+VERDICT_FIELDS: tuple[str, ...] = (
+    "verdict", "confidence", "rationale", "modified_size_pct", "modified_sl", "source", "tier", "model",
+    "prompt_version", "latency_ms", "input_tokens", "output_tokens", "cached_tokens", "cost_usd", "error",
+    "raw_reply", "attempts",
+)
+DECISION_FIELDS: tuple[str, ...] = ("action", "size_pct", "stop_loss", "take_profit", "clamps", "reason")
+OUTCOME_FIELDS: tuple[str, ...] = ("signal_id", "kind", "filled", "pnl_pct", "r_multiple", "exit_reason", "ambiguous",
+                                   "opened_ms", "closed_ms", "note")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReviews:
+    """A run's reviewed signals in signal order (creation time, then id), as a ``RunReader`` reads them: entry
+    ``i`` of every column is one signal. ``verdicts`` maps each ``Verdict`` field to its values and ``decisions``
+    each ``Decision`` field (but ``signal_id``), already of their types (``VerdictKind``, tuples of
+    ``TierAttempt``, ...). A lean read holds only the fields scoring reads; ``verdict``/``decision`` need all."""
+
+    packs: Sequence[PackRef]
+    verdicts: Mapping[str, Sequence[Any]]
+    decisions: Mapping[str, Sequence[Any]]
+    modes: Sequence[str]  # the reviewer mode of each verdict (empty after a lean read)
+
+    def __len__(self) -> int:
+        return len(self.packs)
+
+    @property
+    def complete(self) -> bool:
+        return all(f in self.verdicts for f in VERDICT_FIELDS) and all(f in self.decisions for f in DECISION_FIELDS)
+
+    def verdict(self, i: int) -> Verdict:
+        self._need_complete()
+        v = self.verdicts
+        return Verdict(*(v[f][i] for f in VERDICT_FIELDS))
+
+    def decision(self, i: int) -> Decision:
+        self._need_complete()
+        d = self.decisions
+        return Decision(self.packs[i].signal.id, *(d[f][i] for f in DECISION_FIELDS))
+
+    def record(self, i: int) -> ReviewRecord:
+        return ReviewRecord(self.packs[i], self.verdict(i), self.decision(i), self.modes[i])
+
+    def _need_complete(self) -> None:
+        if not self.complete:
+            raise ValueError("these reviews were read lean (the fields scoring reads): read them in full")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOutcomes:
+    """A run's outcomes as a ``RunReader`` reads them: one column per ``Outcome`` field (``OUTCOME_FIELDS``)."""
+
+    columns: Mapping[str, Sequence[Any]]
+
+    def __len__(self) -> int:
+        return len(self.columns["signal_id"])
+
+    def outcome(self, i: int) -> Outcome:
+        c = self.columns
+        return Outcome(*(c[f][i] for f in OUTCOME_FIELDS))
+
+    def all(self) -> list[Outcome]:
+        c = self.columns
+        return list(map(Outcome, *(c[f] for f in OUTCOME_FIELDS)))

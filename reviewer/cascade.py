@@ -11,7 +11,7 @@ from typing import Any
 
 from engine.clock import monotonic_s
 from engine.errors import BadReply, BreakerOpen, ReviewError, describe
-from engine.ports import ReviewerSettings, Tier, VerdictCache
+from engine.ports import ReviewerSettings, SyncTier, Tier, VerdictCache
 from engine.types import ContextPack, Event, TierAttempt, Verdict, VerdictKind
 from reviewer.breaker import CircuitBreaker
 
@@ -84,6 +84,7 @@ class Cascade:
             b.on_transition = self._chain(b.on_transition)
             self.breakers[t.name] = b
         self.stats: dict[str, TierStats] = {t.name: TierStats() for t in self.tiers}
+        self._synchronous = bool(self.tiers) and all(isinstance(t, SyncTier) for t in self.tiers)
         self.reviews = 0
         self.fallbacks = 0
         self.cache_errors = 0
@@ -108,8 +109,28 @@ class Cascade:
 
     @property
     def synchronous(self) -> bool:
-        """True when every tier can answer without awaiting (``review_sync``): no event loop is needed."""
-        return bool(self.tiers) and all(callable(getattr(t, "review_sync", None)) for t in self.tiers)
+        """True when every tier can answer without awaiting (``engine.ports.SyncTier``): no event loop is needed."""
+        return self._synchronous
+
+    def review_cached(self, hashes: Sequence[str]) -> list[Verdict | None]:
+        """For each pack hash, the verdict a review would give from the first tier's cached verdict — counted as a
+        review, with its cache attempt, exactly as ``review`` answers it — or None when the first tier has none
+        (the pack must then be reviewed in full: a later tier's cached verdict only counts after the first
+        tier failed)."""
+        if self._mode == "off" or not self.tiers or self.cache is None:
+            return [None] * len(hashes)
+        tier = self.tiers[0]
+        pv = tier.prompt_version
+        out: list[Verdict | None] = []
+        for h in hashes:
+            start = self.clock_s()
+            cached = self._cache_get(tier, pv, h)
+            if cached is None:
+                out.append(None)
+                continue
+            self.reviews += 1
+            out.append(self._answer_cached(tier, cached, [], start))
+        return out
 
     def review_many_sync(self, packs: Sequence[ContextPack]) -> list[Verdict]:
         """``review_many`` for a cascade of synchronous tiers (e.g. rules only), without an event loop.
@@ -129,15 +150,15 @@ class Cascade:
         start = self.clock_s()
         attempts: list[TierAttempt] = []
         for tier in self.tiers:
-            pv = str(getattr(tier, "prompt_version", "") or "")
-            cached = self._from_cache(tier, pv, pack, attempts, start)
+            pv = tier.prompt_version
+            cached = self._from_cache(tier, pv, pack.hash, attempts, start)
             if cached is not None:
                 return cached
             self.stats[tier.name].calls += 1
             t0 = self.clock_s()
             try:
                 with self.breakers[tier.name].guard():
-                    verdict = tier.review_sync(pack)  # type: ignore[attr-defined]
+                    verdict = tier.review_sync(pack)  # type: ignore[attr-defined]  # synchronous: SyncTier
                 if not isinstance(verdict, Verdict):
                     raise TypeError(f"tier {tier.name!r} returned {type(verdict).__name__}, not a Verdict")
             except Exception as e:
@@ -182,8 +203,8 @@ class Cascade:
                    deadline: asyncio.Timeout) -> Verdict | None:
         """One tier's try: the cached verdict, or the tier's, or None after recording why it failed."""
         stats = self.stats[tier.name]
-        pv = str(getattr(tier, "prompt_version", "") or "")
-        cached = self._from_cache(tier, pv, pack, attempts, start)
+        pv = tier.prompt_version
+        cached = self._from_cache(tier, pv, pack.hash, attempts, start)
         if cached is not None:
             return cached
         stats.calls += 1
@@ -205,11 +226,14 @@ class Cascade:
             return None
         return self._succeeded(tier, pv, pack, verdict, attempts, t0, start)
 
-    def _from_cache(self, tier: Tier, pv: str, pack: ContextPack, attempts: list[TierAttempt],
+    def _from_cache(self, tier: Tier, pv: str, pack_hash: str, attempts: list[TierAttempt],
                     start: float) -> Verdict | None:
-        cached = self._cache_get(tier, pv, pack)
+        cached = self._cache_get(tier, pv, pack_hash)
         if cached is None:
             return None
+        return self._answer_cached(tier, cached, attempts, start)
+
+    def _answer_cached(self, tier: Tier, cached: Verdict, attempts: list[TierAttempt], start: float) -> Verdict:
         self.stats[tier.name].cache_hits += 1
         took = (self.clock_s() - start) * 1000
         attempts.append(TierAttempt(tier.name, True, "cache", took))
@@ -254,11 +278,11 @@ class Cascade:
         return replace(self.fallback, source="fallback", tier="", latency_ms=(self.clock_s() - start) * 1000,
                        error=why if len(why) <= 1000 else why[:999] + "…", attempts=tuple(attempts))
 
-    def _cache_get(self, tier: Tier, pv: str, pack: ContextPack) -> Verdict | None:
-        if self.cache is None or not pack.hash:
+    def _cache_get(self, tier: Tier, pv: str, pack_hash: str) -> Verdict | None:
+        if self.cache is None or not pack_hash:
             return None
         try:
-            return self.cache.get(tier.name, tier.model, pv, pack.hash)
+            return self.cache.get(tier.name, tier.model, pv, pack_hash)
         except Exception:
             self.cache_errors += 1  # a broken cache must not break the fail-open promise: treat as a miss
             return None

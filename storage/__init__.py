@@ -1,4 +1,5 @@
-"""Storage: a database URL → ``Storage`` (runs, per-run ``RunRecorder``, ``SqlVerdictCache``) on SQLite or PostgreSQL.
+"""Storage: a database URL → ``Storage`` (runs, per-run recorders, the verdict cache, the read side's readers) on
+SQLite or PostgreSQL.
 
 SQLAlchemy 2.x with typed models; the schema is created and upgraded only by the Alembic migrations in
 ``storage/migrations``, applied when the database is opened. Every database error that reaches a caller
@@ -8,11 +9,12 @@ is an ``engine.errors.StorageError`` with one line naming the URL (password mask
 from __future__ import annotations
 
 from engine.errors import StorageError
+from storage.cache import SqlVerdictCache
 from storage.db import DEFAULT_BUSY_TIMEOUT_MS, connect, head_revision, mask_url, migrate
-from storage.repository import RunInfo, RunRecorder, SqlVerdictCache, Storage
+from storage.recorder import RunRecorder
+from storage.store import Storage
 
 __all__ = [
-    "RunInfo",
     "RunRecorder",
     "SqlVerdictCache",
     "Storage",

@@ -22,21 +22,20 @@ import json
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import LargeBinary, Table, and_, bindparam, cast, select
 
 from engine.errors import StorageError
 from engine.types import (
-    Action,
+    DECISION_FIELDS,
+    OUTCOME_FIELDS,
+    VERDICT_FIELDS,
     ContextPack,
-    Decision,
-    Outcome,
-    OutcomeKind,
-    Side,
+    PackRef,
     Signal,
-    TierAttempt,
+    StoredOutcomes,
+    StoredReviews,
     Verdict,
     VerdictKind,
     content_hash,
@@ -45,21 +44,13 @@ from storage import rows
 from storage.models import ContextPackRow, DecisionRow, OutcomeRow, SignalRow, VerdictCacheRow, VerdictRow
 
 __all__ = [
-    "DECISION_COLUMNS",
-    "OUTCOME_COLUMNS",
     "SCORED_DECISION_COLUMNS",
     "SCORED_VERDICT_COLUMNS",
-    "VERDICT_COLUMNS",
     "PackCheck",
-    "ReviewedRows",
     "cached_verdicts",
-    "decision_of",
-    "load_outcome_rows",
     "load_outcomes",
     "load_reviewed",
-    "outcome_of",
     "rebuilt_packs",
-    "verdict_of",
 ]
 
 _SIGNALS: Table = SignalRow.__table__  # type: ignore[assignment]
@@ -69,16 +60,10 @@ _DECISIONS: Table = DecisionRow.__table__  # type: ignore[assignment]
 _OUTCOMES: Table = OutcomeRow.__table__  # type: ignore[assignment]
 _CACHE: Table = VerdictCacheRow.__table__  # type: ignore[assignment]
 
-VERDICT_COLUMNS = ("verdict", "confidence", "rationale", "modified_size_pct", "modified_sl", "source", "tier", "model",
-                   "prompt_version", "latency_ms", "input_tokens", "output_tokens", "cached_tokens", "cost_usd",
-                   "error", "raw_reply", "attempts", "mode")
-DECISION_COLUMNS = ("action", "size_pct", "stop_loss", "take_profit", "clamps", "reason")
 # what scoring reads of a verdict and a decision (a backtest loads only these: ``load_reviewed(lean=True)``)
 SCORED_VERDICT_COLUMNS = ("verdict", "source", "tier", "latency_ms", "input_tokens", "output_tokens", "cached_tokens",
                           "cost_usd", "attempts")
 SCORED_DECISION_COLUMNS = ("action", "size_pct")
-OUTCOME_COLUMNS = ("signal_id", "kind", "filled", "pnl_pct", "r_multiple", "exit_reason", "ambiguous", "opened_ms",
-                   "closed_ms", "note")  # Outcome's fields, in its order
 _SIGNAL_COLUMNS = ("id", "strategy_id", "symbol", "side", "created_ms", "entry", "stop_loss", "take_profit",
                    "size_hint", "timeframe", "tags")
 
@@ -91,10 +76,7 @@ _STREAM = 2000  # pack rows per fetch: 100,000 packs are ~500 MB of JSON, never 
 _EQUITY = re.compile(r'"equity":(-?[0-9][0-9.eE+-]*|null)')
 _EQUITY_BYTES = re.compile(_EQUITY.pattern.encode())
 _NULLS = ("null", b"null")
-_SIDES = {str(x): x for x in Side}
 _VERDICT_KINDS = {str(x): x for x in VerdictKind}
-_ACTIONS = {str(x): x for x in Action}
-_OUTCOME_KINDS = {str(x): x for x in OutcomeKind}
 _CACHED_FIELDS = frozenset(rows.VERDICT_FIELDS)
 _SCAN = json.JSONDecoder().scan_once  # the C scanner json.loads uses
 
@@ -112,92 +94,7 @@ def _equity_of(text: str | bytes, where: str) -> float:
         raise StorageError(f"{where} has no readable equity ({type(e).__name__}: {e})") from None
 
 
-def _strings(text: str) -> tuple[str, ...]:
-    return () if text == "[]" else tuple(json.loads(text))
-
-
-def _attempts(text: str) -> tuple[TierAttempt, ...]:
-    if text == "[]":
-        return ()
-    return tuple(TierAttempt(a["tier"], bool(a["ok"]), a["kind"], float(a["latency_ms"]), a.get("error", ""))
-                 for a in json.loads(text))
-
-
-def _signal(r: Sequence[Any]) -> Signal:
-    return Signal(r[0], r[1], r[2], _SIDES[r[3]], int(r[4]), r[5], r[6], r[7], r[8], r[9], _strings(r[10]))
-
-
-def verdict_of(r: Sequence[Any]) -> Verdict:
-    """A verdict row (``VERDICT_COLUMNS``) → Verdict."""
-    return Verdict(_VERDICT_KINDS[r[0]], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], int(r[10]), int(r[11]),
-                   int(r[12]), r[13], r[14], r[15], _attempts(r[16]))
-
-
-def decision_of(signal_id: str, r: Sequence[Any]) -> Decision:
-    """A decision row (``DECISION_COLUMNS``) → Decision."""
-    return Decision(signal_id, _ACTIONS[r[0]], r[1], r[2], r[3], _strings(r[4]), r[5])
-
-
-# the conversions of verdict_of and decision_of, field by field (the others are taken as stored)
-_VERDICT_CONVERSIONS: dict[str, Any] = {"verdict": _VERDICT_KINDS.__getitem__, "input_tokens": int,
-                                        "output_tokens": int, "cached_tokens": int, "attempts": _attempts}
-_DECISION_CONVERSIONS: dict[str, Any] = {"action": _ACTIONS.__getitem__, "clamps": _strings}
-
-
 # ----------------------------------------------------------------------------------------- reviews
-
-
-@dataclass(slots=True)
-class ReviewedRows:
-    """A run's reviewed signals in signal order (created_ms, id); position i of every list is one signal."""
-
-    signals: list[Signal]
-    hashes: list[str]  # the stored pack hash (checked against its JSON while loading)
-    regime_tags: list[str]
-    equities: list[float]  # the pack's equity at the signal time
-    jsons: list[str]  # the stored pack JSON, or "" when not kept
-    verdict_columns: tuple[str, ...]  # what ``verdict_rows`` hold: VERDICT_COLUMNS, or SCORED_VERDICT_COLUMNS
-    verdict_rows: list[tuple[Any, ...]]
-    decision_columns: tuple[str, ...]  # DECISION_COLUMNS, or SCORED_DECISION_COLUMNS
-    decision_rows: list[tuple[Any, ...]]
-
-    def __len__(self) -> int:
-        return len(self.signals)
-
-    @property
-    def complete(self) -> bool:
-        """Rows with every column (``verdict`` and ``decision`` need them; ``lean`` loads skip them)."""
-        return self.verdict_columns == VERDICT_COLUMNS and self.decision_columns == DECISION_COLUMNS
-
-    def verdict(self, i: int) -> Verdict:
-        self._need_complete()
-        return verdict_of(self.verdict_rows[i])
-
-    def decision(self, i: int) -> Decision:
-        self._need_complete()
-        return decision_of(self.signals[i].id, self.decision_rows[i])
-
-    def mode(self, i: int) -> str:
-        self._need_complete()
-        return self.verdict_rows[i][-1]
-
-    def _need_complete(self) -> None:
-        if not self.complete:
-            raise ValueError("these rows were loaded lean (the columns scoring reads): load them in full")
-
-    def verdict_values(self, name: str) -> list[Any]:
-        """One field of every verdict, converted as ``verdict`` converts it, without building the verdicts."""
-        k = self.verdict_columns.index(name)
-        values = [r[k] for r in self.verdict_rows]
-        convert = _VERDICT_CONVERSIONS.get(name)
-        return values if convert is None else list(map(convert, values))
-
-    def decision_values(self, name: str) -> list[Any]:
-        """One field of every decision, converted as ``decision`` converts it."""
-        k = self.decision_columns.index(name)
-        values = [r[k] for r in self.decision_rows]
-        convert = _DECISION_CONVERSIONS.get(name)
-        return values if convert is None else list(map(convert, values))
 
 
 def _checked_packs(storage: Any, conn: Any, run_id: int, keep_json: bool) -> dict[str, tuple[str, str, float, str]]:
@@ -316,7 +213,7 @@ def _check_packs(_inbox: Any, outbox: Any, url: str, busy_timeout_ms: int, run_i
 
 
 def load_reviewed(storage: Any, run_id: int, *, keep_json: bool = False, lean: bool = False,
-                  check: PackCheck | None = None) -> ReviewedRows:
+                  check: PackCheck | None = None) -> StoredReviews:
     """Every reviewed signal of run ``run_id`` (one with a pack, a verdict and a decision), in signal order.
 
     Four queries, one per table. ``keep_json``: keep every pack's JSON (100,000 packs are ~500 MB of text).
@@ -325,8 +222,8 @@ def load_reviewed(storage: Any, run_id: int, *, keep_json: bool = False, lean: b
     after the other tables are read.
     Raises: StorageError (a database error; a pack whose JSON does not match its stored hash).
     """
-    vcols = SCORED_VERDICT_COLUMNS if lean else VERDICT_COLUMNS
-    dcols = SCORED_DECISION_COLUMNS if lean else DECISION_COLUMNS
+    vcols = SCORED_VERDICT_COLUMNS if lean else (*VERDICT_FIELDS, "mode")
+    dcols = SCORED_DECISION_COLUMNS if lean else DECISION_FIELDS
     s, v, d = _SIGNALS.c, _VERDICTS.c, _DECISIONS.c
     signals_q = select(*(s[c] for c in _SIGNAL_COLUMNS)).where(s.run_id == run_id).order_by(s.created_ms, s.id)
     verdicts_q = select(v.signal_id, *(v[c] for c in vcols)).where(v.run_id == run_id)
@@ -343,9 +240,19 @@ def load_reviewed(storage: Any, run_id: int, *, keep_json: bool = False, lean: b
     # reviewed: with a pack, a verdict and a decision (not blocked by a gate, nor half recorded)
     reviewed = [r for r in signal_rows if r[0] in packs and r[0] in verdicts and r[0] in decisions]
     ids = [r[0] for r in reviewed]
+    signals = [Signal(*values) for values in zip(*_columns("signals", _SIGNAL_COLUMNS, reviewed), strict=True)]
     hashes, tags, equities, jsons = _transpose(map(packs.__getitem__, ids), 4)
-    return ReviewedRows(list(map(_signal, reviewed)), hashes, tags, equities, jsons, vcols,
-                        list(map(verdicts.__getitem__, ids)), dcols, list(map(decisions.__getitem__, ids)))
+    refs = list(map(PackRef, signals, hashes, tags, equities, jsons))
+    vals = dict(zip(vcols, _columns("verdicts", vcols, list(map(verdicts.__getitem__, ids))), strict=True))
+    modes = vals.pop("mode", [])
+    decided = dict(zip(dcols, _columns("decisions", dcols, list(map(decisions.__getitem__, ids))), strict=True))
+    return StoredReviews(refs, vals, decided, modes)
+
+
+def _columns(table: str, names: Sequence[str], rows_: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Rows of ``names`` columns → one converted list per column (``storage.rows.column``)."""
+    cols = _transpose(rows_, len(names))
+    return [rows.column(table, name, values) for name, values in zip(names, cols, strict=True)]
 
 
 def _transpose(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
@@ -353,31 +260,20 @@ def _transpose(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return cols if cols else [[] for _ in range(width)]
 
 
-def load_outcome_rows(storage: Any, run_id: int, *, realized: bool = True) -> list[tuple[Any, ...]]:
-    """The run's shadow outcomes, and its realized ones unless ``realized`` is False, as stored rows
-    (``OUTCOME_COLUMNS``, table order; ``outcome_of`` converts one)."""
+def load_outcomes(storage: Any, run_id: int, *, realized: bool = True) -> StoredOutcomes:
+    """The run's shadow outcomes, and its realized ones unless ``realized`` is False, as columns (table order)."""
     o = _OUTCOMES.c
-    q = select(*(o[c] for c in OUTCOME_COLUMNS)).where(o.run_id == run_id)
+    q = select(*(o[c] for c in OUTCOME_FIELDS)).where(o.run_id == run_id)
     if not realized:
         q = q.where(o.kind == "shadow")
     with storage.guard(f"cannot load the outcomes of run {run_id}"), storage.engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(q).all()]
-
-
-def outcome_of(r: Sequence[Any]) -> Outcome:
-    """An outcome row (``OUTCOME_COLUMNS``) → Outcome."""
-    return Outcome(r[0], _OUTCOME_KINDS[r[1]], bool(r[2]), r[3], r[4], r[5], bool(r[6]),
-                   None if r[7] is None else int(r[7]), None if r[8] is None else int(r[8]), r[9])
-
-
-def load_outcomes(storage: Any, run_id: int, *, realized: bool = True) -> list[Outcome]:
-    """``load_outcome_rows``, converted."""
-    return list(map(outcome_of, load_outcome_rows(storage, run_id, realized=realized)))
+        found = conn.execute(q).all()
+    return StoredOutcomes(dict(zip(OUTCOME_FIELDS, _columns("outcomes", OUTCOME_FIELDS, found), strict=True)))
 
 
 def rebuilt_packs(storage: Any, run_id: int, ids: Sequence[str]) -> dict[str, ContextPack]:
     """Packs of the signals ``ids`` rebuilt in full from their stored JSON (hash re-verified)."""
-    from storage.repository import rebuild_pack
+    from storage.recorder import rebuild_pack
 
     p = _PACKS.c
     q = select(p.signal_id, p.json, p.hash).where(p.run_id == run_id, p.signal_id.in_(bindparam("ids", expanding=True)))

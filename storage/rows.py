@@ -1,4 +1,6 @@
-"""Row codecs: pipeline value types ⇄ plain column tuples (in: ``engine.types`` values or rows; out: the other).
+"""Row codecs, one per direction: pipeline value types → plain column tuples (``*_values``), and stored columns →
+value types (``CONVERT``, one converter per column that needs one; ``row_to_*`` build whole objects with them,
+``column`` converts a whole column for the bulk readers).
 
 Each row shape is defined once, as a ``*_values`` function returning a tuple in the order of its table's
 columns (``COLUMNS``; a test keeps that order equal to ``storage.models``): the recorder strings them
@@ -12,9 +14,10 @@ bit for bit, and only context packs are hashed (they carry their own canonical J
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from engine import types
 from engine.types import (
     Action,
     Bar,
@@ -40,9 +43,12 @@ from engine.types import (
 
 __all__ = [
     "COLUMNS",
+    "CONVERT",
     "VERDICT_FIELDS",
     "add_gate_values",
+    "attempts_of",
     "bar_values",
+    "column",
     "decision_values",
     "dumps",
     "event_key",
@@ -62,6 +68,7 @@ __all__ = [
     "row_to_trade",
     "row_to_verdict",
     "signal_values",
+    "strings_of",
     "trade_values",
     "verdict_from_json",
     "verdict_to_json",
@@ -69,11 +76,7 @@ __all__ = [
 ]
 
 # Every Verdict field stored in its own column (attempts go to a JSON column of their own).
-VERDICT_FIELDS = (
-    "verdict", "confidence", "rationale", "modified_size_pct", "modified_sl", "source", "tier", "model",
-    "prompt_version", "latency_ms", "input_tokens", "output_tokens", "cached_tokens", "cost_usd", "error",
-    "raw_reply",
-)
+VERDICT_FIELDS = tuple(f for f in types.VERDICT_FIELDS if f != "attempts")
 
 # Column order of each run-scoped table: the order of the ``*_values`` tuples.
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -94,8 +97,6 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "events": ("run_id", "seq", "kind", "at_ms", "subject", "message", "data"),
     "news_items": ("run_id", "id", "published_ms", "symbols", "headline", "source", "category"),
 }
-
-
 
 
 def dumps(obj: Any) -> str:
@@ -119,13 +120,68 @@ def _strings_json(items: tuple[str, ...]) -> str:
     return dumps(list(items))
 
 
+# ------------------------------------------------------------------------------------------ decoding
+# What a stored column holds that is not already its field's value. Columns not named here are taken as stored
+# (both backends hand back str, int and float for them).
+
+
+def strings_of(text: str) -> tuple[str, ...]:
+    """A JSON list of strings (signal tags, clamps) → a tuple."""
+    return () if text == "[]" else tuple(json.loads(text))
+
+
+def attempts_of(text: str) -> tuple[TierAttempt, ...]:
+    """A verdict's stored attempts (JSON) → TierAttempt tuples."""
+    if text == "[]":
+        return ()
+    return tuple(TierAttempt(a["tier"], bool(a["ok"]), a["kind"], float(a["latency_ms"]), a.get("error", ""))
+                 for a in json.loads(text))
+
+
+def _int_or_none(v: Any) -> int | None:
+    return None if v is None else int(v)
+
+
+_SIDES = {str(x): x for x in Side}
+_VERDICT_KINDS = {str(x): x for x in VerdictKind}
+_ACTIONS = {str(x): x for x in Action}
+_OUTCOME_KINDS = {str(x): x for x in OutcomeKind}
+
+CONVERT: dict[str, dict[str, Callable[[Any], Any]]] = {
+    "signals": {"side": _SIDES.__getitem__, "created_ms": int, "tags": strings_of},
+    "verdicts": {"verdict": _VERDICT_KINDS.__getitem__, "confidence": float, "latency_ms": float, "input_tokens": int,
+                 "output_tokens": int, "cached_tokens": int, "cost_usd": float, "attempts": attempts_of},
+    "decisions": {"action": _ACTIONS.__getitem__, "clamps": strings_of},
+    "outcomes": {"kind": _OUTCOME_KINDS.__getitem__, "filled": bool, "ambiguous": bool, "opened_ms": _int_or_none,
+                 "closed_ms": _int_or_none},
+    "fills": {"side": _SIDES.__getitem__, "kind": FillKind, "filled_ms": int, "ambiguous": bool, "gap": bool},
+    "trades": {"side": _SIDES.__getitem__, "opened_ms": int, "closed_ms": int, "exit_reason": ExitReason,
+               "bars_held": int, "ambiguous": bool},
+}
+
+
+def column(table: str, name: str, values: Sequence[Any]) -> list[Any]:
+    """A whole stored column of ``table`` converted as its value type holds it."""
+    convert = CONVERT.get(table, {}).get(name)
+    return list(values) if convert is None else list(map(convert, values))
+
+
+def _decode(table: str, r: Any, fields: Sequence[str]) -> list[Any]:
+    """The values of ``fields`` of row ``r`` (anything with those attributes), converted for ``table``."""
+    convert = CONVERT.get(table, {})
+    out = []
+    for f in fields:
+        v = getattr(r, f)
+        c = convert.get(f)
+        out.append(v if c is None else c(v))
+    return out
+
+
 # --------------------------------------------------------------------------------------------- bars
 
 
 def bar_values(run_id: int, b: Bar) -> tuple[Any, ...]:
     return (run_id, b.close_ms, b.symbol, b.open_ms, b.open, b.high, b.low, b.close, b.volume)
-
-
 
 
 def row_to_bar(r: Sequence[Any]) -> Bar:
@@ -141,12 +197,12 @@ def signal_values(run_id: int, s: Signal, status: str) -> tuple[Any, ...]:
             s.size_hint, s.timeframe, _strings_json(s.tags), status)
 
 
+_SIGNAL_FIELDS = ("id", "strategy_id", "symbol", "side", "created_ms", "entry", "stop_loss", "take_profit", "size_hint",
+                  "timeframe", "tags")
 
 
 def row_to_signal(r: Any) -> Signal:
-    return Signal(id=r.id, strategy_id=r.strategy_id, symbol=r.symbol, side=Side(r.side), created_ms=int(r.created_ms),
-                  entry=r.entry, stop_loss=r.stop_loss, take_profit=r.take_profit, size_hint=r.size_hint,
-                  timeframe=r.timeframe, tags=tuple(json.loads(r.tags)))
+    return Signal(*_decode("signals", r, _SIGNAL_FIELDS))
 
 
 def add_gate_values(out: list[Any], run_id: int, results: Iterable[tuple[str, GateResult]]) -> int:
@@ -166,10 +222,6 @@ def add_gate_values(out: list[Any], run_id: int, results: Iterable[tuple[str, Ga
     return n
 
 
-
-
-
-
 def row_to_gate(r: Any) -> tuple[str, GateResult]:
     return r.signal_id, GateResult(r.gate, bool(r.passed), r.reason, None if r.until_ms is None else int(r.until_ms))
 
@@ -180,19 +232,12 @@ def row_to_gate(r: Any) -> tuple[str, GateResult]:
 def pack_values(run_id: int, p: ContextPack) -> tuple[Any, ...]:
     if not p.json or not p.hash:
         raise ValueError(f"context pack of {p.signal.id} is not sealed (build it with ContextPack.build)")
-    return (run_id, p.signal.id, p.hash, str(p.regime.tag), p.json)
-
-
+    return (run_id, p.signal.id, p.hash, p.regime_tag, p.json)
 
 
 def _attempts_json(attempts: Iterable[TierAttempt]) -> str:
     return dumps([{"tier": a.tier, "ok": a.ok, "kind": a.kind, "latency_ms": a.latency_ms, "error": a.error}
                   for a in attempts])
-
-
-def _attempts(text: str) -> tuple[TierAttempt, ...]:
-    return tuple(TierAttempt(a["tier"], bool(a["ok"]), a["kind"], float(a["latency_ms"]), a.get("error", ""))
-                 for a in json.loads(text))
 
 
 def _verdict_fields(v: Verdict) -> dict[str, Any]:
@@ -205,21 +250,8 @@ def verdict_values(run_id: int, signal_id: str, v: Verdict, mode: str) -> tuple[
     return (run_id, signal_id, *_verdict_fields(v).values(), _attempts_json(v.attempts), mode)
 
 
-
-
-def _verdict(d: Mapping[str, Any], attempts: tuple[TierAttempt, ...]) -> Verdict:
-    return Verdict(
-        verdict=VerdictKind(d["verdict"]), confidence=float(d["confidence"]), rationale=d["rationale"],
-        modified_size_pct=d["modified_size_pct"], modified_sl=d["modified_sl"], source=d["source"],
-        tier=d["tier"], model=d["model"], prompt_version=d["prompt_version"], latency_ms=float(d["latency_ms"]),
-        input_tokens=int(d["input_tokens"]), output_tokens=int(d["output_tokens"]),
-        cached_tokens=int(d["cached_tokens"]), cost_usd=float(d["cost_usd"]), error=d["error"],
-        raw_reply=d["raw_reply"], attempts=attempts,
-    )
-
-
 def row_to_verdict(r: Any) -> Verdict:
-    return _verdict(r._mapping, _attempts(r.attempts))
+    return Verdict(*_decode("verdicts", r, types.VERDICT_FIELDS))
 
 
 def verdict_to_json(v: Verdict) -> str:
@@ -228,7 +260,10 @@ def verdict_to_json(v: Verdict) -> str:
 
 
 def verdict_from_json(text: str) -> Verdict:
-    return _verdict(json.loads(text), ())
+    """A verdict-cache entry (``verdict_to_json``) → Verdict, every field converted. Raises: ValueError, KeyError."""
+    d = json.loads(text)
+    convert = CONVERT["verdicts"]
+    return Verdict(*((convert[f](d[f]) if f in convert else d[f]) for f in VERDICT_FIELDS))
 
 
 def decision_values(run_id: int, d: Decision) -> tuple[Any, ...]:
@@ -236,11 +271,8 @@ def decision_values(run_id: int, d: Decision) -> tuple[Any, ...]:
             d.reason)
 
 
-
-
 def row_to_decision(r: Any) -> Decision:
-    return Decision(r.signal_id, Action(r.action), r.size_pct, r.stop_loss, r.take_profit,
-                    tuple(json.loads(r.clamps)), r.reason)
+    return Decision(r.signal_id, *_decode("decisions", r, types.DECISION_FIELDS))
 
 
 # ---------------------------------------------------------------------------------------- execution
@@ -251,12 +283,8 @@ def fill_values(run_id: int, f: Fill) -> tuple[Any, ...]:
             f.fill_price, f.qty, f.fee, f.reason, f.ambiguous, f.gap)
 
 
-
-
 def row_to_fill(r: Any) -> Fill:
-    return Fill(id=r.id, signal_id=r.signal_id, symbol=r.symbol, side=Side(r.side), kind=FillKind(r.kind),
-                filled_ms=int(r.filled_ms), requested_price=r.requested_price, fill_price=r.fill_price, qty=r.qty,
-                fee=r.fee, reason=r.reason, ambiguous=bool(r.ambiguous), gap=bool(r.gap))
+    return Fill(*_decode("fills", r, COLUMNS["fills"][1:]))
 
 
 def trade_values(run_id: int, t: Trade) -> tuple[Any, ...]:
@@ -265,13 +293,8 @@ def trade_values(run_id: int, t: Trade) -> tuple[Any, ...]:
             t.ambiguous)
 
 
-
-
 def row_to_trade(r: Any) -> Trade:
-    return Trade(signal_id=r.signal_id, strategy_id=r.strategy_id, symbol=r.symbol, side=Side(r.side), qty=r.qty,
-                 entry_price=r.entry_price, exit_price=r.exit_price, opened_ms=int(r.opened_ms),
-                 closed_ms=int(r.closed_ms), pnl=r.pnl, pnl_pct=r.pnl_pct, r_multiple=r.r_multiple, fees=r.fees,
-                 exit_reason=ExitReason(r.exit_reason), bars_held=int(r.bars_held), ambiguous=bool(r.ambiguous))
+    return Trade(*_decode("trades", r, COLUMNS["trades"][1:]))
 
 
 def outcome_values(run_id: int, o: Outcome) -> tuple[Any, ...]:
@@ -279,13 +302,8 @@ def outcome_values(run_id: int, o: Outcome) -> tuple[Any, ...]:
             o.opened_ms, o.closed_ms, o.note)
 
 
-
-
 def row_to_outcome(r: Any) -> Outcome:
-    return Outcome(signal_id=r.signal_id, kind=OutcomeKind(r.kind), filled=bool(r.filled), pnl_pct=r.pnl_pct,
-                   r_multiple=r.r_multiple, exit_reason=r.exit_reason, ambiguous=bool(r.ambiguous),
-                   opened_ms=None if r.opened_ms is None else int(r.opened_ms),
-                   closed_ms=None if r.closed_ms is None else int(r.closed_ms), note=r.note)
+    return Outcome(*_decode("outcomes", r, types.OUTCOME_FIELDS))
 
 
 # ----------------------------------------------------------------------------------- events and news
@@ -301,16 +319,12 @@ def event_values(run_id: int, seq: int, key: tuple[str, int, str, str, str]) -> 
     return (run_id, seq, kind, at_ms, subject, message, data)
 
 
-
-
 def row_to_event(r: Any) -> Event:
     return Event(r.kind, int(r.at_ms), r.subject, r.message, tuple((k, freeze(v)) for k, v in json.loads(r.data)))
 
 
 def news_values(run_id: int, n: NewsItem) -> tuple[Any, ...]:
     return (run_id, n.id, n.published_ms, dumps(list(n.symbols)), n.headline, n.source, str(n.category))
-
-
 
 
 def row_to_news(r: Any) -> NewsItem:

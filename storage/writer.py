@@ -3,7 +3,8 @@
 A replay spends about as long recording as stepping (inserting a million bar rows into SQLite is seconds of
 work), and both are CPU work: a thread cannot overlap them under the GIL (its many short database calls each
 wait for the stepping thread to hand the GIL back), a second process can. ``BackgroundWriter`` has the
-recorder's ``new_batch``/``write_batch`` interface: ``write_batch`` pickles the batch (its rows are already
+recorder's interface (``engine.ports.Recorder``; ``Storage.recorder(run_id, expected_bars=n)`` hands one out
+for a long replay): ``write_batch`` pickles the batch (its rows are already
 plain values, so this is cheap) and sends it to a child process, which commits it with the very code of the
 synchronous path (``RunRecorder.commit``), in order, one transaction per batch, as before.
 
@@ -27,9 +28,22 @@ import threading
 from typing import Any
 
 from engine.errors import StorageError
+from engine.types import (
+    Bar,
+    Decision,
+    Event,
+    Fill,
+    GateResult,
+    NewsItem,
+    Outcome,
+    ReviewRecord,
+    Signal,
+    SliceRecord,
+    Trade,
+)
 from storage import open_storage
 from storage.child import Child, shareable
-from storage.repository import RunRecorder, Storage, _Batch
+from storage.recorder import Batch, RunRecorder
 
 __all__ = ["BackgroundWriter"]
 
@@ -68,11 +82,51 @@ class BackgroundWriter:
         return f"BackgroundWriter(run {self.recorder.run_id}, pid {self._child.pid})"
 
     # ---------------------------------------------------------------------------- the recorder interface
+    # Reads go to the database through the run's own recorder: what they see is what was committed.
 
-    def new_batch(self) -> _Batch:
+    def last_slice_ms(self) -> int | None:
+        return self.recorder.last_slice_ms()
+
+    def load_fills(self) -> list[Fill]:
+        return self.recorder.load_fills()
+
+    def load_trades(self) -> list[Trade]:
+        return self.recorder.load_trades()
+
+    def load_outcomes(self) -> list[Outcome]:
+        return self.recorder.load_outcomes()
+
+    def load_signals(self) -> list[Signal]:
+        return self.recorder.load_signals()
+
+    def load_gate_results(self) -> list[tuple[str, GateResult]]:
+        return self.recorder.load_gate_results()
+
+    def load_decisions(self) -> dict[str, Decision]:
+        return self.recorder.load_decisions()
+
+    def load_reviews(self) -> list[ReviewRecord]:
+        return self.recorder.load_reviews()
+
+    def load_events(self) -> list[Event]:
+        return self.recorder.load_events()
+
+    def load_bars(self, symbol: str | None = None, since_ms: int | None = None) -> list[Bar]:
+        return self.recorder.load_bars(symbol, since_ms)
+
+    def load_news(self) -> list[NewsItem]:
+        return self.recorder.load_news()
+
+    def record_slice(self, record: SliceRecord) -> None:
+        """Send one slice as a batch of its own (``write_batch``)."""
+        batch = self.new_batch()
+        batch.add(record)
+        self.write_batch(batch)
+
+    def new_batch(self) -> Batch:
         return self.recorder.new_batch()
 
-    def write_batch(self, batch: _Batch) -> None:
+    def write_batch(self, batch: Batch) -> None:
         """Send ``batch`` to be committed. Raises: StorageError (an earlier batch failed, or the child died)."""
         if self._closed:
             raise StorageError(f"{self.recorder.storage.url_masked}: {self.recorder.doing(batch)}: the "
@@ -82,7 +136,7 @@ class BackgroundWriter:
         self._collect(block=False)
         while len(self._sent) >= self.depth:
             self._collect(block=True)
-        cached = self.recorder.storage.cache_rows()
+        cached = self.recorder.storage.cache_buffer.snapshot()
         payload = pickle.dumps((batch, cached), protocol=pickle.HIGHEST_PROTOCOL)
         doing = self.recorder.doing(batch)
         try:
@@ -170,7 +224,7 @@ def _serve(pipe_in: Any, pipe_out: Any, url: str, busy_timeout_ms: int, run_id: 
                 return
 
     threading.Thread(target=read, name="writer-inbox", daemon=True).start()
-    store: Storage | None = None
+    store: Any = None
     try:
         store = open_storage(url, create=False, busy_timeout_ms=busy_timeout_ms)
         recorder = RunRecorder(store, run_id)

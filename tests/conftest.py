@@ -206,6 +206,9 @@ class ListNews:
         self.calls.append((start_ms, end_ms))
         return [n for n in self.all if start_ms < n.published_ms <= end_ms]
 
+    def poll(self) -> int:
+        return 0
+
 
 def make_pack(signal: Signal | None = None, **kw: Any) -> ContextPack:
     parts: dict[str, Any] = {

@@ -1,6 +1,6 @@
 """The scorer as it was before it was vectorised: one ``_Facts`` per reviewed signal, added up signal by signal.
 
-Kept only as the oracle of tests/test_scoring_columns.py: ``engine.recorded.scoring.score`` must give exactly the
+Kept only as the oracle of tests/test_scoring_columns.py: ``engine.recorded.scorecard.score`` must give exactly the
 scorecard this gives (the same JSON text: same keys in the same order, same doubles to the last bit).
 Copied from engine/scoring.py at commit 8156b09 (what that change left untouched is imported, not copied);
 do not "improve" it.
@@ -13,17 +13,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.recorded.scoring import (  # the pieces the vectorisation left as they were
-    _DAY_MS,
-    Rate,
-    Scorecard,
-    _finished,
-    _pnl,
-    _split,
-    hypergeom_range,
-    hypergeom_sf,
-    percentile,
-)
+from engine.core.scored import is_finished
+from engine.recorded.columns import split_outcomes as _split
+from engine.recorded.scorecard import _DAY_MS, Rate, Scorecard, _pnl  # the pieces the vectorisation left as they were
+from engine.stats import hypergeom_range, hypergeom_sf, percentile
 from engine.types import Event, Outcome, ReviewRecord, Trade, VerdictKind, ms_to_dt
 
 
@@ -45,6 +38,7 @@ class _Facts:
     size_pct: float
     weight: float  # size_hint × equity at the signal time: quote amount per 100 % of shadow pnl
     shadow_pnl_pct: float | None  # filled shadow trades, "end" marks included (for the counterfactual)
+    shadow_closed_ms: int  # -1 while the shadow trade is open
     effect_pct: float | None  # the decision's own pnl % per unit of signal size (realized or estimated)
     modify_delta: tuple[bool, float] | None  # (shadow lost, effect − shadow) of an acted-on modification
     live: bool  # answered by the reviewer at all (source != "off")
@@ -60,7 +54,7 @@ class _Facts:
 
 def _facts(r: ReviewRecord, shadow: Outcome | None, realized: Outcome | None, estimate: bool) -> _Facts:
     sig, v, d = r.pack.signal, r.verdict, r.decision
-    finished = _finished(shadow)
+    finished = shadow is not None and is_finished(shadow.filled, shadow.exit_reason)
     amb = finished and shadow.ambiguous  # type: ignore[union-attr]
     executed = d.action.value == "execute"
     size = d.size_pct if executed else 0.0
@@ -83,10 +77,11 @@ def _facts(r: ReviewRecord, shadow: Outcome | None, realized: Outcome | None, es
     attempts = v.attempts
     return _Facts(
         created_ms=sig.created_ms, verdict=str(v.verdict), source=v.source, tier=v.tier or v.source,
-        strategy=sig.strategy_id, regime=str(r.pack.regime.tag), symbol=sig.symbol,
+        strategy=sig.strategy_id, regime=r.pack.regime_tag, symbol=sig.symbol,
         scored=finished and not amb, lost=finished and shadow.pnl_pct < 0, ambiguous=amb,  # type: ignore[union-attr]
         executed=executed, size_pct=size, weight=sig.size_hint * r.pack.equity / 100.0,
-        shadow_pnl_pct=s_pnl, effect_pct=effect, modify_delta=delta,
+        shadow_pnl_pct=s_pnl, shadow_closed_ms=-1 if shadow is None or shadow.closed_ms is None else shadow.closed_ms,
+        effect_pct=effect, modify_delta=delta,
         live=v.source != "off", through=v.source == "fallback" or any(not a.ok for a in attempts),
         fallback=v.source == "fallback", cached=v.source == "cache", latency_ms=v.latency_ms,
         input_tokens=v.input_tokens, output_tokens=v.output_tokens, cached_tokens=v.cached_tokens,
@@ -262,9 +257,13 @@ def _score(reviews: Sequence[ReviewRecord], outcomes: Iterable[Outcome], trades:
     sc.tiers = _tiers(reviews)
     sc.pnl = _pnl(trades, starting_equity)
     sc.counterfactual = _counterfactual(total, facts, sc.pnl, starting_equity, modify_estimate)
-    sc.trailing = _trailing(facts, window_days)
+    retires = [e for e in events if e.kind == "retire"]
+    end = max([f.created_ms for f in facts] + [f.shadow_closed_ms for f in facts] + [e.at_ms for e in retires],
+              default=None)
+    sc.trailing = _trailing(facts, window_days, end)
     sc.retire = [{"at_ms": e.at_ms, "at": ms_to_dt(e.at_ms).isoformat(), "message": e.message,
-                  "data": {k: v for k, v in e.data}} for e in events if e.kind == "retire"]
+                  "data": {k: v for k, v in e.data}, "window": _trailing(facts, window_days, e.at_ms)}
+                 for e in retires]
     sc.events = dict(sorted(Counter(e.kind for e in events).items()))
     sc.breakdown = {d: {k: g[k].figures() for k in sorted(g)} for d, g in groups.items()}
     return sc
@@ -331,15 +330,16 @@ def _counterfactual(total: _Acc, facts: Sequence[_Facts], pnl: dict[str, Any], s
     }
 
 
-def _trailing(facts: Sequence[_Facts], window_days: float) -> dict[str, Any]:
-    if not facts:
+def _trailing(facts: Sequence[_Facts], window_days: float, end: int | None) -> dict[str, Any]:
+    # (the retire rule's window, restated when it became one definition with the live rule: signals created in
+    # (end − window, end] whose scored shadow trade had closed by end; written out plainly, as the oracle)
+    if not facts or end is None:
         return {"window_days": window_days, "since_ms": None, "veto_precision": Rate(0, 0).to_dict(),
                 "base_loss_rate": Rate(0, 0).to_dict()}
-    end = max(f.created_ms for f in facts)
     since = end - int(window_days * _DAY_MS)
     vk = vn = bk = bn = 0
     for f in facts:
-        if f.created_ms > since and f.scored:
+        if since < f.created_ms <= end and f.scored and f.shadow_closed_ms <= end:
             bn += 1
             bk += f.lost
             if f.verdict == "veto":

@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
-from engine.app import run_backtest, run_replay, scorecard_for
+from engine.app import run_backtest, run_replay
 from engine.cli import main
 from engine.config import load_config
-from engine.recorded.backtest import load_stored, prefetch_cache, review_stored
+from engine.recorded.backtest import prefetch_cache, review_stored
+from engine.recorded.scorecard import run_scorecard
+from engine.recorded.stored import load_stored
 from engine.types import (
     Action,
     ContextPack,
@@ -134,7 +136,7 @@ def test_a_cached_backtest_reads_the_database_in_bulk(src: tuple[str, int, Path]
     assert len(statements) < 20 < n, statements
 
 
-def test_hash_carriers_hold_what_the_full_pack_holds(src: tuple[str, int, Path]) -> None:
+def test_pack_refs_hold_what_the_full_pack_holds(src: tuple[str, int, Path]) -> None:
     from storage import open_storage
 
     url, run_id, _ = src
@@ -145,11 +147,11 @@ def test_hash_carriers_hold_what_the_full_pack_holds(src: tuple[str, int, Path])
     finally:
         store.close()
     assert len(stored.reviews) == len(full) > 0
-    for r in stored.reviews:
-        f = full[r.pack.signal.id]
-        assert (r.pack.hash, r.pack.json, r.pack.equity, r.pack.regime.tag) == (f.hash, f.json, f.equity, f.regime.tag)
-        assert ContextPack.from_json(r.pack.json).hash == r.pack.hash
-        s, g = r.pack.signal, f.signal
+    for ref in stored.reviews.packs:
+        f = full[ref.signal.id]
+        assert (ref.hash, ref.json, ref.equity, ref.regime_tag) == (f.hash, f.json, f.equity, f.regime_tag)
+        assert ContextPack.from_json(ref.json).hash == ref.hash
+        s, g = ref.signal, f.signal
         assert (s.id, s.strategy_id, s.symbol, s.side, s.created_ms) == (g.id, g.strategy_id, g.symbol, g.side,
                                                                          g.created_ms)
         assert s.size_hint == pytest.approx(g.size_hint, rel=1e-11)
@@ -165,12 +167,12 @@ def test_cache_hits_and_full_reviews_give_the_same_verdicts(src: tuple[str, int,
         loaded = load_config([d / "strict.yaml"], env={})
         stored = load_stored(store, run_id)
         fresh = build_reviewer(loaded.config.reviewer, cache=None)  # no cache: every pack rebuilt and reviewed
-        direct = review_stored(stored, fresh, loaded.config.policy, store=store, concurrency=50)
+        direct = review_stored(stored, fresh, loaded.config.policy, reader=store, concurrency=50)
         cascade = build_reviewer(loaded.config.reviewer, cache=None)
         cache = prefetch_cache(store, [("strict", t.model, t.prompt_version) for t in cascade.tiers], run_id,
-                               [r.pack.hash for r in stored.reviews])
+                               [p.hash for p in stored.reviews.packs])
         cascade.cache = cache
-        via_cache = review_stored(stored, cascade, loaded.config.policy, cache=cache, store=store)
+        via_cache = review_stored(stored, cascade, loaded.config.policy, reader=store)
     finally:
         store.close()
     assert [(r.verdict.verdict, r.verdict.confidence, r.decision) for r in direct] == \
@@ -251,7 +253,7 @@ def test_export_import_backtest_gives_the_same_scorecard(src: tuple[str, int, Pa
     # the imported run scores like the original: verdicts, outcomes, trades and fills all came along
     src_store, dst_store = open_storage(url), open_storage(other)
     try:
-        a_card, b_card = scorecard_for(src_store, run_id).to_dict(), scorecard_for(dst_store, new_id).to_dict()
+        a_card, b_card = run_scorecard(src_store, run_id).to_dict(), run_scorecard(dst_store, new_id).to_dict()
         for key in ("signals", "blocked", "reviewed", "executed", "verdicts", "veto_precision", "base_loss_rate",
                     "pnl", "counterfactual", "modify", "rates", "tiers", "breakdown"):
             assert a_card[key] == b_card[key], key

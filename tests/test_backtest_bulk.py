@@ -12,7 +12,7 @@ import pytest
 from engine.app import run_backtest
 from engine.config import load_config
 from engine.errors import StorageError
-from engine.recorded.backtest import load_stored
+from engine.recorded.stored import load_stored
 from engine.types import (
     ContextPack,
     NewsCategory,
@@ -69,16 +69,17 @@ def test_bulk_reviews_are_the_repository_reviews(flaky: tuple[str, int, Path]) -
         store.close()
     assert len(rows) == len(expected) > 100
     for i, r in enumerate(expected):  # same signals, same order, same rows
-        assert rows.signals[i].id == r.pack.signal.id
-        assert (rows.hashes[i], rows.jsons[i], rows.equities[i]) == (r.pack.hash, r.pack.json, r.pack.equity)
-        assert rows.regime_tags[i] == str(r.pack.regime.tag)
-        assert (rows.verdict(i), rows.decision(i), rows.mode(i)) == (r.verdict, r.decision, r.mode)
+        ref = rows.packs[i]
+        assert ref.signal.id == r.pack.signal.id
+        assert (ref.hash, ref.json, ref.equity) == (r.pack.hash, r.pack.json, r.pack.equity)
+        assert ref.regime_tag == r.pack.regime_tag
+        assert rows.record(i) == ReviewRecord(ref, r.verdict, r.decision, r.mode)
     assert sorted(stored.outcomes, key=repr) == sorted(outcomes, key=repr)
     assert {r.verdict.source for r in expected} >= {"flaky", "backup", "fallback"}
 
 
 def test_a_lean_load_scores_like_the_full_reviews(flaky: tuple[str, int, Path]) -> None:
-    from engine.recorded.scoring import score_columns
+    from engine.recorded.scorecard import score_columns
     from storage import open_storage
 
     url, run_id, _ = flaky
@@ -90,10 +91,9 @@ def test_a_lean_load_scores_like_the_full_reviews(flaky: tuple[str, int, Path]) 
     finally:
         store.close()
     with pytest.raises(ValueError, match="lean"):
-        _ = lean.reviews
-    assert [(p.signal, p.hash, p.equity, p.regime) for p in lean.packs] == \
-           [(r.pack.signal, r.pack.hash, r.pack.equity, r.pack.regime) for r in full.reviews]
-    records = [r.record for r in full.reviews]
+        _ = lean.records
+    assert lean.packs == full.packs
+    records = full.records
     for estimate in (False, True):
         kw: dict[str, Any] = {"signals": len(records) + 3, "starting_equity": full.starting_equity,
                               "window_days": 2.0, "modify_estimate": estimate}
@@ -240,7 +240,7 @@ def test_every_backtest_column_is_the_per_signal_scorecard_of_its_reviews(
                                              modify_estimate=True))
 
     for result in results:
-        assert _text(result.columns[0].card) == reference([r.record for r in full.reviews])
+        assert _text(result.columns[0].card) == reference(full.records)
         for col in result.columns[1:]:
             assert _text(col.card) == reference(seen.pop(0)), col.name
     assert results[1].columns[2].card.sources == {"cache": len(full.reviews)}
@@ -280,8 +280,7 @@ def test_packs_checked_in_a_child_are_the_packs_checked_here(flaky: tuple[str, i
         here = bulk.load_reviewed(store, run_id, lean=True)
         assert child.process.returncode == 0 and check.child is None
     assert len(got) == len(here) > 100
-    assert (got.hashes, got.equities, got.regime_tags, got.signals) == (here.hashes, here.equities, here.regime_tags,
-                                                                        here.signals)
+    assert got.packs == here.packs
 
 
 def test_a_backtest_with_the_check_in_a_child_is_the_same_backtest(flaky: tuple[str, int, Path],
@@ -335,7 +334,7 @@ def test_a_child_that_dies_is_replaced_by_checking_here(flaky: tuple[str, int, P
         os.kill(check.child.pid, signal.SIGKILL)
         got = bulk.load_reviewed(store, run_id, lean=True, check=check)
         here = bulk.load_reviewed(store, run_id, lean=True)
-    assert got.hashes == here.hashes and got.equities == here.equities
+    assert got.packs == here.packs
     assert any("the process checking the context packs ended with exit code -9: checking them here"
                in r.getMessage() for r in caplog.records)
 

@@ -177,7 +177,7 @@ def test_same_run_name_twice_at_once_is_refused_not_taken_over(backend: str, tmp
     from engine.config import load_config
     from engine.errors import StorageError
     from storage import open_storage
-    from storage.repository import Storage
+    from storage.store import Storage
 
     with database(backend, tmp_path, "same") as url:
         cfg = _config(tmp_path, url, "alpha")

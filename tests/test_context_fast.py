@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 
 import engine.core.context as context_mod
+import engine.packjson as packjson
 import engine.types as types_mod
 from engine.core.context import ContextBuilder, regime_of
 from engine.core.market import MarketState
+from engine.packjson import pack_json_generic
 from engine.types import (
     ContextPack,
     CorrelatedPosition,
@@ -31,7 +33,6 @@ from engine.types import (
     TradeStats,
     TradeSummary,
     _num,
-    _pack_json_generic,
 )
 from tests.conftest import SYM, TF, ListNews, bar_close_ms, flat_bar, make_signal
 from tests.test_context import Ledger, ctx_config
@@ -52,7 +53,7 @@ def test_the_fast_float_text_is_json_of_the_rounded_float() -> None:
     values += [float(f"{rng.random():.{rng.randint(1, 14)}g}") * 10.0 ** rng.randint(-6, 18) for _ in range(50_000)]
     values += [float(rng.randint(-10**17, 10**17)) for _ in range(20_000)]
     for x in values:
-        assert types_mod._jn(x) == json.dumps(_num(x)), x
+        assert packjson._jn(x) == json.dumps(_num(x)), x
 
 
 def test_the_fast_timestamp_text_is_isoformat() -> None:
@@ -60,12 +61,12 @@ def test_the_fast_timestamp_text_is_isoformat() -> None:
 
     rng = random.Random(6)
     edges = [0, 1, 999, 1000, 59_999, 86_399_999, 86_400_000, 951_782_400_000, 951_868_799_999,
-             types_mod._ISO_FAST_END - 1, types_mod._ISO_FAST_END, -1, -86_400_001, 10**13]
-    values = edges + [rng.randrange(0, types_mod._ISO_FAST_END) for _ in range(200_000)]
-    values += [rng.randrange(0, types_mod._ISO_FAST_END // 300_000) * 300_000 + rng.choice([0, 1, 500, 999])
+             packjson._ISO_FAST_END - 1, packjson._ISO_FAST_END, -1, -86_400_001, 10**13]
+    values = edges + [rng.randrange(0, packjson._ISO_FAST_END) for _ in range(200_000)]
+    values += [rng.randrange(0, packjson._ISO_FAST_END // 300_000) * 300_000 + rng.choice([0, 1, 500, 999])
                for _ in range(100_000)]
     for ms in values:
-        assert types_mod._iso_ms(ms) == ms_to_dt(ms).isoformat(), ms
+        assert packjson._iso_ms(ms) == ms_to_dt(ms).isoformat(), ms
 
 
 def _summary(rng: random.Random, i: int) -> TradeSummary:
@@ -119,12 +120,12 @@ def test_the_fast_pack_json_is_the_generic_json() -> None:
     for _ in range(3000):
         parts = _random_pack_parts(rng, trades)
         pack = ContextPack.build(**parts)
-        assert pack.json == _pack_json_generic(pack)
+        assert pack.json == pack_json_generic(pack)
         assert pack.hash == hashlib.sha256(pack.json.encode("utf-8")).hexdigest()
         try:
-            types_mod._signal_json(pack.signal)
-            types_mod._jn(pack.equity)
-        except types_mod._Slow:
+            packjson._signal_json(pack.signal)
+            packjson._jn(pack.equity)
+        except packjson._Slow:
             slow += 1
     assert 100 < slow < 2000  # both paths were exercised
 
@@ -141,7 +142,7 @@ def test_the_fast_writer_is_what_writes_ordinary_packs(monkeypatch: pytest.Monke
     def refuse(pack: ContextPack) -> str:
         raise AssertionError("generic path used")
 
-    monkeypatch.setattr(types_mod, "_pack_json_generic", refuse)
+    monkeypatch.setattr(packjson, "pack_json_generic", refuse)
     assert ContextPack.build(**parts).json == expected.json
     with pytest.raises(AssertionError, match="generic path used"):
         ContextPack.build(**{**parts, "equity": 10_000})  # an int: the generic path's business
@@ -164,17 +165,17 @@ def test_trade_json_is_shared_by_identity_and_stays_bounded() -> None:
     rng = random.Random(9)
     trades = tuple(_summary(rng, i) for i in range(20))
     copies = tuple(TradeSummary(*(getattr(t, f) for f in TradeSummary.__slots__)) for t in trades)
-    text, utf8 = types_mod._trades_json(trades)
-    assert types_mod._trades_json(trades)[0] is text  # kept
-    assert types_mod._trades_json(copies) == (text, utf8)  # equal values, other objects: the same text
+    text, utf8 = packjson._trades_json(trades)
+    assert packjson._trades_json(trades)[0] is text  # kept
+    assert packjson._trades_json(copies) == (text, utf8)  # equal values, other objects: the same text
     assert text == "[" + ",".join(types_mod._dumps_rounded(t.to_dict()) for t in trades) + "]"
     assert utf8 == text.encode("utf-8")
-    for i in range(types_mod._TRADES_JSON_MAX + 10):
-        types_mod._trades_json((_summary(rng, i),))
-    assert len(types_mod._TRADES_JSON) <= types_mod._TRADES_JSON_MAX
-    for i in range(types_mod._SUMMARY_JSON_MAX + 10):
-        types_mod._summary_json_of(_summary(rng, i))
-    assert len(types_mod._SUMMARY_JSON) <= types_mod._SUMMARY_JSON_MAX
+    for i in range(packjson._TRADES_JSON_MAX + 10):
+        packjson._trades_json((_summary(rng, i),))
+    assert len(packjson._TRADES_JSON) <= packjson._TRADES_JSON_MAX
+    for i in range(packjson._SUMMARY_JSON_MAX + 10):
+        packjson._summary_json_of(_summary(rng, i))
+    assert len(packjson._SUMMARY_JSON) <= packjson._SUMMARY_JSON_MAX
 
 
 # ------------------------------------------------------------------------------------ the builder

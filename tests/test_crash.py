@@ -89,22 +89,22 @@ elif point == "migration":  # the schema's DDL ran inside the migration's transa
 
     after_nth(alembic.command, "upgrade")
 elif point == "run-created":
-    import storage.repository as r
+    import storage.store as r
 
     after_nth(r.Storage, "create_run")
 elif point == "mid-transaction":  # the n-th INSERT of a slice batch executed; its transaction is open
-    import storage.repository as r
+    import storage.sql as r
 
-    after_nth(r._Insert, "run")
+    after_nth(r.Insert, "run")
 elif point == "after-commit":  # the n-th slice batch committed
-    import storage.repository as r
+    import storage.recorder as r
 
     after_nth(r.RunRecorder, "_write")
 elif point in ("writer-in-flight", "writer-killed"):  # a replay recording from a child process (storage.writer)
-    import engine.app
+    import storage.store
     import storage.writer as w
 
-    engine.app.WRITE_BEHIND_MIN_BARS = 0
+    storage.store.Storage.WRITE_BEHIND_MIN_BARS = 0
     orig_write_batch = w.BackgroundWriter.write_batch
 
     def write_batch(self, batch):
@@ -118,7 +118,7 @@ elif point in ("writer-in-flight", "writer-killed"):  # a replay recording from 
 
     w.BackgroundWriter.write_batch = write_batch
 elif point == "before-finished":  # every slice committed (end-of-data record included), status still running
-    import storage.repository as r
+    import storage.store as r
 
     orig_status = r.Storage.set_run_status
 
@@ -129,12 +129,12 @@ elif point == "before-finished":  # every slice committed (end-of-data record in
 
     r.Storage.set_run_status = set_run_status
 elif point == "scorecard":  # the run is finished; the scorecard is being computed
-    import engine.app
+    import engine.recorded.scorecard
 
-    def scorecard_for(*a, **k):
+    def run_scorecard(*a, **k):
         die()
 
-    engine.app.scorecard_for = scorecard_for
+    engine.recorded.scorecard.run_scorecard = run_scorecard
 
 from engine.cli import main
 
@@ -568,7 +568,7 @@ def test_live_loop_killed_twice_resumes_without_gap_or_duplicate(tmp_path: Path)
 
 def test_live_run_stopped_by_a_storage_error_stays_resumable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A live run is never finished: an error that stops it must not make the next start open a new ledger."""
-    import storage.repository
+    import storage.recorder
     from engine.app import run_live
     from engine.config import load_config
     from engine.errors import StorageError
@@ -581,7 +581,7 @@ def test_live_run_stopped_by_a_storage_error_stays_resumable(tmp_path: Path, mon
     start = (now_ms() // 1000 - 400) * 1000
     bars = make_bars(["BTC/USDT", "ETH/USDT"], "1s", start, 3000, seed=5, vol=0.004)
     url = f"sqlite:///{tmp_path / 'live.db'}"
-    real = storage.repository.RunRecorder.record_slice
+    real = storage.recorder.RunRecorder.record_slice
     calls = [0]
 
     def failing(self: Any, record: Any) -> None:
@@ -593,7 +593,7 @@ def test_live_run_stopped_by_a_storage_error_stays_resumable(tmp_path: Path, mon
     with FakeExchange(bars, timeframe="1s", now_fn=now_ms) as ex:
         loaded = load_config([_live_yaml(tmp_path, ex, url)], env={})
         with monkeypatch.context() as m:
-            m.setattr(storage.repository.RunRecorder, "record_slice", failing)
+            m.setattr(storage.recorder.RunRecorder, "record_slice", failing)
             with pytest.raises(StorageError, match="disk I/O error"):
                 run_live(loaded, install_signals=False)
         with open_storage(url) as store:

@@ -28,7 +28,7 @@ from engine.config import LoadedConfig, load_config
 from engine.core.pipeline import Pipeline
 from engine.drivers.live import PaperLoop, SliceSink, status_line
 from engine.drivers.metrics import Metrics
-from engine.drivers.replay import Replay, fills_fingerprint, record_digest
+from engine.drivers.replay import RecordBatch, Replay, fills_fingerprint, record_digest
 from engine.errors import DataError
 from engine.inputs.feeds.ccxt_feed import CcxtFeed
 from engine.types import Bar, FillKind, SliceRecord
@@ -79,6 +79,19 @@ class ListRecorder:
         if self.delay_s:
             time.sleep(self.delay_s)
         self.records.append(record)
+
+    def new_batch(self) -> RecordBatch:
+        return RecordBatch()
+
+    def write_batch(self, batch: RecordBatch) -> None:
+        for r in batch:
+            self.record_slice(r)
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
 
 
 def _summary(records: list[SliceRecord]) -> tuple[Any, ...]:
@@ -163,9 +176,13 @@ def test_parity_paper_loop_and_replay_make_the_same_decisions_and_fills(world: W
 
     class ListFeed:
         symbols = tuple(SYMS)
+        n_slices = n_bars = None
 
         def limits(self) -> Any:
             return _feed(loaded, world.clock).limits()  # the same exchange minimums as the live run
+
+        def arrays(self) -> None:  # not preloaded: bar by bar, as live
+            return None
 
     pipeline = build_pipeline(loaded, feed=ListFeed(), clock=SimClock())
     replayed = ListRecorder()
@@ -197,6 +214,9 @@ class MemoryRunRecorder(ListRecorder):
 
     def load_reviews(self) -> list[Any]:
         return [rv for r in self.records for rv in r.reviews]
+
+    def load_events(self) -> list[Any]:
+        return [e for r in self.records for e in r.events]
 
 
 @pytest.mark.parametrize("backend", ["memory", "sqlite"])

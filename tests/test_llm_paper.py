@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.app import run_replay, scorecard_for
+from engine.app import run_replay
 from engine.config import load_config
+from engine.recorded.scorecard import run_scorecard
 from engine.types import Action, NewsCategory, NewsItem, Side
 from tests.fake_llm import FakeLLM
 
@@ -54,7 +55,7 @@ def test_paper_run_with_llm_yaml_gets_verdicts_from_every_tier(tmp_path: Path, k
         res = run_replay(loaded)
     store = open_storage(loaded.config.run.db_url)
     try:
-        card = scorecard_for(store, res.run_id)
+        card = run_scorecard(store, res.run_id)
         answered = {name for name, row in card.tiers.items() if row["answered"] > 0}
         assert {"sonnet", "gpt-4o-mini", "phi4-local"} <= answered, card.tiers
         assert card.fallthrough_rate.k > 0
@@ -85,7 +86,7 @@ def test_all_llm_tiers_down_falls_open(tmp_path: Path, keys: None) -> None:
         res = run_replay(loaded)
     store = open_storage(loaded.config.run.db_url)
     try:
-        card = scorecard_for(store, res.run_id)
+        card = run_scorecard(store, res.run_id)
         assert card.reviewed > 0
         assert card.fallback_rate.k == card.reviewed  # every signal failed open ...
         reviews = store.recorder(res.run_id).load_reviews()

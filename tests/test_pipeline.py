@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.app import build_feed, build_pipeline, run_replay, scorecard_for
+from engine.app import build_feed, build_pipeline, run_replay
 from engine.config import load_config
 from engine.drivers.replay import Replay, fills_fingerprint, record_digest
+from engine.recorded.scorecard import run_scorecard
 from engine.types import Action, FillKind, SliceRecord, VerdictKind
 
 MARKET = Path(__file__).resolve().parents[2] / "shared" / "data" / "market"
@@ -65,7 +66,7 @@ def test_demo_run_records_every_table_and_all_three_verdicts(tmp_path: Path) -> 
         counts = store.table_counts(res.run_id)
         empty = sorted(t for t, n in counts.items() if n == 0)
         assert not empty, f"tables without rows: {empty}"
-        card = scorecard_for(store, res.run_id)
+        card = run_scorecard(store, res.run_id)
         for kind in ("accept", "modify", "veto"):
             assert card.verdicts.get(kind, 0) > 0, card.verdicts
         assert card.pnl["trades"] > 0
@@ -150,7 +151,7 @@ def test_replay_of_real_bittrex_data(tmp_path: Path) -> None:
     assert res.stats.bars > 50_000
     store = open_storage(loaded.config.run.db_url)
     try:
-        card = scorecard_for(store, res.run_id)
+        card = run_scorecard(store, res.run_id)
         assert card.reviewed > 0 and card.pnl["trades"] > 0
     finally:
         store.close()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from engine.core.pipeline import StepStats
-from engine.drivers.replay import Replay
+from engine.drivers.replay import RecordBatch, Replay
 from engine.errors import StorageError
 from engine.types import Bar, GateResult, Signal, SliceRecord
 from storage import open_storage
@@ -147,28 +147,25 @@ def test_a_failed_write_surfaces_and_the_earlier_batches_stand() -> None:
     assert _sizes(rec) == [64, 128]
 
 
-def test_recorders_without_batches_get_every_record() -> None:
+def test_a_recorder_of_slice_records_gets_every_record_in_batches() -> None:
     records = [_record(i) for i in range(150)]
 
-    class Single:
-        def __init__(self) -> None:
-            self.closes: list[int] = []
-
-        def record_slice(self, r: SliceRecord) -> None:
-            self.closes.append(r.close_ms)
-
-    class Many:
+    class Records:
         def __init__(self) -> None:
             self.batches: list[list[int]] = []
 
-        def record_slices(self, rs: list[SliceRecord]) -> None:
-            self.batches.append([r.close_ms for r in rs])
+        def new_batch(self) -> RecordBatch:
+            return RecordBatch()
 
-    single, many = Single(), Many()
-    _run(records, single)
-    _run(records, many, batch_rows=100)  # 2 rows a slice
-    assert single.closes == [r.close_ms for r in records]
-    assert [len(b) for b in many.batches] == [50, 50, 50]
+        def write_batch(self, batch: RecordBatch) -> None:
+            self.batches.append([r.close_ms for r in batch])
+
+    whole, rows = Records(), Records()
+    _run(records, whole)
+    _run(records, rows, batch_rows=100)  # 2 rows a slice
+    assert [c for b in whole.batches for c in b] == [r.close_ms for r in records]
+    assert [len(b) for b in whole.batches] == [64, 86]  # the slice limit doubles: 64, then the rest
+    assert [len(b) for b in rows.batches] == [50, 50, 50]
 
 
 def test_no_recorder_records_nothing() -> None:
@@ -204,13 +201,13 @@ def test_replay_into_storage_records_every_slice_and_advances_the_run(tmp_path: 
 
 def test_storage_failure_mid_replay_leaves_the_committed_batches(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    import storage.repository
+    import storage.sql
 
     records = list(_store_records(300))
     with open_storage(f"sqlite:///{tmp_path / 'r.db'}") as store:
         run_id = store.create_run("r", "{}", "h", 1, "active", 1.0)
         rec = store.recorder(run_id)
-        real = storage.repository._Insert.run
+        real = storage.sql.Insert.run
         calls = [0]
 
         def flaky(self: Any, conn: Any, data: Any) -> None:
@@ -220,7 +217,7 @@ def test_storage_failure_mid_replay_leaves_the_committed_batches(tmp_path: Path,
                     raise StorageError("db: cannot record: disk I/O error")
             real(self, conn, data)
 
-        monkeypatch.setattr(storage.repository._Insert, "run", flaky)
+        monkeypatch.setattr(storage.sql.Insert, "run", flaky)
         with pytest.raises(StorageError, match="disk I/O error"):
             _run(records, rec)
         # the first two batches (64 + 128 slices) committed, the third rolled back whole

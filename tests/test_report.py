@@ -71,24 +71,23 @@ def _section(page: str, key: str) -> str:
 
 def test_the_report_reads_the_run_once_and_shows_the_scorecard_of_score(run: tuple[str, int, Path],
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import engine.recorded.backtest
-    from engine.app import scorecard_for
     from engine.recorded.report import report_data
+    from engine.recorded.scorecard import run_scorecard
     from storage import open_storage
 
     url, run_id, _ = run
     loads: list[dict[str, Any]] = []
-    real = engine.recorded.backtest.load_stored
-
-    def counted(*a: Any, **k: Any) -> Any:
-        loads.append(k)
-        return real(*a, **k)
-
-    monkeypatch.setattr(engine.recorded.backtest, "load_stored", counted)
     with open_storage(url) as store:
+        real = store.reviewed
+
+        def counted(*a: Any, **k: Any) -> Any:
+            loads.append(k)
+            return real(*a, **k)
+
+        monkeypatch.setattr(store, "reviewed", counted)
         data = report_data(store, run_id)
         assert len(loads) == 1  # the packs are read and hash-checked once
-        assert data["card"] == scorecard_for(store, run_id).to_dict()  # as `tradevet score` computes it
+        assert data["card"] == run_scorecard(store, run_id).to_dict()  # as `tradevet score` computes it
     assert len(loads) == 2 and loads[1].get("lean")
 
 

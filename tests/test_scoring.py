@@ -13,20 +13,14 @@ from typing import Any
 
 import pytest
 
-from engine.app import run_replay, scorecard_for
+from engine.app import run_replay
 from engine.cli import main
 from engine.config import PolicyConfig, load_config
-from engine.recorded.backtest import load_stored, review_stored
-from engine.recorded.scoring import (
-    Rate,
-    counterfactual_series,
-    hypergeom_range,
-    hypergeom_sf,
-    rolling_series,
-    score,
-    verdict_mix_series,
-    wilson,
-)
+from engine.recorded.backtest import review_stored
+from engine.recorded.scorecard import Rate, run_scorecard, score
+from engine.recorded.series import counterfactual_series, rolling_series, verdict_mix_series
+from engine.recorded.stored import load_stored
+from engine.stats import hypergeom_range, hypergeom_sf, wilson
 from engine.types import ContextPack, ReviewRecord, Verdict, VerdictKind
 from reviewer.cascade import Cascade
 from reviewer.scripted import ScriptedTier
@@ -149,7 +143,7 @@ def test_scorecard_reconciles_with_the_stored_rows(flaky_run: tuple[str, int]) -
     rows = _raw_rows(url, run_id)
     store = open_storage(url)
     try:
-        card = scorecard_for(store, run_id)
+        card = run_scorecard(store, run_id)
     finally:
         store.close()
 
@@ -251,7 +245,7 @@ def test_a_random_vetoer_scores_the_base_rate_with_a_large_p_value(flaky_run: tu
     assert rlo <= card.veto_precision.value <= rhi
 
     # over many seeds, the p-value of a random vetoer is not small more often than chance allows
-    records = [r.record for r in stored.reviews]
+    records = stored.records
     pvals = []
     for seed in range(40):
         coin = [ReviewRecord(r.pack, Verdict(VerdictKind.VETO if _coin(seed, r.pack.hash, 0.4) else
@@ -282,15 +276,17 @@ def test_rolling_series_matches_a_brute_force_window(flaky_run: tuple[str, int])
     try:
         rec = store.recorder(run_id)
         reviews, outcomes, trades = rec.load_reviews(), rec.load_outcomes(), rec.load_trades()
-        card = scorecard_for(store, run_id)
+        card = run_scorecard(store, run_id)
     finally:
         store.close()
     window = 12 * 3_600_000
     series = rolling_series(reviews, outcomes, window_ms=window, points=50)
     assert len(series) == 50
     for pt in series[::7]:
+        # the retire rule's window: signals created in (t − window, t], outcomes known (closed) by t
         inside = [r for r in reviews if pt["t_ms"] - window < r.pack.signal.created_ms <= pt["t_ms"]]
-        sub = score(inside, outcomes, [], signals=len(inside), starting_equity=1.0)
+        known = [o for o in outcomes if o.closed_ms is not None and o.closed_ms <= pt["t_ms"]]
+        sub = score(inside, known, [], signals=len(inside), starting_equity=1.0)
         assert pt["veto_precision"] == sub.veto_precision.to_dict()
         assert pt["base_loss_rate"] == sub.base_loss_rate.to_dict()
         assert pt["fallback"] == sub.fallback_rate.to_dict()
@@ -315,7 +311,7 @@ def test_retire_event_is_in_the_scorecard_the_run_row_and_score_output(
     store = open_storage(url)
     try:
         assert store.get_run(run_id).reviewer_mode == "shadow"  # set when the replay ended
-        card = scorecard_for(store, run_id)
+        card = run_scorecard(store, run_id)
     finally:
         store.close()
     assert card.retired and len(card.retire) == 1 and "shadow mode" in card.retire[0]["message"]
@@ -323,6 +319,38 @@ def test_retire_event_is_in_the_scorecard_the_run_row_and_score_output(
     assert main(["score", "--run", str(run_id), "--db", url]) == 0
     out = capsys.readouterr().out
     assert "reviewer retired" in out and "shadow mode" in out
+
+
+def test_the_retire_event_and_the_scorecard_count_the_same_window(tmp_path: Path) -> None:
+    """The live retire rule and the scorecard read one definition (engine.core.scored): the event's figures,
+    the scorecard's window recomputed at the event's time from the stored rows, and DESIGN §4 spelled out here
+    by brute force are the same numbers. A short window (6 h, trades of up to 4 h) makes its edges matter."""
+    from engine.core.scored import is_scored
+    from engine.types import OutcomeKind
+    from storage import open_storage
+
+    window_days = 0.25
+    url, run_id = _replay(tmp_path / "r.db", 2000,
+                          scoring={"retire": {"below": 1.0, "min_vetoes": 16, "window_days": window_days}})
+    with open_storage(url) as store:
+        rec = store.records(run_id)
+        reviews, outcomes, events = rec.load_reviews(), rec.load_outcomes(), rec.load_events()
+        card = run_scorecard(store, run_id)
+    (event,) = [e for e in events if e.kind == "retire"]
+    data = dict(event.data)
+    t = event.at_ms
+    shadow = {o.signal_id: o for o in outcomes if o.kind is OutcomeKind.SHADOW}
+    inside = [(r, shadow[r.pack.signal.id]) for r in reviews
+              if t - window_days * 86_400_000 < r.pack.signal.created_ms <= t and r.pack.signal.id in shadow]
+    scored = [(r, o) for r, o in inside if is_scored(o.filled, o.exit_reason, o.ambiguous) and o.closed_ms <= t]
+    vetoes = [o for r, o in scored if r.verdict.verdict is VerdictKind.VETO]
+    assert len(vetoes) >= 16
+    window = card.retire[0]["window"]
+    assert (data["vetoes"], data["vetoes_lost"]) == (len(vetoes), sum(o.pnl_pct < 0 for o in vetoes)) == \
+           (window["veto_precision"]["n"], window["veto_precision"]["k"])
+    assert (data["scored"], data["lost"]) == (len(scored), sum(o.pnl_pct < 0 for _, o in scored)) == \
+           (window["base_loss_rate"]["n"], window["base_loss_rate"]["k"])
+    assert data["precision"] == window["veto_precision"]["value"]
 
 
 # --------------------------------------------------------------------------------- by hand, every case

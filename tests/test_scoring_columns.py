@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from engine.recorded.scoring import SignalColumns, VerdictColumns, score, score_columns
+from engine.recorded.columns import SignalColumns, VerdictColumns
+from engine.recorded.scorecard import score, score_columns
 from engine.types import (
     Action,
     ContextPack,
@@ -145,20 +146,20 @@ def test_the_scorecard_of_a_recorded_run_is_the_one_scored_from_its_reviews(tmp_
     """`tradevet score` scores stored rows as columns; the same run scored from its full review records agrees."""
     import json
 
-    from engine.app import run_replay, scorecard_for
+    from engine.app import run_replay
     from engine.config import load_config
-    from engine.recorded.backtest import load_stored
-    from engine.recorded.scoring import score
+    from engine.recorded.scorecard import run_scorecard, score
+    from engine.recorded.stored import load_stored
     from storage import open_storage
 
     url = f"sqlite:///{tmp_path / 'run.db'}"
     res = run_replay(load_config(overrides={"run": {"db_url": url}, "market": {"synthetic": {"bars": 1500}}},
                                  env={}))
     with open_storage(url) as store:
-        fast = scorecard_for(store, res.run_id)
+        fast = run_scorecard(store, res.run_id)
         stored = load_stored(store, res.run_id, realized=True)
         rec = store.recorder(res.run_id)
-        full = score([r.record for r in stored.reviews], stored.outcomes, rec.load_trades(),
+        full = score(stored.records, stored.outcomes, rec.load_trades(),
                      signals=store.table_counts(res.run_id)["signals"], starting_equity=10_000.0,
                      events=rec.load_events())
     assert fast.reviewed > 50 and fast.veto_precision is not None

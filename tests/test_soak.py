@@ -51,9 +51,10 @@ def _vm(field: str) -> int:
 
 def soak(days: float, n_symbols: int, db_path: str) -> dict[str, Any]:
     """The child's work: one replay with memory samples; returns the figures as plain data."""
-    from engine.app import run_replay, scorecard_for
+    from engine.app import run_replay
     from engine.config import load_config
     from engine.drivers.replay import fills_fingerprint
+    from engine.recorded.scorecard import run_scorecard
     from storage import open_storage
 
     bars = int(days * 1440)
@@ -74,7 +75,7 @@ def soak(days: float, n_symbols: int, db_path: str) -> dict[str, Any]:
     replay_s = time.perf_counter() - t0
     hwm_replay = _vm("VmHWM")
     with open_storage(loaded.config.run.db_url) as store:
-        card = scorecard_for(store, res.run_id)
+        card = run_scorecard(store, res.run_id)
         rec = store.recorder(res.run_id)
         per_day = [0] * int(days)
         for sig in rec.load_signals():

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, inspect, text
 
-import storage.repository
 import storage.rows
+import storage.sql
 from engine.errors import StorageError
 from engine.types import (
     Action,
@@ -499,16 +499,16 @@ def test_a_slice_is_written_whole_or_not_at_all(store: Storage, monkeypatch: pyt
     before = _dump(store)
 
     # fail in the second half of the writes (after bars, signals, reviews, fills and trades went out)
-    real_run = storage.repository._Insert.run
+    real_run = storage.sql.Insert.run
     calls: list[str] = []
 
-    def flaky(self: storage.repository._Insert, conn: object, data: list[dict[str, object]]) -> None:
+    def flaky(self: storage.sql.Insert, conn: object, data: list[dict[str, object]]) -> None:
         calls.append(self.table)
         if self.table == "outcomes":
             raise sqlite3.OperationalError("disk I/O error")
         real_run(self, conn, data)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(storage.repository._Insert, "run", flaky)
+    monkeypatch.setattr(storage.sql.Insert, "run", flaky)
     with pytest.raises(StorageError) as e:
         rec.record_slice(_slice(T0 + TF, n=1))
     monkeypatch.undo()
@@ -778,7 +778,7 @@ def test_many_rows_per_statement_record_like_one_slice_at_a_time(db_url: str) ->
     slices = _many(123)
     with open_storage(db_url) as s:
         assert s.statements.insert["bars"].rows_per_statement == s.statements.insert["gate_results"].rows_per_statement
-        assert s.statements.insert["bars"].rows_per_statement == storage.repository._Insert.ROWS_PER_STATEMENT == 100
+        assert s.statements.insert["bars"].rows_per_statement == storage.sql.Insert.ROWS_PER_STATEMENT == 100
         one = _new_run(s, "single")
         for sl in slices:
             one.record_slice(sl)
@@ -935,7 +935,7 @@ def test_downgrading_to_0001_keeps_every_row(sqlite_url: str) -> None:
 
 
 def test_the_values_group_of_an_insert_is_found_whatever_its_casts() -> None:
-    group = storage.repository._values_group
+    group = storage.sql._values_group
     assert group("INSERT INTO t (a, b) VALUES (?, ?) ON CONFLICT DO NOTHING") == (
         "INSERT INTO t (a, b) VALUES ", "(?, ?)", " ON CONFLICT DO NOTHING")
     assert group("INSERT INTO t (a, b) VALUES (%s::VARCHAR(64), %s::NUMERIC(10, 2))") == (

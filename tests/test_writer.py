@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-import engine.app
 from engine.app import run_replay
 from engine.config import load_config
 from engine.drivers.replay import Replay
@@ -27,6 +26,7 @@ from engine.errors import StorageError
 from storage import open_storage
 from storage.child import shareable
 from storage.models import RUN_SCOPED_TABLES, Base
+from storage.store import Storage
 from storage.writer import BackgroundWriter
 from tests.test_crash import BACKENDS, database
 from tests.test_replay_batches import _Pipeline, _store_records
@@ -57,7 +57,7 @@ def _dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
 def inline_dump(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple[Any, ...]]]:
     """The reference: the same replay recorded in-process (it is far below WRITE_BEHIND_MIN_BARS)."""
     url = f"sqlite:///{tmp_path_factory.mktemp('inline') / 'inline.db'}"
-    assert engine.app.WRITE_BEHIND_MIN_BARS > 3 * BARS
+    assert Storage.WRITE_BEHIND_MIN_BARS > 3 * BARS
     run_replay(_config(url))
     return _dump(url)
 
@@ -66,16 +66,16 @@ def inline_dump(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tupl
 def write_behind(monkeypatch: pytest.MonkeyPatch) -> list[BackgroundWriter]:
     """Every replay records through a BackgroundWriter; the writers made are listed."""
     made: list[BackgroundWriter] = []
-    real = engine.app._write_behind
+    real = Storage.recorder
 
-    def spy(*a: Any) -> Any:
-        w = real(*a)
-        if w is not None:
-            made.append(w)
-        return w
+    def spy(self: Storage, run_id: int, *, expected_bars: int | None = None) -> Any:
+        r = real(self, run_id, expected_bars=expected_bars)
+        if isinstance(r, BackgroundWriter):
+            made.append(r)
+        return r
 
-    monkeypatch.setattr(engine.app, "WRITE_BEHIND_MIN_BARS", 0)
-    monkeypatch.setattr(engine.app, "_write_behind", spy)
+    monkeypatch.setattr(Storage, "WRITE_BEHIND_MIN_BARS", 0)
+    monkeypatch.setattr(Storage, "recorder", spy)
     return made
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ from engine.core.executor import ExecutionReport, PaperExecutor, ShadowBook
 from engine.core.gates import Gate, GateView, evaluate_gates
 from engine.core.market import MarketState
 from engine.core.portfolio import Portfolio
+from engine.core.scored import TrailingWindow, is_scored
 from engine.ports import Clock, NewsSource, Reviewer, Strategy
 from engine.types import (
     Action,
@@ -33,7 +33,6 @@ from engine.types import (
     MarketLimits,
     NewsItem,
     Outcome,
-    OutcomeKind,
     ReviewRecord,
     Side,
     Signal,
@@ -89,9 +88,9 @@ class Pipeline:
         self._carry_fills: list[Fill] = []
         self._carry_events: list[Event] = []
         self._last_ms: int | None = None
-        self._vetoed: set[str] = set()
-        self._veto_scores: deque[tuple[int, bool]] = deque()  # (scored at, lost) in the retire window
-        self._veto_lost = 0
+        # reviewed signals whose shadow outcome is still to come: id → (created at, vetoed)
+        self._awaiting: dict[str, tuple[int, bool]] = {}
+        self._window = TrailingWindow(int(cfg.scoring.retire.window_days * _DAY_MS))  # the retire rule's
         self._runner: asyncio.Runner | None = None
         self._news_seen: set[str] = set()
         self.ended = False  # finish() ran: a finite replay reached the end of its data
@@ -110,15 +109,14 @@ class Pipeline:
         masks: dict[tuple[int, str], bytes] = {}
         complete = True
         for k, (strat, syms) in enumerate(self._plan):
-            find = getattr(strat, "candidates", None)
             for sym in syms:
                 h = self.market.histories.get(sym)
-                m = find(h) if find is not None and h is not None and h.preloaded else None
+                m = strat.candidates(h) if h is not None and h.preloaded else None
                 if m is None:
                     complete = False
                     continue
                 m = np.asarray(m, dtype=bool).copy()
-                if m.shape != (h.column("close").shape[0],):  # type: ignore[union-attr]
+                if m.shape != (h.column("close").shape[0],):
                     raise ValueError(f"strategy {strat.id}: candidates() for {sym} has shape {m.shape}, "
                                      f"expected one value per bar")
                 m[:1] = True
@@ -189,11 +187,10 @@ class Pipeline:
                 decision = clamp(sig, verdict, self.cfg.policy, self.mode)
                 reviews.append(ReviewRecord(pack, verdict, decision, self.mode))
                 self.shadow.add(sig)
+                self._awaiting[sig.id] = (sig.created_ms, verdict.verdict is VerdictKind.VETO)
                 if decision.action is Action.EXECUTE:
                     self.executor.submit(sig, decision, equity, t)
                     self.stats.executed += 1
-                elif verdict.verdict is VerdictKind.VETO:
-                    self._vetoed.add(sig.id)
 
         events = self._carry_events
         self._carry_events = []
@@ -202,7 +199,7 @@ class Pipeline:
             if drained:
                 events.extend(Event(e.kind, t, e.subject, e.message, e.data) for e in drained)
         outcomes = rep.outcomes + shadow_out
-        if shadow_out or self._veto_scores:  # otherwise nothing to score or expire (min_vetoes >= 1)
+        if shadow_out or len(self._window):  # otherwise nothing to score or expire (min_vetoes >= 1)
             events.extend(self._retire_check(shadow_out, t))
 
         news = self._new_news(t)
@@ -262,9 +259,9 @@ class Pipeline:
     def _review(self, packs: list[ContextPack]) -> list[Verdict]:
         if self.reviewer is None or self.mode == "off":
             return [Verdict(VerdictKind.ACCEPT, 0.0, "reviewer off", source="off") for _ in packs]
-        if getattr(self.reviewer, "synchronous", False):
+        if self.reviewer.synchronous:
             # every tier answers without I/O (the rules tier): skip the event loop, same bookkeeping
-            return list(self.reviewer.review_many_sync(packs))  # type: ignore[attr-defined]
+            return list(self.reviewer.review_many_sync(packs))
         verdicts = self._run(self.reviewer.review_many(packs))
         return list(verdicts)
 
@@ -282,27 +279,27 @@ class Pipeline:
         return fresh
 
     def _retire_check(self, shadow_out: Sequence[Outcome], t: int) -> list[Event]:
-        """DESIGN §4: trailing veto precision below the bar with enough vetoes → shadow mode."""
+        """DESIGN §4: over the trailing window (``engine.core.scored``: signals created in (t − window, t] whose
+        scored shadow outcome is known at t), veto precision below the bar with enough scored vetoes → shadow
+        mode. The scorecard recomputes the same window from the stored rows at the event's time."""
         rc = self.cfg.scoring.retire
         for o in shadow_out:
-            if o.signal_id in self._vetoed and o.kind is OutcomeKind.SHADOW:
-                self._vetoed.discard(o.signal_id)
-                if o.filled and o.exit_reason != "end":
-                    self._veto_scores.append((t, o.pnl_pct < 0))
-                    self._veto_lost += o.pnl_pct < 0
-        window_start = t - int(rc.window_days * _DAY_MS)
-        while self._veto_scores and self._veto_scores[0][0] <= window_start:
-            self._veto_lost -= self._veto_scores.popleft()[1]
-        if not rc.enabled or self.mode != "active" or len(self._veto_scores) < rc.min_vetoes:
+            waiting = self._awaiting.pop(o.signal_id, None)
+            if waiting is not None and is_scored(o.filled, o.exit_reason, o.ambiguous):
+                created_ms, vetoed = waiting
+                self._window.add(created_ms, vetoed, o.pnl_pct < 0)
+        c = self._window.counts(t)
+        if not rc.enabled or self.mode != "active" or c.vetoes < rc.min_vetoes:
             return []
-        n = len(self._veto_scores)
-        precision = self._veto_lost / n
+        precision = c.veto_lost / c.vetoes
         if precision >= rc.below:
             return []
         self.mode = "shadow"
         if self.reviewer is not None:
             self.reviewer.mode = "shadow"
         msg = (f"veto precision {precision:.2f} over the last {rc.window_days:g} days is below {rc.below:g} "
-               f"({n} scored vetoes): reviewer switched to shadow mode")
+               f"({c.vetoes} scored vetoes): reviewer switched to shadow mode")
         log.warning(msg)
-        return [Event("retire", t, "reviewer", msg, (("precision", precision), ("vetoes", n)))]
+        return [Event("retire", t, "reviewer", msg, (
+            ("precision", precision), ("vetoes", c.vetoes), ("vetoes_lost", c.veto_lost), ("scored", c.scored),
+            ("lost", c.lost), ("since_ms", c.since_ms), ("until_ms", c.until_ms)))]

@@ -36,6 +36,7 @@ class LiveFeed(Protocol):
     """What the loop needs of a feed: history once, then the bars closed since the last call."""
 
     symbols: tuple[str, ...]
+    timeframe: str
     timeframe_ms: int
 
     def warmup(self, n_bars: int) -> list[tuple[Bar, ...]]: ...
@@ -121,7 +122,7 @@ class PaperLoop:
         self._tick_lock = threading.Lock()
         self._error: BaseException | None = None
         self._max_ticks: int | None = None
-        if getattr(pipeline, "clock", None) is clock:
+        if pipeline.clock is clock:
             log.warning("the pipeline reads the loop's clock: gate locks and cooldowns would see wall time, not "
                         "market time (a back-fill would differ from a replay); give the pipeline its own SimClock")
 
@@ -196,12 +197,10 @@ class PaperLoop:
         return out
 
     def _poll_news(self) -> None:
-        poll = getattr(self.pipeline.news, "poll", None)
-        if callable(poll):
-            try:
-                poll()
-            except Exception as e:  # a news source must never stop trading
-                log.warning("news poll failed: %s: %s", type(e).__name__, e)
+        try:
+            self.pipeline.news.poll()
+        except Exception as e:  # a news source must never stop trading
+            log.warning("news poll failed: %s: %s", type(e).__name__, e)
 
     def _scheduled_tick(self) -> None:
         if self.stopping:
@@ -265,17 +264,13 @@ class PaperLoop:
 
 
 def _cfg_warmup(pipeline: Pipeline) -> int:
-    cfg = getattr(pipeline, "cfg", None)
-    try:
-        return int(cfg.market.ccxt.warmup_bars)  # type: ignore[union-attr]
-    except AttributeError:
-        return 0
+    return int(pipeline.cfg.market.ccxt.warmup_bars)
 
 
 def _grid_offset(feed: LiveFeed) -> int:
     from engine.inputs.feeds.ccxt_feed import bar_grid_offset_ms
 
-    return bar_grid_offset_ms(str(getattr(feed, "timeframe", "")))
+    return bar_grid_offset_ms(feed.timeframe)
 
 
 def _default_scheduler() -> Any:

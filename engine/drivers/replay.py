@@ -7,9 +7,9 @@ since its first slice, or at its slice limit, whichever comes first. The slice l
 ``FIRST_BATCH_SLICES`` and doubles with each batch (unless ``batch_slices`` fixes it): a run records its
 first progress at once, and then batches grow until the per-transaction cost (a commit, now and then a WAL
 checkpoint) is small next to the rows, while a slow replay (a remote reviewer) still records its progress
-every few seconds. A recorder with ``new_batch``/``write_batch`` (``storage.RunRecorder``) turns each slice
-into rows as it comes, so that a filling batch holds rows rather than slice records; other recorders get
-the records (``record_slices``, else ``record_slice`` each).
+every few seconds. Every ``engine.ports.Recorder`` makes its own batches (``new_batch``): storage's turn each
+slice into rows as it comes, so that a filling batch holds rows rather than slice records; a recorder that
+keeps the records themselves can use ``RecordBatch``.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ from engine.core.pipeline import Pipeline, StepStats
 from engine.ports import Recorder
 from engine.types import Bar, Fill, SliceRecord
 
-__all__ = ["Replay", "fills_fingerprint", "record_digest"]
+__all__ = ["RecordBatch", "Replay", "fills_fingerprint", "record_digest"]
 
 
-class _Records(list[SliceRecord]):
-    """The batch of a recorder that takes whole slice records only (``record_slice``/``record_slices``)."""
+class RecordBatch(list[SliceRecord]):
+    """A batch that keeps the slice records themselves, for a recorder that has no rows to build (test doubles,
+    a recorder keeping records in memory): ``Recorder.new_batch`` may return one."""
 
     rows = 0
 
@@ -94,23 +95,11 @@ class Replay:
         return self.pipeline.stats
 
     def _new_batch(self) -> Any:
-        """A recorder batch (rows built as slices are added), or a list of the records for a plain recorder."""
-        new_batch = getattr(self.recorder, "new_batch", None)
-        return new_batch() if new_batch is not None else _Records()
+        return self.recorder.new_batch() if self.recorder is not None else RecordBatch()
 
     def _write(self, batch: Any) -> None:
-        recorder = self.recorder
-        if recorder is None or not batch.slices:
-            return
-        if not isinstance(batch, _Records):
-            recorder.write_batch(batch)  # type: ignore[attr-defined]
-            return
-        record_many = getattr(recorder, "record_slices", None)
-        if record_many is not None:
-            record_many(batch)
-        else:
-            for r in batch:
-                recorder.record_slice(r)
+        if self.recorder is not None and batch.slices:
+            self.recorder.write_batch(batch)
 
 
 def fills_fingerprint(fills: Iterable[Fill]) -> str:

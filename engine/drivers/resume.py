@@ -15,19 +15,31 @@ from collections.abc import Sequence
 from engine.core.pipeline import Pipeline, StepStats
 from engine.drivers.replay import fills_fingerprint
 from engine.errors import StorageError
+from engine.ports import RunRecords
 from engine.types import Bar, ContextPack, Event, Fill, FillKind, ReviewRecord, Verdict
 
 __all__ = ["RecordedReviewer", "catch_up", "group_slices"]
 
 
 class RecordedReviewer:
-    """Answers with the verdicts a run recorded; a pack that differs from the recorded one is an error."""
+    """Answers with the verdicts a run recorded (implements ``engine.ports.Reviewer``, without I/O); a pack that
+    differs from the recorded one is an error."""
+
+    tiers: tuple[()] = ()
+    cache = None
+    synchronous = True
 
     def __init__(self, reviews: Sequence[ReviewRecord], mode: str) -> None:
         self._by_signal = {r.pack.signal.id: r for r in reviews}
         self.mode = mode
 
     async def review_many(self, packs: Sequence[ContextPack]) -> list[Verdict]:
+        return self.review_many_sync(packs)
+
+    def review_cached(self, hashes: Sequence[str]) -> list[Verdict | None]:
+        return [None] * len(hashes)
+
+    def review_many_sync(self, packs: Sequence[ContextPack]) -> list[Verdict]:
         out = []
         for p in packs:
             rec = self._by_signal.get(p.signal.id)
@@ -54,7 +66,7 @@ def group_slices(bars: Sequence[Bar], symbol_order: Sequence[str]) -> list[tuple
     return [tuple(g) for _, g in itertools.groupby(ordered, key=lambda b: b.close_ms)]
 
 
-def catch_up(pipeline: Pipeline, recorder, symbols: Sequence[str]) -> int | None:  # type: ignore[no-untyped-def]
+def catch_up(pipeline: Pipeline, recorder: RunRecords, symbols: Sequence[str]) -> int | None:
     """Step ``pipeline`` over what ``recorder`` holds; return the last processed close time (None if new).
 
     Raises: StorageError when the regenerated ledger or packs differ from the recorded ones.
@@ -75,8 +87,7 @@ def catch_up(pipeline: Pipeline, recorder, symbols: Sequence[str]) -> int | None
             regenerated.extend(pipeline.step(bars).fills)
         # A replay killed after writing its last batch (which carries the end-of-data exits) but before it
         # was marked finished: its data had ended, so the end-of-data exits are part of the ledger to match.
-        load_events = getattr(recorder, "load_events", None)  # a recorder without events never saw an end
-        if load_events is not None and any(e.kind == "run" and e.subject == "replay" for e in load_events()):
+        if any(e.kind == "run" and e.subject == "replay" for e in recorder.load_events()):
             end = pipeline.finish()
             if end is not None:
                 regenerated.extend(end.fills)

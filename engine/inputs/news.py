@@ -42,6 +42,9 @@ class NoNews:
     def items(self, start_ms: int, end_ms: int) -> tuple[NewsItem, ...]:
         return ()
 
+    def poll(self) -> int:
+        return 0
+
 
 class ListNewsSource:
     """A fixed set of items; ``items(start, end)`` is a binary search (start exclusive, end inclusive)."""
@@ -56,6 +59,10 @@ class ListNewsSource:
 
     def all(self) -> tuple[NewsItem, ...]:
         return self._items
+
+    def poll(self) -> int:
+        """A fixed set: nothing to fetch."""
+        return 0
 
     def __len__(self) -> int:
         return len(self._items)

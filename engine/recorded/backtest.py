@@ -8,23 +8,22 @@ stop is not simulated), for every column alike, the recorded reviewer included.
 
 Speed (a run may hold 100,000 reviewed signals). Rebuilding a pack from JSON and re-checking its hash
 costs ~0.5 ms, and one SQL round trip per verdict-cache lookup ~0.2 ms, so:
-- the run is read by ``storage.bulk`` in one pass per table (signals, packs, verdicts, decisions, outcomes);
-  every stored pack's JSON is checked against its stored hash (SHA-256) as it streams past, and only what
-  scoring needs is kept. The recorded verdicts stay rows: the recorded column is scored from their
-  columns, and ``StoredRun.reviews`` builds the objects only when asked (exports, reports);
+- the run is read through the ``RunReader`` port (``engine.recorded.stored``) in one pass per table (signals,
+  packs, verdicts, decisions, outcomes); every stored pack's JSON is checked against its stored hash (SHA-256)
+  as it streams past, and only what scoring needs is kept (a ``PackRef`` per pack). The recorded verdicts stay
+  columns: the recorded column is scored from them, and ``StoredRun.records`` builds objects only when asked;
 - the verdict cache is read in bulk, one query per tier of the reviewer (the run's packs joined to the
   cache's primary key), and handed to the cascade as a dict-backed cache: its lookups are dict lookups;
-- a pack whose first tier has a cached verdict never reaches a tier (the cascade answers from the cache
-  before it calls one), so it travels as a *hash carrier* — a ContextPack holding the stored JSON, its
-  hash, the signal (from the signals table), the regime tag and the equity, and nothing else. Every other
-  pack is rebuilt in full (``ContextPack.from_json``, hash verified) before any tier sees it;
+- a pack whose first tier has a cached verdict never reaches a tier: the reviewer answers it from the cache by
+  its hash alone (``Reviewer.review_cached``). Every other pack is rebuilt in full (``ContextPack.from_json``,
+  hash verified) before any tier sees it;
 - a cascade whose tiers all answer without awaiting (rules) runs through ``Cascade.review_many_sync``,
   any other through ``Cascade.review_many``, in chunks of ``--concurrency`` packs;
-- every column is scored over arrays (``engine.recorded.scoring.score_columns``) against one ``SignalColumns`` of
-  the run: the signals and their outcomes are read into arrays once, not once per column.
+- every column is scored over arrays (``engine.recorded.scorecard.score_columns``) against one ``SignalColumns``
+  of the run: the signals and their outcomes are read into arrays once, not once per column.
 
-Like ``engine.app``, this module is a composition root: it wires ``reviewer`` and ``storage`` together
-(imported inside the functions, so that importing it stays cheap).
+The reviewers are built by the caller's ``build_reviewer`` (the composition root's, ``engine.app.run_backtest``):
+this module knows the ``Reviewer`` and ``RunReader`` ports only.
 """
 
 from __future__ import annotations
@@ -38,153 +37,28 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from engine.config import LoadedConfig, PolicyConfig, load_config
+from engine.config import LoadedConfig, PolicyConfig, load_config, stored_value
 from engine.core.clamp import clamp
-from engine.errors import ConfigError, StorageError
-from engine.recorded.scoring import Scorecard, SignalColumns, VerdictColumns, score_columns
-from engine.recorded.scoring import gc_paused as _gc_paused
-from engine.types import (
-    ContextPack,
-    Decision,
-    Outcome,
-    RegimeInfo,
-    RegimeTag,
-    ReviewRecord,
-    Signal,
-    TradeStats,
-    Verdict,
-)
-
-if TYPE_CHECKING:
-    from storage.bulk import ReviewedRows
+from engine.errors import ConfigError
+from engine.ports import Reviewer, RunReader, VerdictCache
+from engine.recorded.columns import SignalColumns, VerdictColumns, gc_paused
+from engine.recorded.scorecard import Scorecard, score_columns
+from engine.recorded.stored import StoredRun, load_stored
+from engine.types import ContextPack, PackRef, ReviewRecord, Verdict
 
 __all__ = [
     "BacktestColumn",
     "BacktestResult",
-    "StoredReview",
-    "StoredRun",
-    "full_packs",
-    "hash_carrier",
-    "load_stored",
+    "prefetch_cache",
     "review_stored",
     "reviewer_config",
     "run_backtest",
 ]
 
 Progress = Callable[[str, int, int], None]  # (label, done, total)
-
-_NO_STATS = TradeStats(0, None, 0)
-_SHADOW_FACTS = itemgetter(2, 3, 5, 6)  # of an outcome row: filled, pnl_pct, exit_reason, ambiguous (SignalColumns)
-_REALIZED_FACTS = itemgetter(2, 3)  # filled, pnl_pct
-_REGIMES = {str(t): RegimeInfo(t, None, None, None, 0, 0) for t in RegimeTag}  # shared: carriers only need the tag
-
-
-# ------------------------------------------------------------------------------------------ the run
-
-
-@dataclass(frozen=True, slots=True)
-class StoredReview:
-    """One recorded review as the backtest needs it: a hash-carrier pack and the recorded verdict."""
-
-    pack: ContextPack  # hash carrier: signal, regime tag, equity, stored json and hash
-    verdict: Verdict
-    decision: Decision
-    mode: str
-
-    @property
-    def record(self) -> ReviewRecord:
-        return ReviewRecord(self.pack, self.verdict, self.decision, self.mode)
-
-
-@dataclass
-class StoredRun:
-    """A recorded run, loaded once and shared by every reviewer column."""
-
-    run_id: int
-    name: str
-    config_json: str
-    starting_equity: float
-    packs: list[ContextPack]  # hash carriers, in signal order
-    rows: ReviewedRows  # the recorded verdicts and decisions, as stored rows (same order)
-    outcome_rows: list[tuple[Any, ...]]  # shadow outcomes (what every column is judged against), realized on request
-    load_s: float = 0.0
-    _reviews: list[StoredReview] | None = field(default=None, repr=False)
-    _outcomes: list[Outcome] | None = field(default=None, repr=False)
-
-    @property
-    def reviews(self) -> list[StoredReview]:
-        """The recorded reviews (verdict and decision objects are built on first use; not after a lean load)."""
-        if self._reviews is None:
-            rows = self.rows
-            self._reviews = [StoredReview(p, rows.verdict(i), rows.decision(i), rows.mode(i))
-                             for i, p in enumerate(self.packs)]
-        return self._reviews
-
-    @property
-    def outcomes(self) -> list[Outcome]:
-        """The loaded outcomes (built on first use)."""
-        if self._outcomes is None:
-            from storage.bulk import outcome_of
-
-            self._outcomes = list(map(outcome_of, self.outcome_rows))
-        return self._outcomes
-
-    def signal_columns(self) -> SignalColumns:
-        """The reviewed signals and their outcomes as scoring reads them, straight from the rows."""
-        # OUTCOME_COLUMNS: signal_id, kind, filled, pnl_pct, r_multiple, exit_reason, ambiguous, ...
-        rows = self.outcome_rows
-        shadow = {r[0]: _SHADOW_FACTS(r) for r in rows if r[1] == "shadow"}
-        realized = {r[0]: _REALIZED_FACTS(r) for r in rows if r[1] != "shadow"}
-        return SignalColumns.build(self.rows.signals, self.rows.equities, [p.regime.tag for p in self.packs], shadow,
-                                   realized)
-
-    def recorded_columns(self) -> VerdictColumns:
-        """The recorded verdicts and decisions as scoring reads them, straight from the rows."""
-        v, d = self.rows.verdict_values, self.rows.decision_values
-        return VerdictColumns(v("verdict"), v("source"), v("tier"), v("latency_ms"), v("input_tokens"),
-                              v("output_tokens"), v("cached_tokens"), v("cost_usd"), v("attempts"), d("action"),
-                              d("size_pct"))
-
-
-def hash_carrier(signal: Signal, regime_tag: str, equity: float, text: str, h: str) -> ContextPack:
-    """A pack that carries a stored pack's identity (hash, JSON) and what scoring reads, nothing else.
-
-    Only for packs no tier will read (answered from the cache) and for scoring; see the module docstring.
-    """
-    regime = _REGIMES.get(regime_tag, _REGIMES["unknown"])
-    return ContextPack(signal, (), _NO_STATS, regime, (), (), "", equity, text, h)
-
-
-def load_stored(store: Any, run_id: int, *, keep_json: bool = False, realized: bool = False,
-                lean: bool = False, check: Any = None) -> StoredRun:
-    """Read a run's reviews and shadow outcomes (``storage.bulk``); check every stored pack against its hash.
-
-    ``realized``: load the realized outcomes too (the scorecard of a run needs them, a backtest does not).
-    ``lean``: read only what scoring reads of the recorded verdicts and decisions (a backtest): ``reviews``
-    is then unavailable, ``recorded_columns`` is.
-
-    The hash carriers keep the pack JSON only with ``keep_json`` (100,000 packs are ~500 MB of text; a
-    pack that must be reviewed is read again from the database, see ``review_stored``).
-
-    ``check``: a ``storage.bulk.PackCheck`` started earlier (the packs are checked meanwhile, see run_backtest).
-
-    Raises: StorageError (no such run; a pack whose JSON does not match its stored hash).
-    """
-    from storage import bulk
-
-    t0 = time.perf_counter()
-    run = store.get_run(run_id)
-    with _gc_paused():
-        rows = bulk.load_reviewed(store, run_id, keep_json=keep_json, lean=lean, check=check)
-        outcome_rows = bulk.load_outcome_rows(store, run_id, realized=realized)
-        packs = [hash_carrier(*x) for x in zip(rows.signals, rows.regime_tags, rows.equities, rows.jsons, rows.hashes,
-                                                strict=True)]
-    return StoredRun(run.id, run.name, run.config_json, run.starting_equity, packs, rows, outcome_rows,
-                     load_s=time.perf_counter() - t0)
 
 
 # -------------------------------------------------------------------------------------- the configs
@@ -249,7 +123,7 @@ class _PrefetchedCache:
     once the run is loaded) and is not in memory is a known miss: no SQL round trip.
     """
 
-    def __init__(self, inner: Any, entries: dict[tuple[str, str, str], dict[str, Verdict]],
+    def __init__(self, inner: VerdictCache | None, entries: dict[tuple[str, str, str], dict[str, Verdict]],
                  prefetched: set[tuple[str, str, str]], hashes: set[str]) -> None:
         self.inner = inner
         self.entries = entries
@@ -270,95 +144,88 @@ class _PrefetchedCache:
             self.inner.put(tier, model, prompt_version, context_hash, verdict)
 
     def flush(self) -> None:
-        flush = getattr(self.inner, "flush", None)
-        if flush is not None:
-            flush()
+        if self.inner is not None:
+            self.inner.flush()
 
 
-def prefetch_cache(store: Any, keys: Sequence[tuple[str, str, str]], run_id: int,
+def prefetch_cache(reader: RunReader, keys: Sequence[tuple[str, str, str]], run_id: int,
                    hashes: Iterable[str] = ()) -> _PrefetchedCache:
-    """The verdict-cache entries of ``keys`` for the packs of run ``run_id`` (``storage.bulk.cached_verdicts``:
-    one query per key), as a cache whose lookups are dict lookups and whose writes reach the real cache.
+    """The verdict-cache entries of ``keys`` for the packs of run ``run_id`` (``RunReader.cached_verdicts``: one
+    query per key), as a cache whose lookups are dict lookups and whose writes reach the real cache.
     """
-    from storage import bulk
-
-    return _PrefetchedCache(store.verdict_cache(), bulk.cached_verdicts(store, run_id, keys), set(keys), set(hashes))
+    return _PrefetchedCache(reader.verdict_cache(), reader.cached_verdicts(run_id, keys), set(keys), set(hashes))
 
 
 def _tier_keys(cascade: Any) -> list[tuple[str, str, str]]:
-    return [(t.name, t.model, str(getattr(t, "prompt_version", "") or "")) for t in cascade.tiers]
+    return [(t.name, t.model, t.prompt_version) for t in cascade.tiers]
 
 
-def full_packs(store: Any, run_id: int, ids: Sequence[str]) -> dict[str, ContextPack]:
-    """Packs rebuilt in full from their stored JSON (hash re-verified), for the tiers that will read them."""
-    from storage import bulk
-
-    return bulk.rebuilt_packs(store, run_id, ids)
-
-
-def review_stored(stored: StoredRun, cascade: Any, policy: PolicyConfig, *, cache: _PrefetchedCache | None = None,
-                  store: Any = None, concurrency: int = 256, progress: Progress | None = None,
+def review_stored(stored: StoredRun, reviewer: Reviewer, policy: PolicyConfig, *, reader: RunReader | None = None,
+                  concurrency: int = 256, progress: Progress | None = None,
                   label: str = "review") -> list[ReviewRecord]:
-    """Re-review every stored pack with ``cascade`` (chunks of ``concurrency`` through ``review_many``), clamp.
+    """Re-review every stored pack with ``reviewer`` (in chunks of ``concurrency``), clamp.
 
-    Packs go to the cascade as hash carriers when ``cache`` holds a verdict of the cascade's first tier
-    for them (the cascade then answers from the cache without calling a tier); otherwise they are rebuilt
-    in full from ``store`` first, or, without ``store``, from the carrier's JSON (``load_stored(keep_json=True)``).
+    Each chunk is first answered from the verdict cache by the packs' hashes (``Reviewer.review_cached``); the
+    packs it cannot answer are rebuilt in full — from ``reader`` (``RunReader.packs``: read again and re-verified)
+    or, without one, from the JSON the PackRefs kept (``load_stored(keep_json=True)``) — and reviewed.
     """
-    packs = stored.packs
+    packs = stored.reviews.packs
     n = len(packs)
     chunk = max(1, int(concurrency))
-    first = _tier_keys(cascade)[:1]
-    # the first tier's cached verdicts: a pack among them is answered from the cache, never read by a tier
-    cached = cache.entries.setdefault(first[0], {}) if cache is not None and first else {}
+    synchronous = reviewer.synchronous
 
-    def packs_of(part: Sequence[ContextPack]) -> list[ContextPack]:
-        need = [p.signal.id for p in part if p.hash not in cached]
-        if not need:
-            return list(part)
-        full = _rebuild(need, part)
-        return [full.get(p.signal.id, p) for p in part]
+    def rebuild(part: Sequence[PackRef]) -> list[ContextPack]:
+        if reader is not None:
+            full = reader.packs(stored.run_id, [p.signal.id for p in part])
+            return [full[p.signal.id] for p in part]
+        out = []
+        for p in part:
+            if not p.json:
+                raise ValueError("review_stored: packs to review need `reader`, or load_stored(keep_json=True)")
+            pack = ContextPack.from_json(p.json)
+            if pack.hash != p.hash:
+                from engine.errors import StorageError
+
+                raise StorageError(f"run {stored.run_id}: context pack of signal {p.signal.id} does not "
+                                   "match its stored hash")
+            out.append(pack)
+        return out
+
+    def answered(part: Sequence[PackRef], reviewed: Callable[[list[ContextPack]], list[Verdict]]) -> list[Verdict]:
+        got = reviewer.review_cached([p.hash for p in part])
+        missing = [p for p, v in zip(part, got, strict=True) if v is None]
+        if not missing:
+            return got  # type: ignore[return-value]
+        fresh = iter(reviewed(rebuild(missing)))
+        return [v if v is not None else next(fresh) for v in got]
 
     async def run_all() -> list[Verdict]:
         verdicts: list[Verdict] = []
         for i in range(0, n, chunk):
-            verdicts.extend(await cascade.review_many(packs_of(packs[i:i + chunk])))
+            part = packs[i:i + chunk]
+            got = reviewer.review_cached([p.hash for p in part])
+            missing = [p for p, v in zip(part, got, strict=True) if v is None]
+            fresh = iter(await reviewer.review_many(rebuild(missing)) if missing else ())
+            verdicts.extend(v if v is not None else next(fresh) for v in got)
             if progress is not None:
                 progress(label, min(i + chunk, n), n)
         return verdicts
 
     def run_all_sync() -> list[Verdict]:
-        # every tier answers without awaiting (rules): the cascade's synchronous path, same bookkeeping
+        # every tier answers without awaiting (rules): the reviewer's synchronous path, same bookkeeping
         verdicts: list[Verdict] = []
         for i in range(0, n, chunk):
-            verdicts.extend(cascade.review_many_sync(packs_of(packs[i:i + chunk])))
+            verdicts.extend(answered(packs[i:i + chunk], reviewer.review_many_sync))
             if progress is not None:
                 progress(label, min(i + chunk, n), n)
         return verdicts
 
-    def _rebuild(ids: list[str], part: Sequence[ContextPack]) -> dict[str, ContextPack]:
-        if store is not None:
-            return full_packs(store, stored.run_id, ids)
-        wanted = set(ids)
-        out = {}
-        for p in part:
-            if p.signal.id in wanted:
-                if not p.json:
-                    raise ValueError("review_stored: packs to review need `store`, or load_stored(keep_json=True)")
-                pack = ContextPack.from_json(p.json)
-                if pack.hash != p.hash:
-                    raise StorageError(f"run {stored.run_id}: context pack of signal {p.signal.id} does not "
-                                       "match its stored hash")
-                out[p.signal.id] = pack
-        return out
-
     if progress is not None:
         progress(label, 0, n)
-    synchronous = getattr(cascade, "synchronous", False)
     # The synchronous path makes no reference cycles to speak of (no event loop): the collector would only
     # rescan the growing list of verdicts, again and again (0.3-0.6 s of 100,000 reviews). With an event
     # loop it stays on: asyncio makes cycles.
-    with _gc_paused() if synchronous else contextlib.nullcontext():
+    with gc_paused() if synchronous else contextlib.nullcontext():
         verdicts = run_all_sync() if synchronous else asyncio.run(run_all())
         # the signal as recorded (exact floats), not as rounded into the pack's canonical JSON
         return [ReviewRecord(p, v, clamp(p.signal, v, policy, "active"), "active")
@@ -421,111 +288,109 @@ def _column_names(paths: Sequence[Path]) -> list[str]:
 
 
 def _score(stored: StoredRun, reviewed: SignalColumns, verdicts: VerdictColumns, window_days: float) -> Scorecard:
-    return score_columns(reviewed, verdicts, [], signals=len(stored.packs), starting_equity=stored.starting_equity,
+    return score_columns(reviewed, verdicts, [], signals=len(stored.reviews), starting_equity=stored.starting_equity,
                          window_days=window_days, modify_estimate=True)
 
 
-def run_backtest(store: Any, run_id: int, paths: Sequence[Path], *, build_reviewer: Callable[..., Any],
+def run_backtest(reader: RunReader, run_id: int, paths: Sequence[Path], *, build_reviewer: Callable[..., Reviewer],
                  concurrency: int = 256, progress: Progress | None = None,
                  env: Mapping[str, str] | None = None) -> BacktestResult:
     """Re-review run ``run_id``'s signals with each reviewer file; score every one side by side.
 
     The first column is the run's recorded reviewer, scored the same way. Verdicts are written to the
-    verdict cache (flushed before returning), so repeating the backtest is served from it.
+    verdict cache (flushed before returning), so repeating the backtest is served from it. ``build_reviewer``
+    builds a reviewer from a file's ``reviewer:`` section (``engine.app.build_reviewer``).
 
-    Order of work: the packs' check starts first (``storage.bulk.PackCheck``: for a large run a child process
-    reads and hashes them), then each reviewer's cascade is built and its verdict-cache entries are read,
-    then the other tables; the checked packs are taken last. Raises: ConfigError (a reviewer file),
-    StorageError.
+    Order of work: the packs' check starts first (``RunReader.check_packs``: for a large run a child process
+    reads and hashes them), then each reviewer is built and its verdict-cache entries are read, then the other
+    tables; the checked packs are taken last. Raises: ConfigError (a reviewer file), StorageError.
     """
-    from storage import bulk
-
     if concurrency < 1:
         raise ConfigError(f"--concurrency: must be >= 1 (got {concurrency})")
     t_all = time.perf_counter()
-    configs = [reviewer_config(Path(p), store.get_run(run_id).config_json, run_id=run_id, env=env) for p in paths]
-    check = bulk.PackCheck.start(store, run_id)
+    config_json = reader.get_run(run_id).config_json
+    configs = [reviewer_config(Path(p), config_json, run_id=run_id, env=env) for p in paths]
+    window = float(stored_value(config_json, "scoring.retire.window_days", 14.0))
+    check = reader.check_packs(run_id)
     prepared: list[_Prepared] = []
     try:
         for loaded, _ in configs:
-            prepared.append(_prepare(store, run_id, loaded, build_reviewer))
+            prepared.append(_prepare(reader, run_id, loaded, build_reviewer))
         # The collector is off while the run is loaded and scored (no reference cycles, only many objects), and
         # the loaded run is frozen before it is switched on again: immutable from here on, it is not rescanned
-        # on every pass of the collector that runs while a cascade works (asyncio makes reference cycles), nor
+        # on every pass of the collector that runs while a reviewer works (asyncio makes reference cycles), nor
         # scanned once as a whole when the collector comes back on. Unfrozen (all of it) at the end.
-        with _gc_paused():
-            stored = load_stored(store, run_id, lean=True, check=check)
-            window = 14.0
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                window = float(json.loads(stored.config_json)["scoring"]["retire"]["window_days"])
+        with gc_paused():
+            stored = load_stored(reader, run_id, lean=True, check=check)
             t0 = time.perf_counter()
             reviewed = stored.signal_columns()  # shared by every column
             recorded = _score(stored, reviewed, stored.recorded_columns(), window)
-            n = len(stored.packs)
+            n = len(stored.reviews)
             columns = [BacktestColumn("recorded", "recorded", recorded, n, score_s=time.perf_counter() - t0)]
-            hashes = {p.hash for p in stored.packs}
+            hashes = {p.hash for p in stored.reviews.packs}
             for p in prepared:
                 if p.cache is not None:
                     p.cache.hashes = hashes
             gc.freeze()
         for name, path, (loaded, warnings), p in zip(_column_names(paths), paths, configs, prepared, strict=True):
-            columns.append(_reviewer_column(store, stored, reviewed, name, path, loaded, warnings, window, p,
+            columns.append(_reviewer_column(reader, stored, reviewed, name, path, loaded, warnings, window, p,
                                             concurrency=concurrency, progress=progress))
     finally:
         gc.unfreeze()
         check.close()
         for p in prepared:
             if not p.closed:
-                asyncio.run(p.cascade.aclose())
+                asyncio.run(p.reviewer.aclose())
     return BacktestResult(stored.run_id, stored.name, n, stored.load_s, columns,
                           total_s=time.perf_counter() - t_all)
 
 
 @dataclass
 class _Prepared:
-    """One reviewer column before the run is loaded: its cascade and its prefetched verdict-cache entries."""
+    """One reviewer column before the run is loaded: its reviewer and its prefetched verdict-cache entries."""
 
-    cascade: Any
+    reviewer: Reviewer
     cache: _PrefetchedCache | None
     cache_s: float
     closed: bool = False
 
 
-def _prepare(store: Any, run_id: int, loaded: LoadedConfig, build_reviewer: Callable[..., Any]) -> _Prepared:
+def _prepare(reader: RunReader, run_id: int, loaded: LoadedConfig,
+             build_reviewer: Callable[..., Reviewer]) -> _Prepared:
     cfg = loaded.config
     with loaded.blaming():
-        cascade = build_reviewer(cfg.reviewer, cache=None, disabled=[t for t, _ in loaded.disabled_tiers])
-    cascade.mode = "active"  # a backtest asks what this reviewer would decide, whatever mode it ran in
+        reviewer = build_reviewer(cfg.reviewer, cache=None, disabled=[t for t, _ in loaded.disabled_tiers])
+    reviewer.mode = "active"  # a backtest asks what this reviewer would decide, whatever mode it ran in
     t0 = time.perf_counter()
-    with _gc_paused():
-        cache = prefetch_cache(store, _tier_keys(cascade), run_id) if cfg.reviewer.cache else None
-        gc.freeze()  # the prefetched entries too: they stay as they are while the cascade reads them
-    cascade.cache = cache
-    return _Prepared(cascade, cache, time.perf_counter() - t0)
+    with gc_paused():
+        cache = prefetch_cache(reader, _tier_keys(reviewer), run_id) if cfg.reviewer.cache else None
+        gc.freeze()  # the prefetched entries too: they stay as they are while the reviewer reads them
+    reviewer.cache = cache
+    return _Prepared(reviewer, cache, time.perf_counter() - t0)
 
 
-def _reviewer_column(store: Any, stored: StoredRun, reviewed: SignalColumns, name: str, path: Path,
+def _reviewer_column(reader: RunReader, stored: StoredRun, reviewed: SignalColumns, name: str, path: Path,
                      loaded: LoadedConfig, warnings: list[str], window: float, prepared: _Prepared, *,
                      concurrency: int, progress: Progress | None) -> BacktestColumn:
-    """One reviewer's column: review every stored pack with its cascade (and prefetched cache), score the reviews."""
-    cascade, cache = prepared.cascade, prepared.cache
-    # A synchronous cascade makes no cycles worth collecting (review_stored keeps the collector off for it):
+    """One reviewer's column: review every stored pack with its reviewer (and prefetched cache), score the reviews."""
+    reviewer, cache = prepared.reviewer, prepared.cache
+    # A synchronous reviewer makes no cycles worth collecting (review_stored keeps the collector off for it):
     # off until this column's reviews are freed, the collector never scans 100,000s of them.
-    with _gc_paused() if getattr(cascade, "synchronous", False) else contextlib.nullcontext():
+    with gc_paused() if reviewer.synchronous else contextlib.nullcontext():
         t1 = time.perf_counter()
         try:
-            reviews = review_stored(stored, cascade, loaded.config.policy, cache=cache, store=store,
-                                    concurrency=concurrency, progress=progress, label=name)
+            reviews = review_stored(stored, reviewer, loaded.config.policy, reader=reader, concurrency=concurrency,
+                                    progress=progress, label=name)
         finally:
             prepared.closed = True
-            asyncio.run(cascade.aclose())
+            asyncio.run(reviewer.aclose())
             if cache is not None:
                 cache.flush()  # the next identical backtest is served from these
         review_s = time.perf_counter() - t1
         t2 = time.perf_counter()
-        with _gc_paused():
+        with gc_paused():
             card = _score(stored, reviewed, VerdictColumns.of(reviews), window)
-        events = [f"{e.subject}: {e.message}" for e in cascade.drain_events()]
+        events = [f"{e.subject}: {e.message}" for e in reviewer.drain_events()]
         column = BacktestColumn(name, str(path), card, len(reviews), review_s=review_s,
                                 score_s=time.perf_counter() - t2, cache_s=prepared.cache_s, events=events,
                                 warnings=[*warnings, *(w for _, w in loaded.disabled_tiers)])

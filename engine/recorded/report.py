@@ -21,7 +21,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.recorded.scoring import counterfactual_series, rolling_series, verdict_mix_series
+from engine.config import stored_value
+from engine.core.scored import is_finished
+from engine.ports import RunReader
+from engine.recorded.series import counterfactual_series, rolling_series, verdict_mix_series
 from engine.types import OutcomeKind, VerdictKind, ms_to_dt
 
 __all__ = ["CHARTS", "render_html", "report_data", "write_report"]
@@ -47,24 +50,21 @@ def _e(x: Any) -> str:
 # ---------------------------------------------------------------------------------------------- data
 
 
-def report_data(store: Any, run_id: int, *, window_days: float | None = None, points: int = 120) -> dict[str, Any]:
+def report_data(reader: RunReader, run_id: int, *, window_days: float | None = None,
+                points: int = 120) -> dict[str, Any]:
     """Everything the page shows, as plain data (JSON-serialisable). Raises: StorageError."""
-    from engine.app import scorecard_for
-    from engine.recorded.backtest import full_packs, load_stored
+    from engine.recorded.scorecard import run_scorecard
+    from engine.recorded.stored import load_stored
 
-    run = store.get_run(run_id)
-    rec = store.recorder(run_id)
-    stored = load_stored(store, run_id, realized=True)  # hash-checked; packs as scoring needs them; read once
-    outcomes = rec.load_outcomes()
+    run = reader.get_run(run_id)
+    rec = reader.records(run_id)
+    stored = load_stored(reader, run_id, realized=True)  # hash-checked; packs as scoring needs them; read once
+    outcomes = stored.outcomes
     trades = rec.load_trades()
     events = rec.load_events()
-    card = scorecard_for(store, run_id, stored=stored, trades=trades, events=events)
-    reviews = [r.record for r in stored.reviews]
-    try:
-        cfg = json.loads(run.config_json) if run.config_json else {}
-    except ValueError:
-        cfg = {}
-    retire_days = float(((cfg.get("scoring") or {}).get("retire") or {}).get("window_days", 14) or 14)
+    card = run_scorecard(reader, run_id, stored=stored, trades=trades, events=events)
+    reviews = stored.records
+    retire_days = float(stored_value(run.config_json, "scoring.retire.window_days", 14.0))
     times = [r.pack.signal.created_ms for r in reviews]
     span = (max(times) - min(times)) if times else 0
     if window_days is None:
@@ -76,7 +76,7 @@ def report_data(store: Any, run_id: int, *, window_days: float | None = None, po
     vetoes = []
     for r in reviews:
         o = shadow.get(r.pack.signal.id)
-        if r.verdict.verdict is not VerdictKind.VETO or o is None or not o.filled or o.exit_reason in ("", "end"):
+        if r.verdict.verdict is not VerdictKind.VETO or o is None or not is_finished(o.filled, o.exit_reason):
             continue
         s, v = r.pack.signal, r.verdict
         vetoes.append({"signal_id": s.id, "symbol": s.symbol, "strategy": s.strategy_id, "side": str(s.side),
@@ -87,7 +87,7 @@ def report_data(store: Any, run_id: int, *, window_days: float | None = None, po
     vetoes.sort(key=lambda x: (x["pnl_pct"], x["signal_id"]))
     best = [v for v in vetoes if v["pnl_pct"] < 0][:_TOP_VETOES]  # the largest losses the vetoes avoided
     worst = [v for v in reversed(vetoes) if v["pnl_pct"] >= 0][:_TOP_VETOES]  # the largest gains they gave up
-    shown = full_packs(store, run_id, [v["signal_id"] for v in [*best, *worst]])  # only these are rebuilt in full
+    shown = reader.packs(run_id, [v["signal_id"] for v in [*best, *worst]])  # only these are rebuilt in full
     for v in [*best, *worst]:
         v["news"] = [n.headline for n in shown[v["signal_id"]].news]
     errors: Counter[tuple[str, str, str]] = Counter()
@@ -99,9 +99,10 @@ def report_data(store: Any, run_id: int, *, window_days: float | None = None, po
     start_ms = min([*times, *(t for t, _ in paths["realized"][:1])]) if times else None
     return {
         "run": {"id": run.id, "name": run.name, "status": run.status, "reviewer_mode": run.reviewer_mode,
-                "config_hash": run.config_hash, "created_at": run.created_at.isoformat(), "db": store.url_masked,
-                "starting_equity": run.starting_equity, "tiers": [t.get("name") for t in
-                                                                   (cfg.get("reviewer") or {}).get("tiers", [])]},
+                "config_hash": run.config_hash, "created_at": run.created_at.isoformat(), "db": reader.url_masked,
+                "starting_equity": run.starting_equity,
+                "tiers": [t.get("name") for t in stored_value(run.config_json, "reviewer.tiers", [])
+                          if isinstance(t, dict)]},
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "card": card.to_dict(),
         "window_ms": window_ms,
@@ -125,7 +126,7 @@ def _thin(path: Sequence[tuple[int, float]]) -> list[tuple[int, float]]:
     return [path[int(i * step)] for i in range(_MAX_POINTS)] + [path[-1]]
 
 
-def write_report(store: Any, run_id: int, out: Any, *, window_days: float | None = None) -> int:
+def write_report(reader: RunReader, run_id: int, out: Any, *, window_days: float | None = None) -> int:
     """Write the page for ``run_id`` to ``out`` (a path). Returns its size in bytes.
 
     Raises: StorageError, DataError (the file cannot be written).
@@ -134,7 +135,7 @@ def write_report(store: Any, run_id: int, out: Any, *, window_days: float | None
 
     from engine.errors import DataError
 
-    page = render_html(report_data(store, run_id, window_days=window_days))
+    page = render_html(report_data(reader, run_id, window_days=window_days))
     path = Path(out)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

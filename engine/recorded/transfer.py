@@ -8,7 +8,7 @@ were simulated on: per symbol, from each reviewed signal's bar to the close of i
 
 ``import_file`` checks every line (a bad one is a ``DataError`` "file.jsonl:12: what was expected and
 what was found"), verifies every pack's JSON against its hash and its signal, and records the lot as a
-new run through the repository (``record_slices``, rows grouped by time). The schema has no "imported"
+new run through the store's recorder (batches of slices, rows grouped by time). The schema has no "imported"
 run status: the new run is "finished", and an ``import`` event on its timeline says where it came from.
 
 Like ``engine.app``, a composition root: it talks to ``storage`` (imported inside the functions).
@@ -28,8 +28,10 @@ from pathlib import Path
 from types import UnionType
 from typing import Any
 
+from engine.config import parse_timeframe, stored_value
 from engine.errors import DataError
-from engine.recorded.backtest import hash_carrier, load_stored
+from engine.ports import RunReader, RunStore
+from engine.recorded.stored import load_stored
 from engine.types import (
     Bar,
     Decision,
@@ -38,6 +40,7 @@ from engine.types import (
     FillKind,
     GateResult,
     Outcome,
+    PackRef,
     ReviewRecord,
     Signal,
     SliceRecord,
@@ -187,24 +190,23 @@ def _bar_windows(reviews: Sequence[ReviewRecord], outcomes: Sequence[Outcome],
 
 
 def _timeframe_ms(config_json: str, reviews: Sequence[ReviewRecord]) -> int:
-    from engine.config import parse_timeframe
-
+    fallback = reviews[0].pack.signal.timeframe if reviews else "5m"
     try:
-        return parse_timeframe(json.loads(config_json)["market"]["timeframe"])
+        return parse_timeframe(str(stored_value(config_json, "market.timeframe", fallback)))
     except Exception:
-        return parse_timeframe(reviews[0].pack.signal.timeframe) if reviews else 300_000
+        return parse_timeframe(fallback)
 
 
-def export_run(store: Any, run_id: int, out: Path) -> ExportSummary:
+def export_run(reader: RunReader, run_id: int, out: Path) -> ExportSummary:
     """Write run ``run_id`` to ``out`` as JSONL. Raises: StorageError, DataError (cannot write the file)."""
-    run = store.get_run(run_id)
-    rec = store.recorder(run_id)
+    run = reader.get_run(run_id)
+    rec = reader.records(run_id)
     signals = rec.load_signals()
     gates: dict[str, list[GateResult]] = defaultdict(list)
     for sid, g in rec.load_gate_results():
         gates[sid].append(g)
     # packs travel as their stored JSON, checked against the stored hash (no rebuild needed to copy them)
-    reviews = {r.pack.signal.id: r.record for r in load_stored(store, run_id, keep_json=True).reviews}
+    reviews = {r.pack.signal.id: r for r in load_stored(reader, run_id, keep_json=True).records}
     outcomes = rec.load_outcomes()
     by_signal: dict[str, list[Outcome]] = defaultdict(list)
     for o in outcomes:
@@ -227,7 +229,7 @@ def export_run(store: Any, run_id: int, out: Path) -> ExportSummary:
         "format": FORMAT, "version": VERSION, "exported_at": datetime.now(UTC).isoformat(),
         "source": {"run_id": run.id, "name": run.name, "status": run.status, "config_hash": run.config_hash,
                    "seed": run.seed, "reviewer_mode": run.reviewer_mode, "starting_equity": run.starting_equity,
-                   "db": store.url_masked},
+                   "db": reader.url_masked},
         "config": config,
         "counts": {"bars": len(bars), "signals": len(signals), "reviewed": len(reviews), "fills": len(fills),
                    "trades": len(trades), "events": len(events)},
@@ -378,7 +380,7 @@ def _review(review: dict[str, Any], sig: Signal) -> ReviewRecord:
     if mode not in _MODES:
         raise _Bad(f"review.mode: expected one of {', '.join(_MODES)}, found {_shown(mode)}")
     regime = parsed.get("regime", {}).get("tag", "unknown") if isinstance(parsed.get("regime"), dict) else "unknown"
-    return ReviewRecord(hash_carrier(sig, str(regime), equity, text, stored), verdict, decision, str(mode))
+    return ReviewRecord(PackRef(sig, stored, str(regime), equity, text), verdict, decision, str(mode))
 
 
 def _read(path: Path) -> _Parsed:
@@ -437,7 +439,7 @@ def _read(path: Path) -> _Parsed:
     return parsed
 
 
-def import_file(store: Any, path: Path, *, name: str | None = None) -> ImportSummary:
+def import_file(store: RunStore, path: Path, *, name: str | None = None) -> ImportSummary:
     """Record the JSONL file at ``path`` as a new run in ``store``. Raises: DataError, StorageError."""
     p = _read(path)
     src = p.header["source"]
@@ -481,7 +483,11 @@ def import_file(store: Any, path: Path, *, name: str | None = None) -> ImportSum
         ]
         rec = store.recorder(run_id)
         for i in range(0, len(records), _BATCH_SLICES):
-            rec.record_slices(records[i:i + _BATCH_SLICES])
+            batch = rec.new_batch()
+            for r in records[i:i + _BATCH_SLICES]:
+                batch.add(r)
+            rec.write_batch(batch)
+        rec.close()
         store.set_run_status(run_id, "finished")
     except BaseException:
         store.set_run_status(run_id, "failed")

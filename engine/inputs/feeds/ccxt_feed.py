@@ -413,10 +413,12 @@ class CcxtFeed:
         batch = self.warmup(self.cfg.warmup_bars) if self._cursor is None else self.poll()
         yield from batch
 
-    @property
-    def next_open_ms(self) -> int | None:
-        """Open time of the next slice ``poll`` will deliver (None before the first call)."""
-        return self._cursor
+    # a live feed does not know its bars in advance
+    n_slices = None
+    n_bars = None
+
+    def arrays(self) -> None:
+        return None
 
     def close(self) -> None:
         self.client.close()

@@ -367,6 +367,9 @@ class FilesFeed:
         """symbol → read-only columns open_ms, close_ms (int64), open, high, low, close, volume, after repairs."""
         return {s: {k: v for k, v in c.items() if k != "pos"} for s, c in self._cols.items()}
 
+    def close(self) -> None:
+        """Nothing to release: the whole series is in memory."""
+
     def __repr__(self) -> str:
         return f"FilesFeed(dir='{self.dir}', symbols={list(self.symbols)}, timeframe={self.timeframe!r})"
 

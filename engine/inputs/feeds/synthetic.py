@@ -271,6 +271,9 @@ class SyntheticFeed:
         """symbol → read-only columns open_ms, close_ms (int64), open, high, low, close, volume (float64)."""
         return {sym: dict(cols) for sym, cols in self._arrays.items()}
 
+    def close(self) -> None:
+        """Nothing to release: the whole series is in memory."""
+
     def __repr__(self) -> str:
         return (f"SyntheticFeed(symbols={list(self.symbols)}, timeframe={self.timeframe!r}, bars={self.bars}, "
                 f"seed={self.seed}, news={len(self._news)})")

@@ -1,0 +1,100 @@
+"""Statistics of verdict quality (stdlib only): Wilson intervals, exact hypergeometric tails and ranges, percentiles.
+
+Used by the scorecard and the analysis of recorded runs and by the live retire rule alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+__all__ = ["Z95", "hypergeom_range", "hypergeom_sf", "percentile", "wilson"]
+
+Z95 = 1.959963984540054
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for k successes in n trials; (0, 1) when there are no trials."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolated percentile (q in 0..100); None for no values."""
+    if not values:
+        return None
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def _log_comb(a: int, b: int) -> float:
+    return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
+
+
+_TINY = 1e-300  # pmf terms this far below the mode's cannot move a double-precision sum
+
+
+def _hypergeom_terms(N: int, K: int, n: int) -> tuple[int, float, list[float]]:
+    """(first value, pmf at the mode, pmf / pmf at the mode for first, first + 1, ...) of Hypergeom(N, K, n).
+
+    Walks out from the mode by the ratio recurrence (one multiplication per value, no log-gamma) and stops
+    where the terms vanish, so a run with 100,000 signals costs a few thousand steps, not its whole support.
+    """
+    if not (0 <= K <= N and 0 <= n <= N):
+        raise ValueError(f"hypergeometric needs 0 <= K <= N and 0 <= n <= N (got N={N}, K={K}, n={n})")
+    lo, hi = max(0, n - (N - K)), min(n, K)
+    mode = min(hi, max(lo, (n + 1) * (K + 1) // (N + 2)))
+    peak = math.exp(_log_comb(K, mode) + _log_comb(N - K, n - mode) - _log_comb(N, n))
+    up: list[float] = []
+    w, i = 1.0, mode
+    while i < hi:  # pmf(i + 1) / pmf(i)
+        w *= (K - i) * (n - i) / ((i + 1) * (N - K - n + i + 1))
+        if w < _TINY:
+            break
+        up.append(w)
+        i += 1
+    down: list[float] = []
+    w, i = 1.0, mode
+    while i > lo:  # pmf(i - 1) / pmf(i)
+        w *= i * (N - K - n + i) / ((K - i + 1) * (n - i + 1))
+        if w < _TINY:
+            break
+        down.append(w)
+        i -= 1
+    return mode - len(down), peak, [*reversed(down), 1.0, *up]
+
+
+def hypergeom_sf(k: int, N: int, K: int, n: int) -> float:
+    """P(X ≥ k) for X ~ Hypergeom(N, K, n): exact up to floating point (relative 1e-12 or so)."""
+    first, peak, w = _hypergeom_terms(N, K, n)
+    if k <= first:  # every term that matters is in the tail (those cut below ``first`` are < 1e-300 each)
+        return 1.0
+    if k >= first + len(w):
+        return 0.0
+    return min(1.0, peak * math.fsum(w[k - first:]))
+
+
+def hypergeom_range(N: int, K: int, n: int, mass: float = 0.95) -> tuple[int, int]:
+    """Central ``mass`` range (lo, hi) of X ~ Hypergeom(N, K, n): P(X < lo) ≤ α/2 and P(X > hi) ≤ α/2."""
+    first, _, w = _hypergeom_terms(N, K, n)
+    total = math.fsum(w)
+    tail = (1 - mass) / 2 * total
+    acc, lo = 0.0, first
+    for i, x in enumerate(w):
+        if acc + x > tail:
+            lo = first + i
+            break
+        acc += x
+    acc, hi = 0.0, first + len(w) - 1
+    for i in range(len(w) - 1, -1, -1):
+        if acc + w[i] > tail:
+            hi = first + i
+            break
+        acc += w[i]
+    return lo, hi
