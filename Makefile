@@ -19,6 +19,7 @@ demo: $(STAMP)  ## replay the embedded synthetic market through the whole pipeli
 
 test: $(STAMP)  ## the full test suite (what .ci/run runs)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest -n 2 --dist loadfile
 
 test-fast: $(STAMP)
@@ -29,6 +30,7 @@ bench: $(STAMP)  ## benchmarks: figures printed and written to bench/results/
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) *.egg-info tradevet.db tradevet.db-wal tradevet.db-shm tradevet.db-lock

@@ -16,6 +16,8 @@ from typing import Annotated, Any
 
 import typer
 
+from engine.recorded.show import pct, pvalue, rate
+
 __all__ = ["app", "main"]
 
 app = typer.Typer(
@@ -167,17 +169,6 @@ def score(
         store.close()
 
 
-def _pct(x: float | None, digits: int = 1) -> str:
-    return "—" if x is None else f"{x * 100:.{digits}f} %"
-
-
-def _rate(r: Any) -> str:
-    if not r.n:
-        return "— (n = 0)"
-    lo, hi = r.interval
-    return f"{r.value * 100:.1f} %  [{lo * 100:.1f}–{hi * 100:.1f}]  ({r.k}/{r.n})"
-
-
 def _print_scorecard(card: Any, *, title: str) -> None:
     from rich.table import Table
 
@@ -190,16 +181,16 @@ def _print_scorecard(card: Any, *, title: str) -> None:
     mix = ", ".join(f"{k} {card.verdicts.get(k, 0)}" for k in ("accept", "modify", "veto"))
     t.add_row("verdicts", mix)
     t.add_row("answered by", ", ".join(f"{k} {v}" for k, v in sorted(card.sources.items())) or "—")
-    t.add_row("veto precision (95 % CI)", _rate(card.veto_precision))
-    t.add_row("base loss rate = random veto", _rate(card.base_loss_rate))
-    t.add_row("accept precision", _rate(card.accept_precision))
+    t.add_row("veto precision (95 % CI)", rate(card.veto_precision.to_dict()))
+    t.add_row("base loss rate = random veto", rate(card.base_loss_rate.to_dict()))
+    t.add_row("accept precision", rate(card.accept_precision.to_dict()))
     t.add_row("modify: loss avoided / gain given up",
               f"{card.modify_loss_avoided_pct:+.2f} % / {card.modify_gain_given_up_pct:+.2f} % (per unit size)")
-    t.add_row("fallthrough rate (alarm > 5 %)", _rate(card.fallthrough_rate))
-    t.add_row("fallback rate (target < 1 %)", _rate(card.fallback_rate))
+    t.add_row("fallthrough rate (alarm > 5 %)", rate(card.fallthrough_rate.to_dict()))
+    t.add_row("fallback rate (target < 1 %)", rate(card.fallback_rate.to_dict()))
     p = card.pnl
     if p:
-        t.add_row("trades", f"{p['trades']}  (win rate {_pct(p['win_rate'])}, ambiguous exits {p['ambiguous_exits']})")
+        t.add_row("trades", f"{p['trades']}  (win rate {pct(p['win_rate'])}, ambiguous exits {p['ambiguous_exits']})")
         t.add_row("PnL", f"{p['pnl']:+.2f}  ({p['return_pct']:+.2f} %), fees {p['fees']:.2f}, "
                          f"max drawdown {p['max_drawdown_pct']:.2f} %, final equity {p['final_equity']:.2f}")
     con.print(t)
@@ -221,8 +212,8 @@ def _print_scorecard(card: Any, *, title: str) -> None:
         for key, row in card.breakdown.get(group, {}).items():
             vp, base = row["veto_precision"], row["base_loss_rate"]
             bt.add_row(group, key, str(row["reviewed"]), str(row["vetoes"]), str(row["modifies"]),
-                       _pct(vp["value"]) + f" ({vp['k']}/{vp['n']})",
-                       _pct(base["value"]) + f" ({base['k']}/{base['n']})")
+                       pct(vp["value"]) + f" ({vp['k']}/{vp['n']})",
+                       pct(base["value"]) + f" ({base['k']}/{base['n']})")
     con.print(bt)
     _print_verdict_quality(card)  # random-veto test, counterfactual, costs, retire events
 
@@ -269,17 +260,13 @@ def data_download(
 
 
 def _utc_ms(text: str, what: str) -> int:
-    from datetime import UTC, datetime
-
     from engine.errors import ConfigError
+    from engine.types import parse_iso_ms
 
     try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_iso_ms(text)
     except ValueError:
         raise ConfigError(f"{what}: expected a UTC date or time such as 2025-01-01 (got {text!r})") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
 
 
 @contextlib.contextmanager
@@ -371,16 +358,16 @@ def _print_verdict_quality(card: Any) -> None:
     t.add_column("value")
     if rv:
         rng = rv.get("range95")
-        t.add_row("random veto at the same rate", f"expected {_pct(rv.get('expected'))}, 95 % range "
-                  f"{_pct(rng[0]) if rng else '—'}–{_pct(rng[1]) if rng else '—'}, "
-                  f"p-value {_pvalue(rv.get('p_value'))} (exact, one-sided)")
+        t.add_row("random veto at the same rate", f"expected {pct(rv.get('expected'))}, 95 % range "
+                  f"{pct(rng[0]) if rng else '—'}–{pct(rng[1]) if rng else '—'}, "
+                  f"p-value {pvalue(rv.get('p_value'))} (exact, one-sided)")
     if amb:
         t.add_row("ambiguous outcomes (apart)", f"{amb['reviewed']} reviewed, {amb['vetoes']} vetoed "
                   f"({amb['vetoes_lost']} of those lost)")
     if tr and tr.get("veto_precision"):
         vp = tr["veto_precision"]
         t.add_row(f"trailing {tr['window_days']:g} days veto precision",
-                  f"{_pct(vp['value'])} ({vp['k']}/{vp['n']})" if vp["n"] else "— (n = 0)")
+                  f"{pct(vp['value'])} ({vp['k']}/{vp['n']})" if vp["n"] else "— (n = 0)")
     if lat:
         p50, p95 = lat.get("p50_ms"), lat.get("p95_ms")
         t.add_row("cascade latency p50 / p95",
@@ -397,12 +384,6 @@ def _print_verdict_quality(card: Any) -> None:
     for r in card.retire:
         con.print(f"[bold red]reviewer retired[/] at {r['at'][:16].replace('T', ' ')} UTC: {r['message']}",
                   highlight=False, markup=True)
-
-
-def _pvalue(p: float | None) -> str:
-    if p is None:
-        return "—"
-    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
 @app.command()
@@ -462,17 +443,17 @@ def _print_backtest(result: Any) -> None:
     row("verdict mix (accept/modify/veto)",
         lambda c: " / ".join(str(c.card.verdicts.get(k, 0)) for k in ("accept", "modify", "veto")))
     row("answered by", lambda c: ", ".join(f"{k} {v}" for k, v in sorted(c.card.sources.items())) or "—")
-    row("veto precision [95 % CI]", lambda c: _rate(c.card.veto_precision))
-    row("p-value (random veto)", lambda c: _pvalue(c.card.veto_pvalue))
-    row("base loss rate", lambda c: _rate(c.card.base_loss_rate))
-    row("accept precision", lambda c: _rate(c.card.accept_precision))
+    row("veto precision [95 % CI]", lambda c: rate(c.card.veto_precision.to_dict()))
+    row("p-value (random veto)", lambda c: pvalue(c.card.veto_pvalue))
+    row("base loss rate", lambda c: rate(c.card.base_loss_rate.to_dict()))
+    row("accept precision", lambda c: rate(c.card.accept_precision.to_dict()))
     row("modify estimate (net, % pts)",
         lambda c: f"{c.card.modify_loss_avoided_pct - c.card.modify_gain_given_up_pct:+.2f} over "
                   f"{c.card.modify.get('n', 0)}")
     row("est. PnL vs gate-only", lambda c: f"{c.card.counterfactual['reviewed_est_pnl']:+.2f} vs "
         f"{c.card.counterfactual['gate_only_pnl']:+.2f}")
-    row("fallthrough", lambda c: _rate(c.card.fallthrough_rate))
-    row("fallback", lambda c: _rate(c.card.fallback_rate))
+    row("fallthrough", lambda c: rate(c.card.fallthrough_rate.to_dict()))
+    row("fallback", lambda c: rate(c.card.fallback_rate.to_dict()))
     row("cost $", lambda c: f"{c.card.cost['usd']:.4f}")
     row("latency p50 / p95", lat)
     row("signals/s", lambda c: "—" if c.signals_per_s is None else f"{c.signals_per_s:,.0f}")

@@ -33,6 +33,7 @@ __all__ = [
     "FillKind",
     "GateResult",
     "MarketLimits",
+    "NaiveTime",
     "NewsCategory",
     "NewsFlag",
     "NewsItem",
@@ -79,17 +80,21 @@ def dt_to_ms(dt: datetime) -> int:
     return round(dt.timestamp() * 1000)
 
 
+class NaiveTime(ValueError):
+    """An ISO 8601 time without a zone where one is required (``parse_iso_ms(..., naive_is_utc=False)``)."""
+
+
 def parse_iso_ms(text: str, *, naive_is_utc: bool = True) -> int:
     """ISO 8601 text (``2018-01-10T04:55:00Z``, ``2025-01-01``, with or without a zone) → milliseconds since the
-    epoch, rounded to the nearest millisecond: the one parser of times users and files write.
+    epoch, rounded to the nearest millisecond: the one parser of the times users and files write.
 
     A time without a zone is UTC when ``naive_is_utc`` (command-line dates, data files); otherwise it is
-    refused. Raises: ValueError (callers word it for their input: a file line, a flag, a key).
+    refused (``NaiveTime``). Raises: ValueError (callers word it for their input: a file line, a flag, a key).
     """
     dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     if dt.tzinfo is None:
         if not naive_is_utc:
-            raise ValueError(f"{text!r} has no time zone")
+            raise NaiveTime(f"{text!r} has no time zone")
         dt = dt.replace(tzinfo=UTC)
     return dt_to_ms(dt)
 

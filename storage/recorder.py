@@ -174,14 +174,6 @@ class RunRecorder:
         what = f"slice {first}" if batch.slices == 1 else f"slices {first}..{last}"
         return f"cannot record {what} of run {self.run_id}"
 
-    def record_events(self, events: Sequence[Event]) -> None:
-        """Append events outside a slice (run start, resume, ...). Sending the same events again adds nothing."""
-        if not events:
-            return
-        batch = Batch(self.run_id)
-        batch.events.extend(rows.event_key(e) for e in events)
-        self._write(batch, f"cannot record events of run {self.run_id}")
-
     def _write(self, batch: Batch, doing: str) -> None:
         # Buffered verdict-cache entries ride along: one commit instead of one per reviewed signal.
         cached = self.storage.cache_buffer.snapshot()

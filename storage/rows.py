@@ -57,7 +57,6 @@ __all__ = [
     "news_values",
     "outcome_values",
     "pack_values",
-    "row_to_bar",
     "row_to_decision",
     "row_to_event",
     "row_to_fill",
@@ -182,11 +181,6 @@ def _decode(table: str, r: Any, fields: Sequence[str]) -> list[Any]:
 
 def bar_values(run_id: int, b: Bar) -> tuple[Any, ...]:
     return (run_id, b.close_ms, b.symbol, b.open_ms, b.open, b.high, b.low, b.close, b.volume)
-
-
-def row_to_bar(r: Sequence[Any]) -> Bar:
-    # column order: symbol, open_ms, close_ms, open, high, low, close, volume (as Bar's fields)
-    return Bar(r[0], int(r[1]), int(r[2]), float(r[3]), float(r[4]), float(r[5]), float(r[6]), float(r[7]))
 
 
 # ------------------------------------------------------------------------------------------ signals

@@ -6,6 +6,8 @@ the one fixture below only wraps them.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -231,3 +233,17 @@ def make_pack(signal: Signal | None = None, **kw: Any) -> ContextPack:
 @pytest.fixture
 def default_config() -> Config:
     return make_config()
+
+
+def record_digest(records: Iterable[Any]) -> str:
+    """SHA-256 over everything a run recorded except wall-clock measurements (verdict latencies)."""
+    h = hashlib.sha256()
+    for r in records:
+        reviews = tuple(
+            (rv.pack.hash, dataclasses.replace(rv.verdict, latency_ms=0.0, attempts=tuple(
+                dataclasses.replace(a, latency_ms=0.0) for a in rv.verdict.attempts)), rv.decision, rv.mode)
+            for rv in r.reviews
+        )
+        h.update(repr((r.close_ms, r.bars, r.signals, r.gate_results, reviews, r.fills, r.trades, r.outcomes,
+                       r.events, r.news)).encode())
+    return h.hexdigest()

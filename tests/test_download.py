@@ -11,8 +11,8 @@ import pytest
 from engine.clock import SimClock
 from engine.config import CcxtConfig
 from engine.errors import ConfigError, DataError
-from engine.inputs.download import CSV_HEADER, download, iso_ms, parse_iso_ms
-from engine.types import Bar
+from engine.inputs.download import CSV_HEADER, download, iso_ms
+from engine.types import Bar, parse_iso_ms
 from tests.fake_exchange import FakeExchange, make_bars
 
 T0 = 1_735_689_600_000

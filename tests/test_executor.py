@@ -63,6 +63,10 @@ def entry_bar(open_: float = 100.5) -> Bar:
     return make_bar(1, open_, max(open_, 101.0), min(open_, 100.0), 100.8)
 
 
+def _pending(rig: Rig) -> int:
+    return sum(map(len, rig.ex.pending.values()))
+
+
 # ------------------------------------------------------------------------------------------ entries
 
 
@@ -70,7 +74,7 @@ def test_entry_fills_at_the_next_open_with_adverse_slippage_and_fee() -> None:
     rig = Rig()
     sig = make_signal(entry=100.0, stop=95.0, target=110.0, size_hint=0.1)
     rig.submit(sig, equity=10_000.0)
-    assert rig.ex.pending_count() == 1 and rig.pf.positions == {}
+    assert _pending(rig) == 1 and rig.pf.positions == {}
     out = rig.bar(entry_bar(100.5))
     (fill,) = out.fills
     price = 100.5 * (1 + SLIP)
@@ -83,7 +87,7 @@ def test_entry_fills_at_the_next_open_with_adverse_slippage_and_fee() -> None:
     assert rig.pf.cash == pytest.approx(10_000 - 1000 - 1.0)
     pos = rig.pf.positions[sig.id]
     assert (pos.stop_loss, pos.take_profit, pos.initial_stop, pos.strategy_id) == (95.0, 110.0, 95.0, "s1")
-    assert rig.ex.pending_count() == 0
+    assert _pending(rig) == 0
     # equity at a mark = cash + position value: only the fee and the slippage were lost
     assert rig.pf.equity({sig.symbol: 100.8}) == pytest.approx(10_000 - 1.0 + fill.qty * (100.8 - price))
 
@@ -101,7 +105,7 @@ def test_pending_entry_waits_for_its_own_symbol() -> None:
     sig = make_signal(symbol="ETH/USDT")
     rig.submit(sig)
     assert rig.bar(entry_bar()).fills == []  # a BTC bar
-    assert rig.ex.pending_count() == 1
+    assert _pending(rig) == 1
     out = rig.bar(make_bar(1, 100.5, 101, 100, 100.8, symbol="ETH/USDT"))
     assert len(out.fills) == 1 and out.fills[0].symbol == "ETH/USDT"
 
@@ -112,7 +116,7 @@ def test_entry_cancelled_when_the_open_is_beyond_stop_or_target(open_: float, wh
     sig = make_signal(entry=100.0, stop=95.0, target=110.0)
     rig.submit(sig)
     out = rig.bar(make_bar(1, open_, open_ + 1, open_ - 1, open_))
-    assert out.fills == [] and rig.pf.positions == {} and rig.ex.pending_count() == 0
+    assert out.fills == [] and rig.pf.positions == {} and _pending(rig) == 0
     (o,) = out.outcomes
     assert (o.signal_id, o.kind, o.filled) == (sig.id, OutcomeKind.REALIZED, False)
     assert o.note == f"entry cancelled: open {open_:g} gapped through the {what}"
@@ -422,7 +426,7 @@ def test_close_all_marks_out_positions_and_reports_unfilled_entries() -> None:
     unfilled = [o for o in out.outcomes if not o.filled]
     assert [o.signal_id for o in unfilled] == ["late"]
     assert unfilled[0].note == "run ended before the entry could fill"
-    assert rig.pf.positions == {} and rig.ex.pending_count() == 0
+    assert rig.pf.positions == {} and _pending(rig) == 0
     assert rig.pf.cash == pytest.approx(10_000 + trade.pnl)
 
 

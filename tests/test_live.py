@@ -28,10 +28,11 @@ from engine.config import LoadedConfig, load_config
 from engine.core.pipeline import Pipeline
 from engine.drivers.live import PaperLoop, SliceSink, status_line
 from engine.drivers.metrics import Metrics
-from engine.drivers.replay import RecordBatch, Replay, fills_fingerprint, record_digest
+from engine.drivers.replay import RecordBatch, Replay, fills_fingerprint
 from engine.errors import DataError
 from engine.inputs.feeds.ccxt_feed import CcxtFeed
 from engine.types import Bar, FillKind, SliceRecord
+from tests.conftest import record_digest
 from tests.fake_exchange import FakeExchange, make_bars
 
 T0 = 1_735_689_600_000

@@ -8,9 +8,10 @@ import pytest
 
 from engine.app import build_feed, build_pipeline, run_replay
 from engine.config import load_config
-from engine.drivers.replay import Replay, fills_fingerprint, record_digest
+from engine.drivers.replay import Replay, fills_fingerprint
 from engine.recorded.scorecard import run_scorecard
 from engine.types import Action, FillKind, SliceRecord, VerdictKind
+from tests.conftest import record_digest
 
 MARKET = Path(__file__).resolve().parents[2] / "shared" / "data" / "market"
 

@@ -449,11 +449,15 @@ def test_recording_the_same_slice_twice_changes_nothing(store: Storage) -> None:
 def test_events_are_kept_as_sent_and_not_duplicated_on_repeat(store: Storage) -> None:
     rec = _new_run(store)
     e = Event("run", T0, "replay", "resumed", (("from_ms", T0),))
-    rec.record_events([e, e])  # two identical events in one call are two events
-    rec.record_events([e, e])  # sending the same call again adds nothing
+
+    def record_events(events: list[Event]) -> None:
+        rec.record_slice(SliceRecord(close_ms=T0, bars=(), events=tuple(events)))
+
+    record_events([e, e])  # two identical events in one slice are two events
+    record_events([e, e])  # recording the same slice again adds nothing
     assert rec.load_events() == [e, e]
     other = dataclasses.replace(e, message="stopped")
-    rec.record_events([e, other])
+    record_events([e, other])
     assert rec.load_events() == [e, e, other]
     with store.engine.connect() as conn:
         seqs = [r[0] for r in conn.execute(text(f"SELECT seq FROM events WHERE run_id = {rec.run_id} ORDER BY seq"))]

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from engine.errors import ConfigError
+from engine.types import NaiveTime, parse_iso_ms
 
 __all__ = [
     "BreakerConfig",
@@ -96,14 +97,12 @@ class SyntheticConfig(_Model):
     @field_validator("start")
     @classmethod
     def _iso(cls, v: str) -> str:
-        from datetime import datetime
-
         try:
-            dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+            parse_iso_ms(v, naive_is_utc=False)
+        except NaiveTime:
+            raise ValueError(f"expected a UTC time with a zone, such as 2025-01-01T00:00:00Z (got {v!r})") from None
         except ValueError as e:
             raise ValueError(f"expected an ISO 8601 time such as 2025-01-01T00:00:00Z (got {v!r})") from e
-        if dt.tzinfo is None:
-            raise ValueError(f"expected a UTC time with a zone, such as 2025-01-01T00:00:00Z (got {v!r})")
         return v
 
 

@@ -64,10 +64,6 @@ class PaperExecutor:
         self.portfolio.apply(fill)
         return fill
 
-    def pending_count(self, strategy_id: str | None = None) -> int:
-        return sum(1 for lst in self.pending.values() for p in lst
-                   if strategy_id is None or p.signal.strategy_id == strategy_id)
-
     def submit(self, signal: Signal, decision: Decision, equity: float, now_ms: int) -> None:
         """Queue an entry for the next bar's open. Notional = equity × size_hint × size_pct."""
         notional = equity * signal.size_hint * decision.size_pct / 100.0

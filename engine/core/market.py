@@ -434,28 +434,12 @@ class SymbolHistory:
     def closes(self, n: int, as_of_ms: int | None = None) -> np.ndarray:
         return self._view(self._close, n, as_of_ms)
 
-    def highs(self, n: int) -> np.ndarray:
-        return self._view(self._high, n)
-
-    def lows(self, n: int) -> np.ndarray:
-        return self._view(self._low, n)
-
-    def volumes(self, n: int) -> np.ndarray:
-        return self._view(self._volume, n)
-
     def close_times(self, n: int, as_of_ms: int | None = None) -> np.ndarray:
         return self._view(self._close_ms, n, as_of_ms)
 
     @property
     def buffered(self) -> int:
         return self._n - self._lo()
-
-    def log_returns(self, n: int) -> np.ndarray:
-        """The last ``n`` one-bar log returns (fewer if history is short)."""
-        c = self._close[max(self._lo(), self._n - n - 1) : self._n]
-        if len(c) < 2:
-            return np.empty(0)
-        return np.diff(np.log(c))
 
     def cached_moments(self, n_closes: int, as_of_ms: int | None) -> tuple[np.ndarray, np.ndarray, float]:
         """Log returns of the last ``n_closes`` closes (as of ``as_of_ms``) with their demeaned values and

@@ -14,7 +14,6 @@ keeps the records themselves can use ``RecordBatch``.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import time
 from collections.abc import Callable, Iterable
@@ -24,7 +23,7 @@ from engine.core.pipeline import Pipeline, StepStats
 from engine.ports import Recorder
 from engine.types import Bar, Fill, SliceRecord
 
-__all__ = ["RecordBatch", "Replay", "fills_fingerprint", "record_digest"]
+__all__ = ["RecordBatch", "Replay", "fills_fingerprint"]
 
 
 class RecordBatch(list[SliceRecord]):
@@ -107,18 +106,4 @@ def fills_fingerprint(fills: Iterable[Fill]) -> str:
     h = hashlib.sha256()
     for f in fills:
         h.update(f"{f.id}|{f.kind}|{f.filled_ms}|{f.fill_price!r}|{f.qty!r}|{f.fee!r}|{f.reason}\n".encode())
-    return h.hexdigest()
-
-
-def record_digest(records: Iterable[SliceRecord]) -> str:
-    """SHA-256 over everything a run recorded except wall-clock measurements (verdict latencies)."""
-    h = hashlib.sha256()
-    for r in records:
-        reviews = tuple(
-            (rv.pack.hash, dataclasses.replace(rv.verdict, latency_ms=0.0, attempts=tuple(
-                dataclasses.replace(a, latency_ms=0.0) for a in rv.verdict.attempts)), rv.decision, rv.mode)
-            for rv in r.reviews
-        )
-        h.update(repr((r.close_ms, r.bars, r.signals, r.gate_results, reviews, r.fills, r.trades, r.outcomes,
-                       r.events, r.news)).encode())
     return h.hexdigest()

@@ -20,9 +20,9 @@ from engine.config import CcxtConfig, parse_timeframe
 from engine.errors import ConfigError, DataError
 from engine.inputs.feeds.ccxt_feed import CcxtClient, bar_grid_offset_ms, last_closed_open_ms
 from engine.ports import Clock
-from engine.types import Bar
+from engine.types import Bar, parse_iso_ms
 
-__all__ = ["CSV_HEADER", "download", "file_name", "format_row", "iso_ms", "parse_iso_ms"]
+__all__ = ["CSV_HEADER", "download", "file_name", "format_row", "iso_ms"]
 
 log = logging.getLogger("tradevet.download")
 
@@ -35,14 +35,6 @@ def iso_ms(ms: int) -> str:
     dt = datetime.fromtimestamp(ms // 1000, tz=UTC)
     text = dt.strftime("%Y-%m-%dT%H:%M:%S")
     return f"{text}.{ms % 1000:03d}Z" if ms % 1000 else f"{text}Z"
-
-
-def parse_iso_ms(text: str) -> int:
-    """``2018-01-10T04:55:00Z`` → milliseconds. Raises: ValueError."""
-    dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return round(dt.timestamp() * 1000)
 
 
 def format_row(bar: Bar) -> str:

@@ -11,13 +11,12 @@ import json
 import logging
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ConfigError, DataError
 from engine.inputs.categories import categorize
-from engine.types import NewsItem, dt_to_ms
+from engine.types import NaiveTime, NewsItem, parse_iso_ms
 
 if TYPE_CHECKING:
     from engine.config import NewsConfig
@@ -92,14 +91,13 @@ def _parse_line(obj: Any, where: str, default_source: str) -> tuple[int, tuple[s
         published = when
     elif isinstance(when, str):
         try:
-            dt = datetime.fromisoformat(when.strip().replace("Z", "+00:00"))
+            published = parse_iso_ms(when, naive_is_utc=False)
+        except NaiveTime:
+            raise DataError(f"{where}: published_at: expected a time with a zone like 2025-01-01T10:00:00Z, "
+                            f"found {_found(when)} (no zone)") from None
         except ValueError:
             raise DataError(f"{where}: published_at: expected an ISO 8601 UTC time like 2025-01-01T10:00:00Z, "
                             f"found {_found(when)}") from None
-        if dt.tzinfo is None:
-            raise DataError(f"{where}: published_at: expected a time with a zone like 2025-01-01T10:00:00Z, "
-                            f"found {_found(when)} (no zone)")
-        published = dt_to_ms(dt.astimezone(UTC))
     else:
         raise DataError(f"{where}: published_at: expected an ISO 8601 UTC time like 2025-01-01T10:00:00Z, "
                         f"found {_found(when)}")

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from itertools import repeat
 from typing import TYPE_CHECKING
 
 from engine.errors import ConfigError
-from engine.types import Bar
+from engine.types import Bar, parse_iso_ms
 
 if TYPE_CHECKING:
     from engine.config import MarketConfig
@@ -89,14 +88,12 @@ def bars_from_columns(
 
 def _synthetic(market: MarketConfig, seed: int, with_news: bool) -> Feed:
     from engine.inputs.feeds.synthetic import SyntheticFeed
-    from engine.types import dt_to_ms
-
     syn = market.synthetic
-    start = _parse_iso(syn.start, "market.synthetic.start")
+    start = parse_iso_ms(syn.start)  # validated by the config: a zoned ISO 8601 time
     # News events shape the market whether or not the reviewer is shown them (with_news), so the same
     # seed gives the same bars with news.source none or synthetic: an A/B of the reviewer, not the market.
     return SyntheticFeed(
-        market.symbols, market.timeframe, syn.bars, dt_to_ms(start), seed,
+        market.symbols, market.timeframe, syn.bars, start, seed,
         news=syn.news, news_per_day=syn.news_per_day, publish_news=with_news,
         min_notional=market.limits.min_notional, qty_step=market.limits.qty_step,
     )
@@ -139,13 +136,3 @@ def build_feed(market: MarketConfig, *, seed: int, with_news: bool) -> Feed:
         raise ConfigError(
             f"must be one of {sorted(FEED_BUILDERS)} (got {market.source!r})", path="market.source") from None
     return builder(market, seed, with_news)
-
-
-def _parse_iso(text: str, where: str) -> datetime:
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(
-            f"{where}: expected an ISO 8601 UTC time such as 2025-01-01T00:00:00Z (got {text!r})"
-        ) from None
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
