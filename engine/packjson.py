@@ -15,14 +15,61 @@ import functools
 import hashlib
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
 
-from engine.types import _dumps_rounded, _num, content_hash, ms_to_dt
+# The value types of engine.types are read here by their attributes only (engine.types imports this module,
+# not the other way round): the annotations name them as text.
+ContextPack = CorrelatedPosition = NewsFlag = RegimeInfo = Signal = TradeStats = TradeSummary = Any
 
-if TYPE_CHECKING:
-    from engine.types import ContextPack, CorrelatedPosition, NewsFlag, RegimeInfo, Signal, TradeStats, TradeSummary
+__all__ = ["canonical_json", "content_hash", "pack_json_generic", "seal"]
 
-__all__ = ["pack_json_generic", "seal"]
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat()  # engine.types.ms_to_dt(ms).isoformat()
+
+
+def _canon(obj: Any) -> Any:
+    # Floats are rounded to 12 significant digits so that the same numbers computed along two
+    # code paths (replay vs rebuild) serialise identically; NaN/inf have no JSON form → None.
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            return None
+        return float(f"{obj:.12g}")
+    if isinstance(obj, dict):
+        return {str(k): _canon(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_canon(v) for v in obj]
+    if isinstance(obj, StrEnum):
+        return str(obj)
+    return obj
+
+
+def canonical_json(obj: Any) -> str:
+    """Deterministic JSON: sorted keys, no whitespace, floats at 12 significant digits."""
+    return json.dumps(_canon(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _num(x: float | None) -> float | None:
+    """A float as canonical JSON writes it (12 significant digits; NaN/inf → None)."""
+    if x is None:
+        return None
+    return float(f"{x:.12g}") if math.isfinite(x) else None
+
+
+def _dumps_rounded(d: dict[str, Any]) -> str:
+    """canonical_json for dicts whose floats already went through ``_num`` (the to_dict methods here):
+    the same text without a second recursive pass. Falls back to the full pass if anything slipped."""
+    try:
+        return json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (ValueError, TypeError):
+        return canonical_json(d)
+
+
+def content_hash(text: str) -> str:
+    """SHA-256 hex digest of a canonical JSON text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @functools.lru_cache(maxsize=8192)
@@ -111,7 +158,7 @@ _ISO_TIMES: dict[int, str] = {}
 
 
 def _iso_ms(ms: int) -> str:
-    """``ms_to_dt(ms).isoformat()``, from cached date and time-of-day texts for 1970 ≤ t < 2100: there
+    """``engine.types.ms_to_dt(ms).isoformat()``, from cached date and time-of-day texts for 1970 ≤ t < 2100: there
     ``fromtimestamp(ms / 1000)`` is the exact millisecond (the float is within 0.25 µs of it, and is rounded
     to the microsecond)."""
     if type(ms) is int and 0 <= ms < _ISO_FAST_END:
@@ -121,14 +168,14 @@ def _iso_ms(ms: int) -> str:
         if date is None:
             if len(_ISO_DATES) >= 4096:
                 _ISO_DATES.clear()
-            date = _ISO_DATES[day] = ms_to_dt(day * _DAY_MS).date().isoformat()
+            date = _ISO_DATES[day] = datetime.fromtimestamp(day * _DAY_MS / 1000, tz=UTC).date().isoformat()
         tod = _ISO_TIMES.get(sec)
         if tod is None:
             if len(_ISO_TIMES) >= 4096:
                 _ISO_TIMES.clear()
             tod = _ISO_TIMES[sec] = f"{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}"
         return f"{date}T{tod}.{milli:03d}000+00:00" if milli else f"{date}T{tod}+00:00"
-    return ms_to_dt(ms).isoformat()
+    return _iso(ms)
 
 
 def _signal_json(s: Signal) -> str:

@@ -9,14 +9,14 @@ Time is always UTC, carried as integer milliseconds since the epoch in fields na
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+from engine.packjson import _num, canonical_json, content_hash, seal
 
 __all__ = [
     "DECISION_FIELDS",
@@ -97,51 +97,6 @@ def parse_iso_ms(text: str, *, naive_is_utc: bool = True) -> int:
             raise NaiveTime(f"{text!r} has no time zone")
         dt = dt.replace(tzinfo=UTC)
     return dt_to_ms(dt)
-
-
-# ------------------------------------------------------------------------------------ canonical JSON
-
-
-def _canon(obj: Any) -> Any:
-    # Floats are rounded to 12 significant digits so that the same numbers computed along two
-    # code paths (replay vs rebuild) serialise identically; NaN/inf have no JSON form → None.
-    if isinstance(obj, float):
-        if not math.isfinite(obj):
-            return None
-        return float(f"{obj:.12g}")
-    if isinstance(obj, dict):
-        return {str(k): _canon(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_canon(v) for v in obj]
-    if isinstance(obj, StrEnum):
-        return str(obj)
-    return obj
-
-
-def canonical_json(obj: Any) -> str:
-    """Deterministic JSON: sorted keys, no whitespace, floats at 12 significant digits."""
-    return json.dumps(_canon(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _num(x: float | None) -> float | None:
-    """A float as canonical JSON writes it (12 significant digits; NaN/inf → None)."""
-    if x is None:
-        return None
-    return float(f"{x:.12g}") if math.isfinite(x) else None
-
-
-def _dumps_rounded(d: dict[str, Any]) -> str:
-    """canonical_json for dicts whose floats already went through ``_num`` (the to_dict methods here):
-    the same text without a second recursive pass. Falls back to the full pass if anything slipped."""
-    try:
-        return json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (ValueError, TypeError):
-        return canonical_json(d)
-
-
-def content_hash(text: str) -> str:
-    """SHA-256 hex digest of a canonical JSON text."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def freeze(v: Any) -> Any:
@@ -478,8 +433,6 @@ class ContextPack:
         """Assemble a pack and seal it with its canonical JSON and content hash."""
         if "json" in parts or "hash" in parts:
             raise TypeError("ContextPack.build() computes json and hash itself")
-        from engine.packjson import seal
-
         pack = cls(**parts)
         text, digest = seal(pack)
         # sealing the fresh, not yet shared instance in place (as the frozen dataclass's own __init__ does)

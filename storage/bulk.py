@@ -97,7 +97,7 @@ def _equity_of(text: str | bytes, where: str) -> float:
 # ----------------------------------------------------------------------------------------- reviews
 
 
-def _checked_packs(storage: Any, conn: Any, run_id: int, keep_json: bool) -> dict[str, tuple[str, str, float, str]]:
+def checked_packs(storage: Any, conn: Any, run_id: int, keep_json: bool) -> dict[str, tuple[str, str, float, str]]:
     """signal id → (hash, regime tag, equity, JSON or ""), every JSON checked against its stored hash.
 
     SQLite stores the text as UTF-8 (the default database encoding): it is read as those bytes, which are
@@ -134,7 +134,7 @@ def _checked_packs(storage: Any, conn: Any, run_id: int, keep_json: bool) -> dic
 
 
 class PackCheck:
-    """``_checked_packs`` of a run (without the JSON), done by a child process while this one works on.
+    """``checked_packs`` of a run (without the JSON), done by a child process while this one works on.
 
     Reading and hashing a run's packs is the largest part of a backtest's load (100,000 packs are ~500 MB),
     and independent of everything else it reads: a backtest starts this first, reads the verdict cache and
@@ -166,14 +166,14 @@ class PackCheck:
             return cls(storage, run_id)
         url = storage.engine.url.render_as_string(hide_password=False)
         try:
-            return cls(storage, run_id, Child("storage.bulk:_check_packs", url, storage.busy_timeout_ms, run_id))
+            return cls(storage, run_id, Child("storage.children:check_packs", url, storage.busy_timeout_ms, run_id))
         except OSError as e:
             log.warning("%s: cannot start a process to check the context packs (%s): checking them here",
                         storage.url_masked, e)
             return cls(storage, run_id)
 
     def result(self, conn: Any) -> dict[str, tuple[str, str, float, str]]:
-        """signal id → (hash, regime tag, equity, ""), as ``_checked_packs``; ``conn`` reads them when the child
+        """signal id → (hash, regime tag, equity, ""), as ``checked_packs``; ``conn`` reads them when the child
         could not. Raises: StorageError."""
         child, self.child = self.child, None
         if child is not None:
@@ -188,7 +188,7 @@ class PackCheck:
                 return value  # type: ignore[no-any-return]
             finally:
                 child.end()
-        return _checked_packs(self.storage, conn, self.run_id, keep_json=False)
+        return checked_packs(self.storage, conn, self.run_id, keep_json=False)
 
     def close(self) -> None:
         """End the child if ``result`` was not taken (an error on the way). Idempotent."""
@@ -196,20 +196,6 @@ class PackCheck:
         if child is not None:
             child.process.kill()
             child.end()
-
-
-def _check_packs(_inbox: Any, outbox: Any, url: str, busy_timeout_ms: int, run_id: int) -> None:
-    """The child of ``PackCheck``: ``_checked_packs`` of run ``run_id``, sent to the parent (or its error)."""
-    from storage import open_storage
-
-    try:
-        with open_storage(url, create=False, busy_timeout_ms=busy_timeout_ms) as storage, \
-                storage.guard(f"cannot load the reviews of run {run_id}"), storage.engine.connect() as conn:
-            packs = _checked_packs(storage, conn, run_id, keep_json=False)
-    except StorageError as e:
-        outbox.send(("error", str(e)))
-        return
-    outbox.send(("ok", packs))
 
 
 def load_reviewed(storage: Any, run_id: int, *, keep_json: bool = False, lean: bool = False,
@@ -231,7 +217,7 @@ def load_reviewed(storage: Any, run_id: int, *, keep_json: bool = False, lean: b
     if check is not None and keep_json:
         raise ValueError("load_reviewed: a PackCheck does not keep the JSON")
     with storage.guard(f"cannot load the reviews of run {run_id}"), storage.engine.connect() as conn:
-        packs = _checked_packs(storage, conn, run_id, keep_json) if check is None else None
+        packs = checked_packs(storage, conn, run_id, keep_json) if check is None else None
         verdicts = {r[0]: tuple(r[1:]) for r in conn.execute(verdicts_q).all()}
         decisions = {r[0]: tuple(r[1:]) for r in conn.execute(decisions_q).all()}
         signal_rows = conn.execute(signals_q).all()

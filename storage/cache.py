@@ -1,16 +1,15 @@
 """The verdict cache: verdicts keyed by (tier, model, prompt version, context hash), shared by every run of a database.
 
-``CacheBuffer`` holds the entries not yet written (a reviewed signal puts one; they are written with the next
-recorded slice, in its transaction, or at ``Storage.flush``); ``SqlVerdictCache`` is the ``VerdictCache`` the
-cascade reads and writes through.
+``SqlVerdictCache`` is the ``VerdictCache`` the cascade reads and writes through; the entries it puts wait in the
+database's ``CacheBuffer`` (``storage.database``) and are written with the next recorded slice, in its
+transaction, or at ``Database.flush``.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
@@ -19,49 +18,11 @@ from storage import rows
 from storage.sql import CACHE
 
 if TYPE_CHECKING:
-    from storage.store import Storage
+    from storage.database import Database
 
-__all__ = ["CacheBuffer", "SqlVerdictCache"]
+__all__ = ["SqlVerdictCache"]
 
 log = logging.getLogger("tradevet.storage")
-
-Key = tuple[str, str, str, str]  # tier, model, prompt version, context hash
-
-
-class CacheBuffer:
-    """Verdict-cache rows waiting to be written, by key; the first row put for a key stays. Thread-safe."""
-
-    def __init__(self) -> None:
-        self._rows: dict[Key, dict[str, Any]] = {}
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._rows)
-
-    def get(self, key: Key) -> dict[str, Any] | None:
-        with self._lock:
-            return self._rows.get(key)
-
-    def put(self, key: Key, row: dict[str, Any]) -> int:
-        """Buffer ``row`` unless ``key`` is waiting already; returns how many rows are waiting."""
-        with self._lock:
-            self._rows.setdefault(key, row)
-            return len(self._rows)
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        """The waiting rows, to be written; pass them to ``written`` once they are committed."""
-        with self._lock:
-            return list(self._rows.values())
-
-    def written(self, committed: list[dict[str, Any]]) -> None:
-        """Forget the rows of a snapshot that was committed (a row put again since then stays)."""
-        with self._lock:
-            for row in committed:
-                key = (row["tier"], row["model"], row["prompt_version"], row["context_hash"])
-                if self._rows.get(key) is row:
-                    del self._rows[key]
-
 
 class SqlVerdictCache:
     """Verdicts keyed by (tier, model, prompt version, context hash) (implements ``engine.ports.VerdictCache``).
@@ -75,7 +36,7 @@ class SqlVerdictCache:
     FLUSH_AT = 256
     _PREFIX = 16  # hex digits of the context hash kept in the in-memory key index
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Database) -> None:
         self.storage = storage
         # Keys present in the table, read once at the first lookup: a miss — every signal of a new replay —
         # then costs a set lookup instead of a query. Entries another process writes after that are not

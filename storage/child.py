@@ -20,7 +20,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Child", "available", "shareable"]
+__all__ = ["CLOSE", "Child", "available", "shareable"]
+
+CLOSE = b"close"  # sent before the parent closes its end: the end of the pipe after it is not a death
 
 _ROOT = str(Path(__file__).resolve().parents[1])
 

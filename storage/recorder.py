@@ -50,7 +50,7 @@ from storage.sql import (
 )
 
 if TYPE_CHECKING:
-    from storage.store import Storage
+    from storage.database import Database
 
 __all__ = ["Batch", "RunRecorder", "rebuild_pack"]
 
@@ -126,7 +126,7 @@ class Batch:
 class RunRecorder:
     """Persistence of one run (implements ``engine.ports.Recorder``): writes in the caller's process."""
 
-    def __init__(self, storage: Storage, run_id: int) -> None:
+    def __init__(self, storage: Database, run_id: int) -> None:
         self.storage = storage
         self.run_id = run_id
 

@@ -12,23 +12,21 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, select, update
-from sqlalchemy.orm import Session, sessionmaker
 
 from engine.errors import StorageError
 from engine.ports import PackCheck, Recorder
 from engine.types import ContextPack, RunInfo, StoredOutcomes, StoredReviews, Verdict
-from storage.cache import CacheBuffer, SqlVerdictCache
+from storage.cache import SqlVerdictCache
 from storage.child import shareable
-from storage.db import WRITE, guard, is_memory
+from storage.database import Database
+from storage.db import is_memory
 from storage.models import RUN_MODES, RUN_SCOPED_TABLES, RUN_STATUSES, Base, RunRow
 from storage.recorder import RunRecorder
-from storage.sql import Statements
 
 __all__ = ["RESUMABLE", "Storage"]
 
@@ -61,24 +59,13 @@ def _check(value: str, allowed: Sequence[str], what: str) -> None:
 
 
 
-class Storage:
-    """One database: runs, per-run recorders and the verdict cache. Build it with ``open_storage``."""
+class Storage(Database):
+    """One database of runs: runs and their writer claims, per-run recorders, the verdict cache, the read side's
+    readers. Build it with ``open_storage``."""
 
     def __init__(self, engine: Engine, url_masked: str, *, busy_timeout_ms: int) -> None:
-        self.url_masked = url_masked
-        self.engine = engine
-        self.busy_timeout_ms = busy_timeout_ms
-        # Writers announce themselves so that SQLite takes its write lock at BEGIN (see storage.db).
-        self.writer = engine.execution_options(**{WRITE: True})
-        self._read_sessions = sessionmaker(engine, expire_on_commit=False)
-        self._write_sessions = sessionmaker(self.writer, expire_on_commit=False)
-        self.statements = Statements(engine.dialect)
-        self._closed = False
-        self.cache_buffer = CacheBuffer()  # verdict-cache entries not yet written (SqlVerdictCache.put)
+        super().__init__(engine, url_masked, busy_timeout_ms=busy_timeout_ms)
         self._claims: dict[str, Any] = {}  # run name → what holds its writer claim (see claim_run_name)
-        # PostgreSQL: rows written since opening, and the count at which planner statistics are next refreshed
-        self._rows_written = 0
-        self._analyze_at = self.ANALYZE_FIRST_AT
 
     def __repr__(self) -> str:
         return f"Storage({self.url_masked!r})"
@@ -88,26 +75,6 @@ class Storage:
 
     def __exit__(self, *_: object) -> None:
         self.close()
-
-    # ------------------------------------------------------------------------------------ plumbing
-
-    @contextmanager
-    def guard(self, doing: str) -> Iterator[None]:
-        """Database errors inside the block → one-line StorageError naming the URL and ``doing``."""
-        if self._closed:
-            raise StorageError(f"{self.url_masked}: {doing}: storage is closed")
-        with guard(self.url_masked, doing, self.busy_timeout_ms):
-            yield
-
-    @contextmanager
-    def read_session(self, doing: str) -> Iterator[Session]:
-        with self.guard(doing), self._read_sessions() as session:
-            yield session
-
-    @contextmanager
-    def write_session(self, doing: str) -> Iterator[Session]:
-        with self.guard(doing), self._write_sessions.begin() as session:
-            yield session
 
     # ---------------------------------------------------------------------------------------- runs
 
@@ -177,30 +144,6 @@ class Storage:
             done = s.execute(update(RunRow).where(RunRow.id == run_id).values(updated_at=_now(), **values))
             if done.rowcount == 0:  # type: ignore[attr-defined]
                 raise StorageError(f"no run {run_id} in {self.url_masked}")
-
-    # -------------------------------------------------------------------------------- statistics
-
-    ANALYZE_FIRST_AT = 500
-
-    def rows_written(self, n: int) -> None:
-        """Count rows just committed; on PostgreSQL, refresh the planner statistics of the run tables each time
-        the count doubles (500, 1,000, 2,000, ... rows: a few ANALYZEs per run).
-
-        A new database has none until autovacuum gets round to it (a minute or more), and with none the
-        planner joins packs, verdicts, decisions and signals by nested loops: reading the reviews back (the
-        scorecard right after a replay, a resume after a crash) then takes time quadratic in their number
-        (4 s for 268 reviews here; hours for 10,000). Statistics at most 2x stale keep the plans linear.
-        A failed ANALYZE is logged and ignored: statistics are an optimisation.
-        """
-        self._rows_written += n
-        if self.engine.dialect.name != "postgresql" or self._rows_written < self._analyze_at:
-            return
-        self._analyze_at = 2 * self._rows_written
-        try:
-            with self.guard("cannot refresh planner statistics"), self.engine.begin() as conn:
-                conn.exec_driver_sql("ANALYZE " + ", ".join(RUN_SCOPED_TABLES))
-        except StorageError as e:
-            log.warning("%s", e)
 
     # ------------------------------------------------------------------------------------ claims
 
@@ -327,14 +270,6 @@ class Storage:
                 out[name] = int(conn.execute(q).scalar_one())
         return out
 
-    def flush(self) -> None:
-        """Write buffered verdict-cache entries now, in a transaction of their own."""
-        pending = self.cache_buffer.snapshot()
-        if pending:
-            with self.guard("cannot write the verdict cache"), self.writer.begin() as conn:
-                self.statements.insert["verdict_cache"].run(conn, pending)
-            self.cache_buffer.written(pending)
-
     # ---------------------------------------------------------------------- the read side (RunReader)
 
     def count_signals(self, run_id: int) -> int:
@@ -368,16 +303,10 @@ class Storage:
         return bulk.cached_verdicts(self, run_id, keys)
 
     def close(self) -> None:
-        """Write what is buffered and release every connection. Idempotent."""
-        if self._closed:
+        """Write what is buffered, drop the run-name claims and release every connection. Idempotent."""
+        if self.closed:
             return
         try:
-            self.flush()
-        except StorageError as e:
-            # closing must not mask the error that made the caller close; a lost cache entry only
-            # costs a fresh review later
-            log.warning("verdict cache: %d entries not written: %s", len(self.cache_buffer), e)
+            super().close()
         finally:
-            self._closed = True
             self._release_claims()
-            self.engine.dispose()

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import queue
-import threading
 from typing import Any
 
 from engine.errors import StorageError
@@ -41,15 +39,13 @@ from engine.types import (
     SliceRecord,
     Trade,
 )
-from storage import open_storage
-from storage.child import Child, shareable
+from storage.child import CLOSE, Child, shareable
 from storage.recorder import Batch, RunRecorder
 
 __all__ = ["BackgroundWriter"]
 
 log = logging.getLogger(__name__)
 
-_CLOSE = b"close"  # sent before the parent closes its end: the end of the pipe after it is not a death
 
 
 class BackgroundWriter:
@@ -72,7 +68,7 @@ class BackgroundWriter:
         if not shareable(store):
             raise ValueError(f"{store.url_masked}: an in-memory database cannot be written by another process")
         try:
-            self._child = Child("storage.writer:_serve", store.engine.url.render_as_string(hide_password=False),
+            self._child = Child("storage.children:serve_writer", store.engine.url.render_as_string(hide_password=False),
                                 store.busy_timeout_ms, recorder.run_id)
         except OSError as e:
             raise StorageError(f"{store.url_masked}: cannot start the background writer: {e}") from None
@@ -200,44 +196,4 @@ class BackgroundWriter:
 
     def _end(self, *, wait_s: float | None) -> None:
         self._closed = True
-        self._child.end(_CLOSE, wait_s=wait_s)
-
-
-# ----------------------------------------------------------------------------------------------- child
-
-
-def _serve(pipe_in: Any, pipe_out: Any, url: str, busy_timeout_ms: int, run_id: int) -> None:
-    """The child (``storage.child``): commit the batches that come through ``pipe_in``, answer each."""
-    # The parent's batches are read as they come, so that sending one never waits for the commit before it.
-    inbox: queue.SimpleQueue[bytes] = queue.SimpleQueue()
-    orphaned = threading.Event()
-
-    def read() -> None:
-        while True:
-            try:
-                data = pipe_in.recv_bytes()
-            except (EOFError, OSError):
-                orphaned.set()  # the end of the pipe without a close: the parent died
-                data = _CLOSE
-            inbox.put(data)
-            if data == _CLOSE:
-                return
-
-    threading.Thread(target=read, name="writer-inbox", daemon=True).start()
-    store: Any = None
-    try:
-        store = open_storage(url, create=False, busy_timeout_ms=busy_timeout_ms)
-        recorder = RunRecorder(store, run_id)
-        while (data := inbox.get()) != _CLOSE and not orphaned.is_set():
-            batch, cached = pickle.loads(data)  # type: ignore[arg-type]
-            try:
-                recorder.commit(batch, cached, recorder.doing(batch))
-            except StorageError as e:
-                pipe_out.send(str(e))
-                return  # nothing after a failed batch is committed: the parent raises
-            pipe_out.send("ok")
-    except StorageError as e:  # cannot open the database
-        pipe_out.send(str(e))
-    finally:
-        if store is not None:
-            store.close()
+        self._child.end(CLOSE, wait_s=wait_s)

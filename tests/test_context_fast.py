@@ -17,7 +17,6 @@ import pytest
 
 import engine.core.context as context_mod
 import engine.packjson as packjson
-import engine.types as types_mod
 from engine.core.context import ContextBuilder, regime_of
 from engine.core.market import MarketState
 from engine.packjson import pack_json_generic
@@ -168,7 +167,7 @@ def test_trade_json_is_shared_by_identity_and_stays_bounded() -> None:
     text, utf8 = packjson._trades_json(trades)
     assert packjson._trades_json(trades)[0] is text  # kept
     assert packjson._trades_json(copies) == (text, utf8)  # equal values, other objects: the same text
-    assert text == "[" + ",".join(types_mod._dumps_rounded(t.to_dict()) for t in trades) + "]"
+    assert text == "[" + ",".join(packjson._dumps_rounded(t.to_dict()) for t in trades) + "]"
     assert utf8 == text.encode("utf-8")
     for i in range(packjson._TRADES_JSON_MAX + 10):
         packjson._trades_json((_summary(rng, i),))
