@@ -10,14 +10,17 @@ import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.clock import SimClock
 from engine.config import Config, LoadedConfig, ReviewerConfig, build_params, resolve
 from engine.core.pipeline import Pipeline, StepStats
 from engine.errors import ConfigError, describe
-from engine.ports import Reviewer, Strategy, Tier, VerdictCache
+from engine.ports import Clock, Feed, Reviewer, RunReader, RunStore, Strategy, Tier, VerdictCache
 from engine.types import SliceRecord
+
+if TYPE_CHECKING:
+    from engine.recorded.backtest import BacktestResult
 
 __all__ = [
     "PaperResult",
@@ -152,8 +155,8 @@ def check_plugins(loaded: LoadedConfig) -> None:
             build_params(getattr(cls, "Params", None), tc.params, path=f"reviewer.tiers[{i}].params")
 
 
-def build_pipeline(loaded: LoadedConfig, *, feed: Any, cache: Any = None, clock: Any = None,
-                   reviewer: Any = None, preload: bool = True) -> Pipeline:
+def build_pipeline(loaded: LoadedConfig, *, feed: Feed, cache: VerdictCache | None = None, clock: Clock | None = None,
+                   reviewer: Reviewer | None = None, preload: bool = True) -> Pipeline:
     """Wire one pipeline from config. ``reviewer`` may be given (tests); otherwise built from config.
     A finite replay feed (one with ``arrays()``) is preloaded unless ``preload`` is false (the same run,
     bar by bar: the tests compare both)."""
@@ -184,7 +187,7 @@ def build_pipeline(loaded: LoadedConfig, *, feed: Any, cache: Any = None, clock:
     return pipeline
 
 
-def build_feed(loaded: LoadedConfig) -> Any:
+def build_feed(loaded: LoadedConfig) -> Feed:
     from engine.inputs.feeds import build_feed as _build
 
     cfg = loaded.config
@@ -200,7 +203,8 @@ class PaperResult:
 
 
 def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], None] | None = None,
-               storage: Any = None, fresh: bool = False, metrics_port: int | None = None) -> PaperResult:
+               storage: RunStore | None = None, fresh: bool = False,
+               metrics_port: int | None = None) -> PaperResult:
     """Replay a finite feed (synthetic or files) through the pipeline into a run.
 
     An interrupted run of the same name (status running or stopped) is resumed unless ``fresh``: its state
@@ -301,7 +305,7 @@ def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], No
             store.close()
 
 
-def _record_interruption(store: Any, run_id: int | None, exc: BaseException, *, resumed: bool, phase: str,
+def _record_interruption(store: RunStore, run_id: int | None, exc: BaseException, *, resumed: bool, phase: str,
                          live: bool = False) -> None:
     """Leave the run in the status this interruption calls for: ``stopped`` after Ctrl-C (resumable),
     else ``_status_after_error``. Never raises: the original error is what the user needs to see."""
@@ -329,7 +333,7 @@ def _status_after_error(resumed: bool, phase: str, *, live: bool = False) -> str
     return "failed"
 
 
-def _open_or_resume(store: Any, loaded: LoadedConfig, fresh: bool) -> tuple[int, bool]:
+def _open_or_resume(store: RunStore, loaded: LoadedConfig, fresh: bool) -> tuple[int, bool]:
     """(run id, resumed): the interrupted run of this name with the same config, or a new run.
 
     Raises: ConfigError when the interrupted run was started under another config; StorageError when
@@ -361,7 +365,7 @@ def _open_or_resume(store: Any, loaded: LoadedConfig, fresh: bool) -> tuple[int,
 
 
 def run_live(loaded: LoadedConfig, *, fresh: bool = False, metrics_port: int | None = None,
-             status: Callable[[str], None] | None = None, storage: Any = None,
+             status: Callable[[str], None] | None = None, storage: RunStore | None = None,
              scheduler_factory: Callable[[], Any] | None = None, install_signals: bool = True,
              max_ticks: int | None = None) -> PaperResult:
     """Paper-trade live: the ccxt feed polled at each bar close by ``PaperLoop`` until SIGINT/SIGTERM.
@@ -425,7 +429,7 @@ def run_live(loaded: LoadedConfig, *, fresh: bool = False, metrics_port: int | N
             store.close()
 
 
-def run_backtest(store: Any, run_id: int, paths: Sequence[Path], **kw: Any) -> Any:
+def run_backtest(store: RunReader, run_id: int, paths: Sequence[Path], **kw: Any) -> BacktestResult:
     """``engine.recorded.backtest.run_backtest`` with the reviewers built here, from each file's ``reviewer:``
     section (``build_reviewer``). Raises: ConfigError, StorageError."""
     from engine.recorded.backtest import run_backtest as backtest

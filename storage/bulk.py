@@ -41,6 +41,7 @@ from engine.types import (
     content_hash,
 )
 from storage import rows
+from storage.database import Database
 from storage.models import ContextPackRow, DecisionRow, OutcomeRow, SignalRow, VerdictCacheRow, VerdictRow
 
 __all__ = [
@@ -97,7 +98,7 @@ def _equity_of(text: str | bytes, where: str) -> float:
 # ----------------------------------------------------------------------------------------- reviews
 
 
-def checked_packs(storage: Any, conn: Any, run_id: int, keep_json: bool) -> dict[str, tuple[str, str, float, str]]:
+def checked_packs(storage: Database, conn: Any, run_id: int, keep_json: bool) -> dict[str, tuple[str, str, float, str]]:
     """signal id → (hash, regime tag, equity, JSON or ""), every JSON checked against its stored hash.
 
     SQLite stores the text as UTF-8 (the default database encoding): it is read as those bytes, which are
@@ -146,13 +147,13 @@ class PackCheck:
 
     MIN_PACKS = 20_000
 
-    def __init__(self, storage: Any, run_id: int, child: Any = None) -> None:
+    def __init__(self, storage: Database, run_id: int, child: Any = None) -> None:
         self.storage = storage
         self.run_id = run_id
         self.child = child
 
     @classmethod
-    def start(cls, storage: Any, run_id: int) -> PackCheck:
+    def start(cls, storage: Database, run_id: int) -> PackCheck:
         from sqlalchemy import func
 
         from storage.child import Child, shareable
@@ -198,7 +199,7 @@ class PackCheck:
             child.end()
 
 
-def load_reviewed(storage: Any, run_id: int, *, keep_json: bool = False, lean: bool = False,
+def load_reviewed(storage: Database, run_id: int, *, keep_json: bool = False, lean: bool = False,
                   check: PackCheck | None = None) -> StoredReviews:
     """Every reviewed signal of run ``run_id`` (one with a pack, a verdict and a decision), in signal order.
 
@@ -246,7 +247,7 @@ def _transpose(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return cols if cols else [[] for _ in range(width)]
 
 
-def load_outcomes(storage: Any, run_id: int, *, realized: bool = True) -> StoredOutcomes:
+def load_outcomes(storage: Database, run_id: int, *, realized: bool = True) -> StoredOutcomes:
     """The run's shadow outcomes, and its realized ones unless ``realized`` is False, as columns (table order)."""
     o = _OUTCOMES.c
     q = select(*(o[c] for c in OUTCOME_FIELDS)).where(o.run_id == run_id)
@@ -257,7 +258,7 @@ def load_outcomes(storage: Any, run_id: int, *, realized: bool = True) -> Stored
     return StoredOutcomes(dict(zip(OUTCOME_FIELDS, _columns("outcomes", OUTCOME_FIELDS, found), strict=True)))
 
 
-def rebuilt_packs(storage: Any, run_id: int, ids: Sequence[str]) -> dict[str, ContextPack]:
+def rebuilt_packs(storage: Database, run_id: int, ids: Sequence[str]) -> dict[str, ContextPack]:
     """Packs of the signals ``ids`` rebuilt in full from their stored JSON (hash re-verified)."""
     from storage.recorder import rebuild_pack
 
@@ -302,7 +303,7 @@ def _read_cached(text: str) -> Verdict | None:
             return None
 
 
-def cached_verdicts(storage: Any, run_id: int,
+def cached_verdicts(storage: Database, run_id: int,
                     keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], dict[str, Verdict]]:
     """The verdict-cache entries of (tier, model, prompt version) ``keys`` for the packs of run ``run_id``:
     per key (every one of ``keys``), context hash → verdict.

@@ -18,7 +18,10 @@ import subprocess
 import sys
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from storage.database import Database
 
 __all__ = ["CLOSE", "Child", "available", "shareable"]
 
@@ -32,7 +35,7 @@ def available() -> bool:
     return os.name == "posix"
 
 
-def shareable(storage: Any) -> bool:
+def shareable(storage: Database) -> bool:
     """Whether a child process can work in ``storage``'s database: not an in-memory SQLite one, and ``available``."""
     from storage.db import is_memory
 
