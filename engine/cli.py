@@ -601,7 +601,7 @@ def llm_serve(
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port on 127.0.0.1.")] = 8080,
     n_ctx: Annotated[int, typer.Option("--ctx", min=512, help="Context window in tokens (bounds the KV cache).")]
     = 8192,
-    threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads (0: every core).")] = 0,
+    threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads (0: all cores but one).")] = 0,
     chat_format: Annotated[str | None, typer.Option("--chat-format", help="llama.cpp chat format (default: the "
                                                     "template in the model's GGUF header).")] = None,
     detach: Annotated[bool, typer.Option("--detach", help="Return once it answers; `tradevet llm stop` ends it.")]

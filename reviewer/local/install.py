@@ -126,8 +126,8 @@ def ensure_server(*, cmake_args: str = PORTABLE_CMAKE_ARGS, root: Path | None = 
     wheels = sorted(wdir.glob("llama_cpp_python-*.whl"))
     built = False
     if not wheels:
-        log(f"building llama-cpp-python {LLAMA_CPP_VERSION} with portable CPU flags (a few minutes on 2 cores; "
-            f"the wheel is kept in {wdir})")
+        log(f"building llama-cpp-python {LLAMA_CPP_VERSION} with portable CPU flags, once (10-25 minutes "
+            f"on 2 cores; the wheel is kept in {wdir}; log: {logs / 'llama-cpp-python-build.log'})")
         wdir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix="build-", dir=wdir.parent))
         env = {**os.environ, "CMAKE_ARGS": cmake_args, "FORCE_CMAKE": "1",
