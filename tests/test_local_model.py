@@ -162,12 +162,13 @@ def test_a_failing_pip_step_is_one_line_with_its_log(tmp_path: Path) -> None:
 
 
 def test_server_settings_bound_memory_and_stay_on_loopback(tmp_path: Path) -> None:
-    s = ServerSettings(tmp_path / "m.gguf", port=8181, n_ctx=4096, n_threads=2)
+    s = ServerSettings(tmp_path / "m.gguf", port=8181, n_ctx=4096, n_threads=2, n_threads_batch=3)
     cmd = s.command()
     assert cmd[1:3] == ["-m", "llama_cpp.server"]
     args = dict(zip(cmd[3::2], cmd[4::2], strict=False))
     assert args["--host"] == "127.0.0.1" and args["--port"] == "8181" and args["--n_ctx"] == "4096"
-    assert args["--cache"] == "false" and args["--n_threads"] == "2" and args["--model_alias"] == "local"
+    assert args["--cache"] == "false" and args["--logits_all"] == "false"
+    assert args["--n_threads"] == "2" and args["--n_threads_batch"] == "3" and args["--model_alias"] == "local"
     assert "--chat_format" not in args  # the model's own template unless asked
     assert s.base_url == "http://127.0.0.1:8181/v1"
     assert "--chat_format" in ServerSettings(tmp_path / "m.gguf", chat_format="chatml").command()

@@ -1,6 +1,8 @@
 """Start, wait for and stop llama.cpp's OpenAI-compatible server (``python -m llama_cpp.server``) on 127.0.0.1,
-with settings that keep its memory bounded: a fixed context, no RAM prompt cache (``--cache false``: it grew
-to 23.7 GB in eight reviews and was OOM-killed), one model. The tier then reaches it at ``base_url``.
+with settings that keep its memory bounded: a fixed context; no RAM prompt cache (``--cache false``: it grew
+to 23.7 GB in eight reviews and was OOM-killed); and no logits kept for every prompt position
+(``--logits_all false``; the server's default keeps n_ctx × 152k floats, 5 GB at 8k tokens, and computes the
+vocabulary projection for every prompt token: only logprobs need it). The tier reaches it at ``base_url``.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     n_ctx: int = 8192  # the full prompt + a pack is ~4,000 tokens; compact ~1,000
-    n_threads: int = 0  # 0: all cores but one (see default_threads)
+    n_threads: int = 0  # generation; 0: all cores but one (see default_threads)
+    n_threads_batch: int = 0  # prompt processing; 0: every core (big batched work tolerates a busy core)
     chat_format: str | None = None  # None: the chat template in the GGUF header
     alias: str = MODEL_ALIAS
 
@@ -67,18 +70,21 @@ class ServerSettings:
 
     def command(self) -> list[str]:
         threads = str(self.n_threads or default_threads())
+        batch_threads = str(self.n_threads_batch or os.cpu_count() or 2)
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path), "--host", self.host,
                "--port", str(self.port), "--n_ctx", str(self.n_ctx), "--n_threads", threads,
-               "--n_threads_batch", threads, "--cache", "false", "--model_alias", self.alias]
+               "--n_threads_batch", batch_threads, "--cache", "false", "--logits_all", "false",
+               "--model_alias", self.alias]
         if self.chat_format:
             cmd += ["--chat_format", self.chat_format]
         return cmd
 
 
 def default_threads() -> int:
-    """All cores but one. llama.cpp's threads meet at a barrier several times per token: when another process
-    takes one of them off its core, the others spin until it is back. On a 2-core machine shared with other work,
-    generation ran at 0.7 tokens/s with 2 threads and 11 tokens/s with 1 (prompt processing 45 tokens/s either way).
+    """Generation threads: all cores but one. llama.cpp's threads meet at a barrier several times per token: when
+    another process takes one of them off its core, the others spin until it is back. On a 2-core machine shared
+    with other work, generation ran at 0.7 tokens/s with 2 threads and 11 tokens/s with 1, while prompt processing
+    ran at 45 tokens/s either way (so it keeps every core: on an idle machine that is twice as fast).
     """
     return max(1, (os.cpu_count() or 2) - 1)
 
