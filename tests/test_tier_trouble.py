@@ -92,7 +92,7 @@ def test_the_breaker_line_reaches_the_console_of_a_paper_run(tmp_path: Path) -> 
     f = tmp_path / "down.yaml"
     f.write_text(f"""
 run: {{name: down, db_url: "sqlite:///{tmp_path / 'down.db'}"}}
-market: {{synthetic: {{bars: 400}}}}
+market: {{symbols: [BTC/USDT], synthetic: {{bars: 150}}}}
 reviewer:
   tiers:
     - {{name: local, provider: openai_compatible, model: local, base_url: "http://127.0.0.1:{port}/v1",
