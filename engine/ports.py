@@ -168,6 +168,7 @@ class TierSettings(Protocol):
     max_concurrency: int
     rpm: float | None
     response_format: str  # json_schema | json_object | none
+    prompt: str  # the prompt template: full | compact
     max_tokens: int
     temperature: float
     prices: PriceSettings
@@ -194,6 +195,7 @@ class Tier(Protocol):
     provider: str
     model: str
     prompt_version: str  # part of the verdict cache key
+    endpoint: str  # where it calls, credentials removed ("" for a tier that calls nothing)
     timeout_s: float
     max_concurrency: int
 

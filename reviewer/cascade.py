@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -19,6 +20,8 @@ __all__ = ["MODES", "Cascade", "TierStats", "build_cascade"]
 
 MODES = ("active", "shadow", "off")
 _LATENCY_KEEP = 4096  # recent latencies kept per tier: enough for p95, bounded for a long live run
+
+log = logging.getLogger("tradevet.reviewer")
 
 
 @dataclass
@@ -81,7 +84,7 @@ class Cascade:
         for t in self.tiers:
             # a tier without a configured breaker still gets one: an unguarded tier could stall every signal
             b = breakers.get(t.name) or CircuitBreaker(t.name, 5, 60.0, clock=clock_s)
-            b.on_transition = self._chain(b.on_transition)
+            b.on_transition = self._chain(b.on_transition, t.endpoint)
             self.breakers[t.name] = b
         self.stats: dict[str, TierStats] = {t.name: TierStats() for t in self.tiers}
         self._synchronous = bool(self.tiers) and all(isinstance(t, SyncTier) for t in self.tiers)
@@ -304,14 +307,38 @@ class Cascade:
             self._sems = {t.name: asyncio.Semaphore(max(1, int(t.max_concurrency))) for t in self.tiers}
         return self._sems[tier.name]
 
-    def _chain(self, previous: Callable[[str, str, str, str], None] | None) -> Callable[[str, str, str, str], None]:
+    def _chain(self, previous: Callable[[str, str, str, str], None] | None,
+               endpoint: str = "") -> Callable[[str, str, str, str], None]:
+        opened = [0]  # times this tier's breaker opened from closed: the count in the console line
+
         def on_transition(name: str, old: str, new: str, reason: str) -> None:
             self._events.append(Event("breaker", 0, name, f"{old} → {new} {reason}",
                                       (("from", old), ("to", new), ("reason", reason))))
+            if old == "closed" and new == "open":
+                opened[0] += 1
+            _announce(name, old, new, reason, endpoint, opened[0], self.breakers.get(name))
             if previous is not None:
                 previous(name, old, new, reason)
 
         return on_transition
+
+
+def _announce(name: str, old: str, new: str, reason: str, endpoint: str, opened: int,
+              breaker: CircuitBreaker | None) -> None:
+    """Tier trouble on the console as it happens: one warning when a tier's breaker opens, one when it closes.
+
+    A failed half-open probe (the tier is still down) is logged at INFO only: the open line already said so.
+    """
+    where = f" at {endpoint}" if endpoint else ""
+    if new == "open" and old == "closed":
+        retry = f"; next probe in {breaker.recovery_timeout_s:g} s" if breaker is not None else ""
+        times = f" (opened {opened} times this run)" if opened > 1 else ""
+        log.warning("reviewer tier %r failing%s: breaker open %s%s; reviews go to the next tier%s",
+                    name, where, reason, retry, times)
+    elif new == "closed":
+        log.warning("reviewer tier %r back%s: breaker closed (%s)", name, where, reason)
+    else:
+        log.info("reviewer tier %r%s: breaker %s → %s (%s)", name, where, old, new, reason)
 
 
 # ------------------------------------------------------------------------------------------ building

@@ -34,6 +34,7 @@ __all__ = [
     "MAX_REPLY_CHARS",
     "REPLY_SCHEMA",
     "ReviewReply",
+    "failed_field",
     "parse_reply",
     "to_verdict",
 ]
@@ -201,6 +202,23 @@ def parse_reply(text: str) -> ReviewReply:
         errors = e.errors(include_url=False)
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
         raise _fail(_explain(errors[0]) + more, text) from None
+
+
+def failed_field(text: str) -> str | None:
+    """Which part of a reply broke the contract: ``json`` (no single JSON object in it), the first bad key
+    (``confidence``, ``verdict``, an unknown key, ...), or None when the reply is valid."""
+    if not isinstance(text, str):
+        return "json"
+    try:
+        obj = _extract(text)
+    except BadReply:
+        return "json"
+    try:
+        ReviewReply.model_validate(obj)
+    except ValidationError as e:
+        loc = e.errors(include_url=False)[0].get("loc", ())
+        return ".".join(str(p) for p in loc) or "json"
+    return None
 
 
 def to_verdict(

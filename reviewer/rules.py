@@ -213,6 +213,7 @@ class RulesTier:
     """Implements ``engine.ports.Tier``. Pure and deterministic: the same pack always gets the same verdict."""
 
     provider = "rules"
+    endpoint = ""  # answers in-process
 
     Params = RulesParams
 

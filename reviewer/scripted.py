@@ -119,6 +119,7 @@ class ScriptedTier:
     """Implements ``engine.ports.Tier`` from a script. ``calls``, ``in_flight`` and ``max_in_flight`` are for tests."""
 
     provider = "scripted"
+    endpoint = ""  # answers in-process
 
     Params = ScriptedParams
 

@@ -574,6 +574,7 @@ def test_metrics_follow_breaker_events_fallbacks_and_cost() -> None:
     finally:
         metrics.close()
     assert 'tradevet_breaker_state{tier="sonnet"} 2.0' in text
+    assert 'tradevet_breaker_transitions_total{tier="sonnet",to="open"} 1.0' in text
     assert "tradevet_fallback_total 1.0" in text and "tradevet_fallthrough_total 2.0" in text
     assert "tradevet_blocked_total 1.0" in text
     assert 'tradevet_tokens_total{direction="input",tier="haiku"} 1200.0' in text

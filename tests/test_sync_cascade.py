@@ -33,6 +33,7 @@ def test_sync_path_gives_the_same_verdicts_as_the_async_path() -> None:
 def test_sync_path_falls_open_and_the_breaker_opens_when_a_sync_tier_keeps_failing() -> None:
     class Broken:
         name, provider, model, prompt_version, timeout_s, max_concurrency = "broken", "x", "m", "p", 1.0, 1
+        endpoint = ""
 
         def review_sync(self, pack):  # type: ignore[no-untyped-def]
             raise RuntimeError("boom")

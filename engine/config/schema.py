@@ -248,6 +248,10 @@ class TierConfig(_Model):
     response_format: Literal["json_schema", "json_object", "none"] = Field(
         "json_schema", description="Structured-output shape sent to OpenAI-compatible servers."
     )
+    prompt: Literal["full", "compact"] = Field(
+        "full", description="Prompt template: full (long, stable, cached by hosted providers) | compact (fits a "
+                            "small local model's budget). Its version is part of the verdict-cache key."
+    )
     max_tokens: int = Field(400, ge=16, description="Reply token budget.")
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature.")
     prices: PriceConfig = PriceConfig()

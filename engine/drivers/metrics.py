@@ -6,7 +6,8 @@ A private ``CollectorRegistry`` per ``Metrics`` (several can live in one process
 Series (prefix ``tradevet_``): ``bars_total``, ``signals_total``, ``blocked_total``, ``reviewed_total``,
 ``verdicts_total{verdict}``, ``tier_attempts_total{tier,outcome,kind}``, ``tier_latency_seconds{tier}``,
 ``tokens_total{tier,direction}``, ``cost_usd_total{tier}``, ``breaker_state{tier}`` (0 closed, 1 half-open,
-2 open), ``equity``, ``open_positions``, ``fallthrough_total``, ``fallback_total``, ``fills_total{kind}``,
+2 open), ``breaker_transitions_total{tier,to}``,
+``equity``, ``open_positions``, ``fallthrough_total``, ``fallback_total``, ``fills_total{kind}``,
 ``last_slice_timestamp_seconds``.
 """
 
@@ -56,6 +57,9 @@ class Metrics:
         self.cost = Counter(f"{p}cost_usd", "Reviewer cost in USD by tier.", ["tier"], registry=r)
         self.breaker = Gauge(f"{p}breaker_state", "Circuit breaker per tier: 0 closed, 1 half-open, 2 open.",
                              ["tier"], registry=r)
+        self.breaker_transitions = Counter(f"{p}breaker_transitions", "Circuit breaker transitions per tier, by "
+                                           "the state entered (open: the tier started failing).", ["tier", "to"],
+                                           registry=r)
         self.equity = Gauge(f"{p}equity", "Paper equity at the last slice (quote currency).", registry=r)
         self.open_positions = Gauge(f"{p}open_positions", "Open positions at the last slice.", registry=r)
         self.fallthrough = Counter(f"{p}fallthrough", "Reviews not answered by the first tier tried.", registry=r)
@@ -112,6 +116,7 @@ class Metrics:
                 state = dict(e.data).get("to")
                 if state in BREAKER_STATES:
                     self.breaker.labels(e.subject).set(BREAKER_STATES[state])
+                    self.breaker_transitions.labels(e.subject, state).inc()
         for f in rec.fills:
             self.fills.labels(str(f.kind)).inc()
         self.equity.set(equity)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict
 
@@ -15,7 +16,7 @@ from engine.clock import monotonic_s
 from engine.errors import BadReply, ConfigError, ReviewError, TierTimeout, TierUnavailable, one_line
 from engine.ports import PriceSettings, TierSettings
 from engine.types import ContextPack, Verdict
-from reviewer.prompt import PROMPT_VERSION
+from reviewer.prompt import PromptTemplate, get_prompt
 from reviewer.reply import MAX_RAW_CHARS, parse_reply, to_verdict
 
 __all__ = [
@@ -24,10 +25,32 @@ __all__ = [
     "LLMTier",
     "TokenBucket",
     "cost_usd",
+    "endpoint_of",
     "kind_for_status",
     "one_line",
+    "redact_url",
     "usage_int",
 ]
+
+_DEFAULT_ENDPOINTS = {"anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com/v1"}
+
+
+def redact_url(url: str | None) -> str:
+    """An endpoint fit to print: no user:password, no query string (keys sometimes travel there)."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def endpoint_of(tc: TierSettings) -> str:
+    """The tier's endpoint without credentials (the SDK default for hosted providers without base_url)."""
+    return redact_url(tc.base_url) or _DEFAULT_ENDPOINTS.get(tc.provider, "")
+
 
 def kind_for_status(code: int) -> str:
     """HTTP status → the failure kind used in metrics and attempts."""
@@ -138,7 +161,11 @@ class LLMTier:
         self.model = cfg.model
         self.timeout_s = float(cfg.timeout_s)
         self.max_concurrency = int(cfg.max_concurrency)
-        self.prompt_version = PROMPT_VERSION
+        try:
+            self.prompt: PromptTemplate = get_prompt(cfg.prompt)
+        except KeyError as e:
+            raise ConfigError(f"prompt: {e.args[0]} (tier {cfg.name!r})") from None
+        self.prompt_version = self.prompt.version  # part of the verdict-cache key, stored with each verdict
         self.cfg = cfg
         self.params = self.Params.model_validate(cfg.params)
         self._api_key = api_key
@@ -149,6 +176,11 @@ class LLMTier:
         self._bucket = TokenBucket(cfg.rpm) if cfg.rpm else None
         self._client: Any = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """Where the tier sends its calls, without credentials (user:password, query string)."""
+        return endpoint_of(self.cfg)
 
     def __repr__(self) -> str:  # never the key
         return f"{type(self).__name__}(name={self.name!r}, model={self.model!r}, base_url={self.cfg.base_url!r})"

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from engine.ports import TierSettings
 from engine.types import ContextPack
-from reviewer.prompt import SYSTEM_PROMPT, TOOL_DESCRIPTION, TOOL_NAME, render_user_message
+from reviewer.prompt import TOOL_DESCRIPTION, TOOL_NAME
 from reviewer.reply import REPLY_SCHEMA
 from reviewer.tiers._common import Call, LLMParams, LLMTier, cost_usd, usage_int
 
@@ -39,7 +39,7 @@ class AnthropicTier(LLMTier):
     def __init__(self, cfg: TierSettings, api_key: str | None) -> None:
         super().__init__(cfg, api_key)
         self.params: AnthropicParams
-        self._system = [{"type": "text", "text": SYSTEM_PROMPT, "cache_control": {"type": "ephemeral"}}]
+        self._system = [{"type": "text", "text": self.prompt.system, "cache_control": {"type": "ephemeral"}}]
         self._tool = {"name": TOOL_NAME, "description": TOOL_DESCRIPTION, "input_schema": REPLY_SCHEMA,
                       "strict": True}
 
@@ -55,7 +55,7 @@ class AnthropicTier(LLMTier):
             "max_tokens": self.cfg.max_tokens,
             # no temperature: the Messages API version this SDK speaks (2026-10-21) has no sampling knobs
             "system": self._system,
-            "messages": [{"role": "user", "content": render_user_message(pack)}],
+            "messages": [{"role": "user", "content": self.prompt.render(pack)}],
         }
         if self.params.structured_output == "tool":
             kw["tools"] = [self._tool]

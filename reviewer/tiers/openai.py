@@ -9,7 +9,6 @@ from pydantic import Field
 from engine.errors import ConfigError
 from engine.ports import TierSettings
 from engine.types import ContextPack
-from reviewer.prompt import PROMPT_VERSION, SYSTEM_PROMPT, render_user_message
 from reviewer.reply import REPLY_SCHEMA
 from reviewer.tiers._common import Call, LLMParams, LLMTier, cost_usd, usage_int
 
@@ -57,8 +56,8 @@ class OpenAITier(LLMTier):
         kw: dict[str, Any] = {
             "model": self.model,
             # the static system prompt first: OpenAI caches a stable prefix of 1024+ tokens by itself
-            "messages": [{"role": "system", "content": SYSTEM_PROMPT},
-                         {"role": "user", "content": render_user_message(pack)}],
+            "messages": [{"role": "system", "content": self.prompt.system},
+                         {"role": "user", "content": self.prompt.render(pack)}],
             "temperature": self.cfg.temperature,
             self.max_tokens_field: self.cfg.max_tokens,
         }
@@ -72,7 +71,7 @@ class OpenAITier(LLMTier):
 
     def _extra_kwargs(self) -> dict[str, Any]:
         # routes every review to the same cache shard, so the shared system prompt is a cache hit
-        return {"prompt_cache_key": f"tradevet-{PROMPT_VERSION}"}
+        return {"prompt_cache_key": f"tradevet-{self.prompt_version}"}
 
     async def _call(self, client: Any, pack: ContextPack) -> Call:
         resp = await client.chat.completions.create(**self.request_kwargs(pack))
