@@ -84,6 +84,17 @@ if point == "trace":  # no kill: say when the run was opened (created or resumed
         return out
 
     engine.app._open_or_resume = open_or_resume
+    import storage.store
+
+    orig_status = storage.store.Storage.set_run_status
+
+    def set_status(self, run_id, status):
+        out = orig_status(self, run_id, status)
+        if status == "finished":
+            print(f"tv-trace finished {time.monotonic()}", file=sys.stderr, flush=True)
+        return out
+
+    storage.store.Storage.set_run_status = set_status
 elif point == "migration":  # the schema's DDL ran inside the migration's transaction, not committed
     import alembic.command
 
@@ -223,7 +234,7 @@ def _kill_at_random(config: Path, rng: random.Random, ref: dict[str, Any], done:
             for line in proc.stderr:
                 if line.startswith("tv-trace opened"):
                     break
-            delay = rng.uniform(0.0, 1.05 * (ref["total_s"] - ref["startup_s"]) * (1.0 - 0.6 * done))
+            delay = rng.uniform(0.0, 1.15 * (ref["finished_s"] - ref["startup_s"]) * (1.0 - 0.6 * done))
         try:
             return proc.wait(timeout=delay)
         except subprocess.TimeoutExpired:
@@ -316,10 +327,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("reference")
     url = f"sqlite:///{tmp / 'ref.db'}"
     cfg = _config(tmp, url, "ref")
-    t0 = time.monotonic()
-    done = _run(cfg, "trace")
-    assert done.returncode == 0, done.stderr
-    marks = dict(line.split()[1:3] for line in done.stderr.splitlines() if line.startswith("tv-trace"))
+    timing = _timing(cfg)
     ref = _ledger(url)
     assert ref["runs"] == [("crash", "finished")] and ref["counts"]["fills"] > 100
     from storage import open_storage
@@ -328,9 +336,18 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         ref["first_slice_ms"] = min(b.close_ms for b in store.recorder(1).load_bars())
         reasons = {f.reason for f in store.recorder(1).load_fills() if f.filled_ms == ref["last_slice_ms"]}
     assert "end" in reasons, "the reference must end with positions marked out at the end of its data"
-    ref["startup_s"] = float(marks["opened"]) - t0
-    ref["total_s"] = float(marks["exit"]) - t0
+    ref.update(timing)
     return ref
+
+
+def _timing(cfg: Path) -> dict[str, float]:
+    """One uninterrupted run of ``cfg``: seconds from the command's start to the run opened, and to its end."""
+    t0 = time.monotonic()
+    done = _run(cfg, "trace")
+    assert done.returncode == 0, done.stderr
+    marks = dict(line.split()[1:3] for line in done.stderr.splitlines() if line.startswith("tv-trace"))
+    return {"startup_s": float(marks["opened"]) - t0, "finished_s": float(marks["finished"]) - t0,
+            "total_s": float(marks["exit"]) - t0}
 
 
 def teardown_module() -> None:
@@ -493,6 +510,10 @@ def test_random_kills_then_rerun_until_finished(backend: str, tmp_path: Path, re
     and restarted until it finishes (a kill that lands after the run finished ends the round too)."""
     landed: Counter[str] = Counter()
     kills = rounds = 0
+    # the kill moments spread over this backend's own run time, measured here under the machine's present
+    # load (a server database starts and commits at its own pace; the reference ran on SQLite earlier)
+    with database(backend, tmp_path, "timing") as url:
+        timing = _timing(_config(tmp_path, url, "timing"))
     for seed in SEEDS[backend]:
         rng = random.Random(seed)
         budget = KILLS_PER_SEED[backend]
@@ -502,7 +523,7 @@ def test_random_kills_then_rerun_until_finished(backend: str, tmp_path: Path, re
                 cfg = _config(tmp_path, url, f"random{seed}_{rounds}")
                 done = False  # the command has done its work: the run is finished
                 while not done and budget > 0:
-                    code = _kill_at_random(cfg, rng, reference, _done(url, reference))
+                    code = _kill_at_random(cfg, rng, {**reference, **timing}, _done(url, reference))
                     if code == 0:  # it finished before the kill came
                         done = True
                         break
