@@ -36,20 +36,28 @@ def run_case(name: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     return out
 
 
-def backtesting_py(npz: Path) -> dict[str, Any]:
-    venv = HERE / ".venv-bt"
+def _side_engine(npz: Path, venv_name: str, package: str, runner: str) -> dict[str, Any]:
+    """Another engine on the same bars, installed only for the benchmark into its own venv under bench/."""
+    venv = HERE / venv_name
     py = venv / "bin" / "python"
     if not py.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "backtesting"],
+        subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", package],
                        check=True)
-    done = subprocess.run([str(py), str(HERE / "bt_runner.py"), str(npz)], capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run([str(py), str(HERE / runner), str(npz)], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
     out = json.loads(done.stdout.strip().splitlines()[-1])
     out["bars_per_s"] = out["bars"] / out["seconds"]
     return out
+
+
+def backtesting_py(npz: Path) -> dict[str, Any]:
+    return _side_engine(npz, ".venv-bt", "backtesting", "bt_runner.py")
+
+
+def vectorbt(npz: Path) -> dict[str, Any]:
+    return _side_engine(npz, ".venv-vbt", "vectorbt", "vbt_runner.py")
 
 
 def fmt(x: Any, unit: str = "", digits: int = 0) -> str:
@@ -73,6 +81,8 @@ def main() -> int:
         results["sma_tradevet"] = run_case("sma_tradevet", {"BENCH_BARS_NPZ": str(npz)})
         print("  running backtesting.py (separate venv) …", flush=True)
         results["backtesting_py"] = backtesting_py(npz) if npz.exists() else {"error": "no bars written"}
+        print("  running vectorbt (separate venv) …", flush=True)
+        results["vectorbt"] = vectorbt(npz) if npz.exists() else {"error": "no bars written"}
 
     rs, ps, rb, cx, rv, bt = (results[k] for k in ("replay_synthetic", "pipeline_synthetic", "replay_bittrex",
                                                     "context", "reviewer", "backtest_cached"))
@@ -85,7 +95,7 @@ def main() -> int:
     # (figure, measured, target, before, note)
     rows = [
         ("replay, synthetic 10×100k bars (rules, SQLite)", fmt(rs.get("bars_per_s"), " bars/s"),
-         "≥ 160,000 bars/s", before("replay_synthetic.bars_per_s", " bars/s"), fmt(rs.get("seconds"), " s", 1)),
+         "see ratio below", before("replay_synthetic.bars_per_s", " bars/s"), fmt(rs.get("seconds"), " s", 1)),
         ("  signals/s · peak memory", f"{fmt(rs.get('signals_per_s'), '/s')} · {fmt(rs.get('peak_mb'), ' MB')}",
          "≤ 1,024 MB", before("replay_synthetic.peak_mb", " MB"), ""),
         ("  the same, nothing recorded (engine only)", fmt(ps.get("bars_per_s"), " bars/s"), "", "",
@@ -95,7 +105,7 @@ def main() -> int:
         ("  signals/s · peak memory", f"{fmt(rb.get('signals_per_s'), '/s')} · {fmt(rb.get('peak_mb'), ' MB')}",
          "", "", ""),
         ("context build per signal (mean · p95)", f"{fmt(cx.get('mean_us'), ' µs')} · {fmt(cx.get('p95_us'), ' µs')}",
-         "≤ 200 µs", f"{before('context.mean_us', ' µs')} · {before('context.p95_us', ' µs')}",
+         "≤ 50 µs mean", f"{before('context.mean_us', ' µs')} · {before('context.p95_us', ' µs')}",
          fmt(cx.get("packs"), " packs")),
         ("breaker-open fast-fail (async · sync)",
          f"{fmt(rv.get('breaker_open_fast_fail_us'), ' µs', 2)} · "
@@ -111,7 +121,7 @@ def main() -> int:
          f"{fmt(og.get('after_open_p50_ms'), ' ms', 2)} / {fmt(og.get('after_open_p99_ms'), ' ms', 2)}", "", "", ""),
         ("100 concurrent reviews, 500 ms tier", fmt(og.get("concurrent_100_at_500ms_s"), " s", 2), "≈ 1 s", "", ""),
         ("backtest, recorded signals, cached verdicts", fmt(bt.get("signals_per_s"), " signals/s"),
-         "≥ 20,000 signals/s", before("backtest_cached.signals_per_s", " signals/s"),
+         "≥ 50,000 signals/s", before("backtest_cached.signals_per_s", " signals/s"),
          bt.get("skipped") or fmt(bt.get("signals"), " signals")),
         ("  peak memory", fmt(bt.get("peak_mb"), " MB"), "", "", ""),
         ("SMA cross, tradevet (reviewer off, in memory)", fmt(sm.get("bars_per_s_in_memory"), " bars/s"), "",
@@ -121,16 +131,29 @@ def main() -> int:
         ("SMA cross, backtesting.py", fmt(bp.get("bars_per_s"), " bars/s"), "",
          before("backtesting_py.bars_per_s", " bars/s"), fmt(bp.get("seconds"), " s", 2)),
     ]
-    if sm.get("seconds_in_memory") and bp.get("seconds"):
+    # Like for like: the same trades, or no ratio. Both engines hold one position per symbol, pay the same fee,
+    # no slippage and no time stop; each lists its trades (bench/trades.py) and the lists must be the same.
+    same = bool(sm.get("digest")) and sm.get("digest") == bp.get("digest")
+    rows.append(("  trades: tradevet · backtesting.py", f"{fmt(sm.get('trades'))} · {fmt(bp.get('trades'))}",
+                 "the same trades", "", "trade for trade" if same else "TRADES DIFFER: no ratio is printed"))
+    vb = results["vectorbt"]
+    vb_same = bool(vb.get("digest")) and vb.get("digest") == sm.get("digest")
+    rows.append(("SMA cross, vectorbt (warm · cold with its JIT)",
+                 f"{fmt(vb.get('bars_per_s'), ' bars/s')} · "
+                 f"{fmt(vb['bars'] / vb['seconds_cold'] if vb.get('seconds_cold') else None, ' bars/s')}", "",
+                 "", vb.get("error") or f"{fmt(vb.get('trades'))} trades, " + (
+                     "trade for trade" if vb_same else "not like for like: it checks stops only from the bar "
+                     "after the entry bar, so no ratio")))
+    if same and sm.get("seconds_in_memory") and bp.get("seconds"):
         ratio = sm["seconds_in_memory"] / bp["seconds"]
-        rows.append(("time ratio tradevet / backtesting.py (in memory)", f"{ratio:.2f}", "< 1",
+        rows.append(("time ratio tradevet / backtesting.py (in memory)", f"{ratio:.2f}", "≤ 0.3",
                      before("ratio_vs_backtesting_py", "", 2), ""))
         results["ratio_vs_backtesting_py"] = ratio
-    if bp.get("bars_per_s") and rs.get("bars_per_s"):
-        # The 160,000 bars/s target is backtesting.py's speed on the machine the target was set on; here it runs
-        # at bp bars/s, so the same bar, scaled to this machine, is bp bars/s for the whole replay.
-        rows.append(("replay, synthetic ÷ backtesting.py's speed here", f"{rs['bars_per_s'] / bp['bars_per_s']:.2f}",
-                     "≥ 1", "", f"backtesting.py: {fmt(bp['bars_per_s'], ' bars/s')} on this machine"))
+    if same and bp.get("bars_per_s") and rs.get("bars_per_s"):
+        # Targets are ratios measured in the same run: absolute figures move ±40 % on shared machines.
+        rows.append(("replay, synthetic (everything recorded) ÷ backtesting.py bars/s",
+                     f"{rs['bars_per_s'] / bp['bars_per_s']:.2f}", "≥ 3", "",
+                     f"backtesting.py: {fmt(bp['bars_per_s'], ' bars/s')} in this run"))
     width = max(len(r[0]) for r in rows)
     print(f"\n{'figure'.ljust(width)}  {'measured':>28}  {'target':>20}  {'before':>20}  note")
     for name, value, target, prior, note in rows:

@@ -149,7 +149,7 @@ def case_context(tmp: Path) -> dict[str, Any]:
                                     "market": {"symbols": SYMBOLS, "synthetic": {"bars": int(20_000 * SCALE)}}})
     feed = build_feed(loaded)
     pipe = build_pipeline(loaded, feed=feed)
-    pipe.open_ledger(10_000.0, 0)
+    pipe.open_ledger(loaded.config.execution.starting_equity, 0)
     times: list[float] = []
     build = pipe.context.build
 
@@ -257,6 +257,10 @@ def sma_only_config(db_url: str, bars: int) -> Any:
         "strategies": [{"id": "sma", "kind": "sma_cross",
                         "params": {"fast": 12, "slow": 48, "atr_period": 14, "atr_stop": 2.0, "rr": 2.0}}],
         "gates": [], "reviewer": {"mode": "off"},
+        # like for like with the other engines: taker fee on both sides, no slippage, no time stop
+        # and cash enough that no entry meets an exchange minimum as fees eat the equity (backtesting.py's side
+        # has 1e9 per symbol): every signal the account allows is filled in both engines
+        "execution": {"fee_bps": 10, "slippage_bps": 0, "max_bars_held": 1_000_000_000, "starting_equity": 1e9},
     })
 
 
@@ -276,7 +280,7 @@ def case_sma_tradevet(tmp: Path) -> dict[str, Any]:
         arrays = feed.arrays()
         np.savez(out_npz, **{f"{s}_{k}": v for s, cols in arrays.items() for k, v in cols.items()})
     pipe = build_pipeline(loaded, feed=feed)
-    pipe.open_ledger(10_000.0, 0)
+    pipe.open_ledger(loaded.config.execution.starting_equity, 0)
     fills: list[Any] = []
     t = time.perf_counter()
     stats = Replay(pipe, feed.slices(), None, on_slice=lambda r: fills.extend(r.fills)).run()
@@ -286,7 +290,17 @@ def case_sma_tradevet(tmp: Path) -> dict[str, Any]:
     return {"bars": stats.bars, "seconds_in_memory": in_memory, "bars_per_s_in_memory": stats.bars / in_memory,
             "seconds_recorded": recorded["seconds"], "bars_per_s_recorded": recorded["bars_per_s"],
             "trades": sum(1 for f in fills if f.kind.value == "exit"), "fingerprint": fills_fingerprint(fills),
-            "peak_mb": _peak_mb()}
+            "digest": trade_digest(fills, loaded.config.market.timeframe_ms), "peak_mb": _peak_mb()}
+
+
+def trade_digest(fills: list[Any], timeframe_ms: int) -> str:
+    """The comparison's trade list (bench/trades.py) from tradevet's fills: an entry fills at its bar's open; an
+    exit is stamped with its bar's close (stop, target, time, end of data), so its bar opened one bar earlier."""
+    from bench.trades import digest
+
+    entries = {f.signal_id: f for f in fills if f.kind.value == "entry"}
+    return digest((f.symbol, entries[f.signal_id].filled_ms, entries[f.signal_id].side.value,
+                   f.filled_ms - timeframe_ms) for f in fills if f.kind.value == "exit")
 
 
 def case_outage(tmp: Path) -> dict[str, Any]:
