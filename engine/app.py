@@ -127,18 +127,37 @@ def build_tiers(cfg: ReviewerConfig, *, disabled: Collection[str] = (), registry
 
 def build_reviewer(cfg: ReviewerConfig, *, cache: VerdictCache | None = None, disabled: Collection[str] = (),
                    registry: Mapping[str, Any] | None = None, clock_s: Callable[[], float] | None = None,
-                   env: Mapping[str, str] | None = None) -> Reviewer:
+                   env: Mapping[str, str] | None = None, wall: Clock | None = None) -> Reviewer:
     """The configured cascade: ``build_tiers`` wired by ``reviewer.build_cascade`` (breakers, deadline, fallback).
 
-    ``env`` defaults to ``os.environ``; ``clock_s`` to the monotonic clock (tests pass a fake one).
+    ``env`` defaults to ``os.environ``; ``clock_s`` to the monotonic clock, ``wall`` (the clock of tier budgets'
+    UTC days and of each call's ``reviewed_at_ms``) to the wall clock — tests pass fake ones.
     Raises: ConfigError (see ``build_tiers``).
     """
     from reviewer import build_cascade
 
     tiers = build_tiers(cfg, disabled=disabled, registry=registry, env=env)
     if clock_s is None:
-        return build_cascade(cfg, tiers, cache=cache)
-    return build_cascade(cfg, tiers, cache=cache, clock_s=clock_s)
+        return build_cascade(cfg, tiers, cache=cache, wall=wall)
+    return build_cascade(cfg, tiers, cache=cache, clock_s=clock_s, wall=wall)
+
+
+def recorded_spend(store: RunReader, run_id: int | None) -> Callable[[str, int, str], tuple[int, float]]:
+    """What ``Reviewer.seed_spend`` reads: a tier's recorded real calls and USD since a time, in run ``run_id``
+    (scope run; none when ``run_id`` is None: a backtest is no run) or in the whole database (scope database)."""
+    memo: dict[tuple[int | None, int], list[tuple[str, int, int, float]]] = {}
+
+    def spent(tier: str, since_ms: int, scope: str) -> tuple[int, float]:
+        rid = run_id if scope == "run" else None
+        if scope == "run" and run_id is None:
+            return 0, 0.0
+        key = (rid, since_ms)
+        if key not in memo:
+            memo[key] = store.spend(run_id=rid, since_ms=since_ms)
+        rows = [r for r in memo[key] if r[0] == tier]
+        return sum(r[2] for r in rows), sum(r[3] for r in rows)
+
+    return spent
 
 
 def check_plugins(loaded: LoadedConfig) -> None:
@@ -158,7 +177,7 @@ def check_plugins(loaded: LoadedConfig) -> None:
 
 
 def build_pipeline(loaded: LoadedConfig, *, feed: Feed, cache: VerdictCache | None = None, clock: Clock | None = None,
-                   reviewer: Reviewer | None = None, preload: bool = True) -> Pipeline:
+                   reviewer: Reviewer | None = None, preload: bool = True, wall: Clock | None = None) -> Pipeline:
     """Wire one pipeline from config. ``reviewer`` may be given (tests); otherwise built from config.
     A finite replay feed (one with ``arrays()``) is preloaded unless ``preload`` is false (the same run,
     bar by bar: the tests compare both)."""
@@ -169,7 +188,7 @@ def build_pipeline(loaded: LoadedConfig, *, feed: Feed, cache: VerdictCache | No
     with loaded.blaming():  # a plug-in's config error names the file that configured it
         if reviewer is None and cfg.reviewer.mode != "off":
             reviewer = build_reviewer(cfg.reviewer, cache=cache if cfg.reviewer.cache else None,
-                                      disabled=[name for name, _ in loaded.disabled_tiers])
+                                      disabled=[name for name, _ in loaded.disabled_tiers], wall=wall)
         strategies = build_strategies(cfg)
         gates = build_gates(cfg.gates)
         news = build_news_source(cfg.news, feed)
@@ -206,7 +225,7 @@ class PaperResult:
 
 def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], None] | None = None,
                storage: RunStore | None = None, fresh: bool = False,
-               metrics_port: int | None = None) -> PaperResult:
+               metrics_port: int | None = None, wall: Clock | None = None) -> PaperResult:
     """Replay a finite feed (synthetic or files) through the pipeline into a run.
 
     An interrupted run of the same name (status running or stopped) is resumed unless ``fresh``: its state
@@ -232,8 +251,10 @@ def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], No
     try:
         # plug-ins (strategies, gates, news, tiers) are built before the run is touched, so that a config or
         # data error in them leaves no failed run behind and an interrupted run still resumable
-        pipeline = build_pipeline(loaded, feed=feed, cache=store.verdict_cache())
+        pipeline = build_pipeline(loaded, feed=feed, cache=store.verdict_cache(), wall=wall)
         run_id, resumed = _open_or_resume(store, loaded, fresh)
+        if pipeline.reviewer is not None:
+            pipeline.reviewer.seed_spend(recorded_spend(store, run_id))
         total = feed.n_slices
         phase = "catch-up"
         last_ms = catch_up(pipeline, store.records(run_id), list(feed.symbols)) if resumed else None
@@ -369,7 +390,7 @@ def _open_or_resume(store: RunStore, loaded: LoadedConfig, fresh: bool) -> tuple
 def run_live(loaded: LoadedConfig, *, fresh: bool = False, metrics_port: int | None = None,
              status: Callable[[str], None] | None = None, storage: RunStore | None = None,
              scheduler_factory: Callable[[], Any] | None = None, install_signals: bool = True,
-             max_ticks: int | None = None) -> PaperResult:
+             max_ticks: int | None = None, wall: Clock | None = None) -> PaperResult:
     """Paper-trade live: the ccxt feed polled at each bar close by ``PaperLoop`` until SIGINT/SIGTERM.
 
     The pipeline runs on its own ``SimClock`` advanced to each bar's close (gates and cooldowns count
@@ -395,8 +416,10 @@ def run_live(loaded: LoadedConfig, *, fresh: bool = False, metrics_port: int | N
     resumed = False
     phase = "setup"
     try:
-        pipeline = build_pipeline(loaded, feed=feed, cache=store.verdict_cache(), clock=SimClock())
+        pipeline = build_pipeline(loaded, feed=feed, cache=store.verdict_cache(), clock=SimClock(), wall=wall)
         run_id, resumed = _open_or_resume(store, loaded, fresh)
+        if pipeline.reviewer is not None:
+            pipeline.reviewer.seed_spend(recorded_spend(store, run_id))
         recorder = store.recorder(run_id)
         phase = "catch-up"
         last_ms = catch_up(pipeline, recorder, list(feed.symbols)) if resumed else None

@@ -1,0 +1,225 @@
+"""Tier budgets: calls/USD per UTC day (real time, from the recorded verdicts) and USD per run; exhausted → skipped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from engine.app import run_replay
+from engine.config import BudgetConfig, load_config
+from engine.recorded.scorecard import run_scorecard
+from engine.types import Verdict, VerdictKind, parse_iso_ms
+from reviewer import Cascade, CircuitBreaker
+from reviewer.budget import TierBudget
+from reviewer.scripted import ScriptedTier
+from tests.fake_llm import FakeLLM
+from tests.test_cascade import FALLBACK, pack
+
+NOON = parse_iso_ms("2026-12-02T12:00:00Z")
+DAY_MS = 86_400_000
+
+
+@dataclass
+class FakeWall:
+    """A wall clock the test moves (the budget's UTC day comes from it)."""
+
+    ms: int = NOON
+
+    def now_ms(self) -> int:
+        return self.ms
+
+    def advance_to(self, ms: int) -> None:
+        self.ms = ms
+
+
+def _config(tmp_path: Path, srv: FakeLLM, *, budget: dict[str, Any], name: str = "budget",
+            db: str = "budget.db", bars: int = 700, cache: bool = True) -> Any:
+    data = {
+        "run": {"name": name, "db_url": f"sqlite:///{tmp_path / db}"},
+        "market": {"synthetic": {"bars": bars}},
+        "reviewer": {"cache": cache, "tiers": [
+            {"name": "claude", "provider": "anthropic", "model": "claude-test", "api_key_env": "ANTHROPIC_API_KEY",
+             "base_url": srv.url, "timeout_s": 3, "prices": {"input_per_mtok": 3.0, "output_per_mtok": 15.0,
+                                                            "cached_input_per_mtok": 0.3},
+             "budget": budget},
+            {"name": "rules", "provider": "rules"}]},
+    }
+    f = tmp_path / f"{name}.yaml"
+    f.write_text(yaml.safe_dump(data))
+    return load_config([f])
+
+
+@pytest.fixture
+def key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key-not-real")
+
+
+def _reviews(db_url: str, run_id: int) -> tuple[list[Any], list[Any], Any]:
+    from storage import open_storage
+
+    store = open_storage(db_url)
+    try:
+        rec = store.recorder(run_id)
+        return rec.load_reviews(), rec.load_events(), run_scorecard(store, run_id)
+    finally:
+        store.close()
+
+
+def test_calls_per_day_three_answers_then_the_next_tier_then_back_after_midnight(
+        tmp_path: Path, key: None, caplog: pytest.LogCaptureFixture) -> None:
+    wall = FakeWall()
+    with FakeLLM() as srv, caplog.at_level(logging.WARNING, logger="tradevet.reviewer"):
+        # no verdict cache: the later runs see the same signals, and a cache hit would be free
+        loaded = _config(tmp_path, srv, budget={"calls_per_day": 3, "scope": "database"}, cache=False)
+        first = run_replay(loaded, wall=wall)
+        sent_first = len(srv.requests)
+        reviews, events, card = _reviews(loaded.config.run.db_url, first.run_id)
+        # a restart the same day (a new run on the same database, scope database): the tier stays skipped
+        wall.ms = NOON + 3_600_000
+        second = run_replay(loaded, wall=wall, fresh=True)
+        sent_second = len(srv.requests) - sent_first
+        reviews2, events2, card2 = _reviews(loaded.config.run.db_url, second.run_id)
+        # past midnight UTC: the daily budget is open again
+        wall.ms = NOON + DAY_MS - 12 * 3_600_000 + 1  # 00:00:00.001 the next day
+        third = run_replay(loaded, wall=wall, fresh=True)
+        sent_third = len(srv.requests) - sent_first - sent_second
+        reviews3, _, _ = _reviews(loaded.config.run.db_url, third.run_id)
+
+    assert len(reviews) > 3, "the replay must review more signals than the budget allows"
+    answered = [r.verdict.source for r in reviews]
+    assert answered[:3] == ["claude"] * 3 and set(answered[3:]) == {"rules"}
+    assert sent_first == 3
+    assert all(r.verdict.reviewed_at_ms == NOON for r in reviews[:3])
+    skipped = reviews[3:]
+    assert all([(a.tier, a.kind) for a in r.verdict.attempts] == [("claude", "budget"), ("rules", "ok")]
+               for r in skipped)
+    # counted in the rates: a fall-through per skipped signal, failure kind `budget`, not a call
+    assert card.tiers["claude"]["failures"] == {"budget": len(skipped)}
+    assert card.tiers["claude"]["calls"] == 3 and card.tiers["claude"]["answered"] == 3
+    assert card.fallthrough_rate.k == len(skipped)
+    budget_events = [e for e in events if e.kind == "budget"]
+    assert len(budget_events) == 1 and budget_events[0].subject == "claude"
+    assert "calls_per_day 3 of 3" in budget_events[0].message
+    lines = [r.getMessage() for r in caplog.records if "over budget" in r.getMessage()]
+    assert len(lines) == 3 and "calls_per_day 3 of 3 used on 2026-12-02" in lines[0]  # one line per run exhausted
+
+    assert sent_second == 0 and {r.verdict.source for r in reviews2} == {"rules"}
+    assert any(e.kind == "budget" for e in events2) and card2.tiers["claude"]["failures"]["budget"] == len(reviews2)
+
+    assert sent_third == 3 and [r.verdict.source for r in reviews3[:3]] == ["claude"] * 3
+
+
+def test_scope_run_counts_this_runs_spend_only(tmp_path: Path, key: None) -> None:
+    wall = FakeWall()
+    with FakeLLM() as srv:
+        loaded = _config(tmp_path, srv, budget={"calls_per_day": 2}, bars=600, cache=False)
+        run_replay(loaded, wall=wall)
+        run_replay(loaded, wall=wall, fresh=True)
+    assert len(srv.requests) == 4  # two runs, two calls each: the default scope is the run
+
+
+def test_usd_per_run_stops_the_tier_for_the_rest_of_the_run(tmp_path: Path, key: None) -> None:
+    wall = FakeWall()
+    with FakeLLM() as srv:
+        # one call costs ~1.5k input tokens x 3 $/Mtok: about half a cent
+        loaded = _config(tmp_path, srv, budget={"usd_per_run": 0.009}, bars=600)
+        res = run_replay(loaded, wall=wall)
+        reviews, events, card = _reviews(loaded.config.run.db_url, res.run_id)
+    paid = [r for r in reviews if r.verdict.source == "claude"]
+    spent = sum(r.verdict.cost_usd for r in paid)
+    assert paid and spent >= 0.009 and spent - paid[-1].verdict.cost_usd < 0.009  # stopped at the first call over
+    assert card.tiers["claude"]["failures"].get("budget", 0) == len(reviews) - len(paid) > 0
+    assert next(e.message for e in events if e.kind == "budget").startswith("exhausted: usd_per_run")
+
+
+# ----------------------------------------------------------------------------------- the cascade alone
+
+
+ACCEPT = Verdict(VerdictKind.ACCEPT, 0.7, "fine", cost_usd=0.01)
+
+
+def _budgeted(wall: FakeWall, **caps: Any) -> tuple[Cascade, ScriptedTier, ScriptedTier]:
+    a, b = ScriptedTier(script=[ACCEPT] * 50, name="a"), ScriptedTier(script=[ACCEPT] * 50, name="b")
+    budget = TierBudget("a", BudgetConfig(**caps), clock=wall)
+    breakers = {t.name: CircuitBreaker(t.name, 3, 30.0) for t in (a, b)}
+    c = Cascade([a, b], breakers=breakers, deadline_s=5, fallback=FALLBACK, clock_s=time.monotonic,
+                budgets={"a": budget}, wall=wall)
+    return c, a, b
+
+
+def test_concurrent_reviews_cannot_overshoot_calls_per_day() -> None:
+    wall = FakeWall()
+    c, a, b = _budgeted(wall, calls_per_day=3)
+    verdicts = asyncio.run(c.review_many([pack(i) for i in range(10)]))
+    assert a.calls == 3 and b.calls == 7
+    assert sorted(v.source for v in verdicts) == ["a"] * 3 + ["b"] * 7
+    assert c.stats["a"].failures["budget"] == 7
+
+
+def test_the_day_rolls_over_at_midnight_utc_and_says_so() -> None:
+    wall = FakeWall(NOON)
+    c, a, _ = _budgeted(wall, usd_per_day=0.02)
+    asyncio.run(c.review_many([pack(i) for i in range(4)]))
+    assert a.calls == 2
+    wall.ms = NOON + 11 * 3_600_000  # 23:00 the same day: still exhausted
+    asyncio.run(c.review(pack(10)))
+    assert a.calls == 2
+    wall.ms = NOON + 12 * 3_600_000  # midnight
+    v = asyncio.run(c.review(pack(11)))
+    assert a.calls == 3 and v.source == "a"
+    events = [e for e in c.drain_events() if e.kind == "budget"]
+    assert [e.message.split(":")[0] for e in events] == ["exhausted", "back"]
+    use = c.budget_use()["a"]
+    assert use["day"] == "2026-12-03" and use["day_calls"] == 1 and use["run_calls"] == 3
+
+
+def test_seeded_spend_keeps_an_exhausted_tier_skipped() -> None:
+    wall = FakeWall()
+    c, a, b = _budgeted(wall, calls_per_day=5)
+    c.seed_spend(lambda tier, since, scope: (5, 0.1) if since > 0 else (9, 0.3))
+    asyncio.run(c.review(pack()))
+    assert (a.calls, b.calls) == (0, 1)
+    assert c.budget_use()["a"]["run_calls"] == 9
+
+
+def test_a_cache_hit_is_free() -> None:
+    from tests.test_cascade import DictCache
+
+    wall = FakeWall()
+    c, a, _ = _budgeted(wall, calls_per_day=1)
+    c.cache = DictCache()
+    p = pack()
+    first = asyncio.run(c.review(p))
+    again = asyncio.run(c.review(p))
+    assert first.source == "a" and again.source == "cache" and again.reviewed_at_ms == 0
+    assert a.calls == 1 and c.budget_use()["a"]["day_calls"] == 1
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(("budget", "line"), [
+    ("{calls_per_day: 0}", "reviewer.tiers[0].budget.calls_per_day: must be > 0 (got 0)"),
+    ("{usd_per_day: -5}", "reviewer.tiers[0].budget.usd_per_day: must be > 0 (got -5)"),
+    ("{usd_per_run: 0}", "reviewer.tiers[0].budget.usd_per_run: must be > 0 (got 0)"),
+    ("{usd_per_dya: 5}", "reviewer.tiers[0].budget.usd_per_dya: unknown key (known keys: usd_per_day, "
+                         "calls_per_day, usd_per_run, scope); did you mean 'usd_per_day'?"),
+    ("{scope: team}", "reviewer.tiers[0].budget.scope: must be one of 'run' or 'database' (got 'team')"),
+])
+def test_a_bad_budget_is_one_line_naming_the_key_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                              budget: str, line: str) -> None:
+    from engine.cli import main
+
+    f = tmp_path / "bad.yaml"
+    f.write_text(f"reviewer:\n  tiers:\n    - {{name: rules, provider: rules, budget: {budget}}}\n")
+    capsys.readouterr()
+    code = main(["config", "check", str(f)])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and err == [f"error: {f}: {line}"]
