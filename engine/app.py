@@ -20,7 +20,7 @@ from engine.ports import Clock, Feed, Reviewer, RunReader, RunStore, Strategy, T
 from engine.types import SliceRecord
 
 if TYPE_CHECKING:
-    from engine.recorded.backtest import BacktestResult
+    from engine.recorded.backtest import BacktestEstimate, BacktestResult
 
 __all__ = [
     "PaperResult",
@@ -142,24 +142,6 @@ def build_reviewer(cfg: ReviewerConfig, *, cache: VerdictCache | None = None, di
     return build_cascade(cfg, tiers, cache=cache, clock_s=clock_s, wall=wall)
 
 
-def recorded_spend(store: RunReader, run_id: int | None) -> Callable[[str, int, str], tuple[int, float]]:
-    """What ``Reviewer.seed_spend`` reads: a tier's recorded real calls and USD since a time, in run ``run_id``
-    (scope run; none when ``run_id`` is None: a backtest is no run) or in the whole database (scope database)."""
-    memo: dict[tuple[int | None, int], list[tuple[str, int, int, float]]] = {}
-
-    def spent(tier: str, since_ms: int, scope: str) -> tuple[int, float]:
-        rid = run_id if scope == "run" else None
-        if scope == "run" and run_id is None:
-            return 0, 0.0
-        key = (rid, since_ms)
-        if key not in memo:
-            memo[key] = store.spend(run_id=rid, since_ms=since_ms)
-        rows = [r for r in memo[key] if r[0] == tier]
-        return sum(r[2] for r in rows), sum(r[3] for r in rows)
-
-    return spent
-
-
 def check_plugins(loaded: LoadedConfig) -> None:
     """What ``config check`` adds to validation: every plug-in the config names resolves and takes its params —
     strategies and gates are built, each tier's provider is resolved and its params validated (without building
@@ -254,6 +236,8 @@ def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], No
         pipeline = build_pipeline(loaded, feed=feed, cache=store.verdict_cache(), wall=wall)
         run_id, resumed = _open_or_resume(store, loaded, fresh)
         if pipeline.reviewer is not None:
+            from engine.recorded.spend import recorded_spend
+
             pipeline.reviewer.seed_spend(recorded_spend(store, run_id))
         total = feed.n_slices
         phase = "catch-up"
@@ -419,6 +403,8 @@ def run_live(loaded: LoadedConfig, *, fresh: bool = False, metrics_port: int | N
         pipeline = build_pipeline(loaded, feed=feed, cache=store.verdict_cache(), clock=SimClock(), wall=wall)
         run_id, resumed = _open_or_resume(store, loaded, fresh)
         if pipeline.reviewer is not None:
+            from engine.recorded.spend import recorded_spend
+
             pipeline.reviewer.seed_spend(recorded_spend(store, run_id))
         recorder = store.recorder(run_id)
         phase = "catch-up"
@@ -452,6 +438,14 @@ def run_live(loaded: LoadedConfig, *, fresh: bool = False, metrics_port: int | N
         feed.close()
         if own:
             store.close()
+
+
+def estimate_backtest(store: RunReader, run_id: int, paths: Sequence[Path], **kw: Any) -> BacktestEstimate | None:
+    """``engine.recorded.backtest.estimate_backtest`` with the reviewers built here (``build_reviewer``).
+    Raises: ConfigError, StorageError."""
+    from engine.recorded.backtest import estimate_backtest as estimate
+
+    return estimate(store, run_id, paths, build_reviewer=build_reviewer, **kw)
 
 
 def run_backtest(store: RunReader, run_id: int, paths: Sequence[Path], **kw: Any) -> BacktestResult:

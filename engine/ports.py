@@ -256,6 +256,9 @@ class Reviewer(Protocol):
         """Start every tier budget from recorded spend: ``spent(tier, since_ms, scope)`` → (calls, USD) of the
         verdicts ``tier`` answered by real calls since ``since_ms`` (wall clock, UTC), scope run | database."""
         ...
+    def budget_use(self) -> dict[str, dict[str, Any]]:
+        """Per tier with a budget: its caps and what is used of them now (``reviewer.budget.TierBudget.snapshot``)."""
+        ...
     def review_cached(self, hashes: Sequence[str]) -> list[Verdict | None]:
         """What reviewing the packs with these content hashes would answer from the verdict cache alone (the
         first tier's cached verdict, counted as a review), or None where the pack must be reviewed in full."""

@@ -223,3 +223,75 @@ def test_a_bad_budget_is_one_line_naming_the_key_and_exit_2(tmp_path: Path, caps
     code = main(["config", "check", str(f)])
     err = capsys.readouterr().err.splitlines()
     assert code == 2 and err == [f"error: {f}: {line}"]
+
+
+# ------------------------------------------------------------------------------------------- estimate
+
+
+def _reviewer_file(tmp_path: Path, name: str, tiers: list[dict[str, Any]]) -> Path:
+    f = tmp_path / f"{name}.yaml"
+    f.write_text(yaml.safe_dump({"reviewer": {"tiers": tiers}}))
+    return f
+
+
+PRICES = {"input_per_mtok": 3.0, "output_per_mtok": 15.0, "cached_input_per_mtok": 0.3}
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_estimate_matches_the_backtest_against_the_fake_server(tmp_path: Path, key: None, provider: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.app import estimate_backtest, run_backtest
+    from storage import open_storage
+
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key-not-real")
+    with FakeLLM() as srv:
+        srv.chaos({"accept": 0.6, "veto": 0.2, "modify": 0.2}, seed=5)
+        loaded = _config(tmp_path, srv, budget={"usd_per_day": 100}, bars=900)
+        recorded = run_replay(loaded)
+    tier = {"name": "b", "provider": provider, "model": "model-b", "api_key_env": "ANTHROPIC_API_KEY",
+            "timeout_s": 5, "prices": PRICES}
+    with FakeLLM() as srv:  # a fresh server: the provider's prompt cache starts cold, as it would
+        srv.chaos({"accept": 0.6, "veto": 0.2, "modify": 0.2}, seed=6)
+        tier["base_url"] = srv.url if provider == "anthropic" else srv.openai_url
+        f = _reviewer_file(tmp_path, "b", [tier, {"name": "rules", "provider": "rules"}])
+        store = open_storage(loaded.config.run.db_url)
+        try:
+            est = estimate_backtest(store, recorded.run_id, [f])
+            assert est is not None and len(srv.requests) == 0  # the estimate calls nothing
+            result = run_backtest(store, recorded.run_id, [f])
+            again = estimate_backtest(store, recorded.run_id, [f])  # every verdict is cached now
+        finally:
+            store.close()
+        sent = len(srv.requests)
+    col = est.columns[0]
+    b = col.tiers[0]
+    actual = result.columns[1].card.tiers["b"]
+    assert b.sent == sent == actual["answered"] == est.signals > 20
+    for mine, theirs in ((b.input_tokens, actual["input_tokens"]), (b.output_tokens, actual["output_tokens"]),
+                         (b.cost_usd, actual["cost_usd"])):
+        assert abs(mine - theirs) <= 0.05 * theirs, (mine, theirs)
+    assert b.cached_tokens > 0 and abs(b.cached_tokens - actual["cached_tokens"]) <= 0.05 * actual["cached_tokens"]
+    assert 0.3 < (b.cache_share or 0) < 1
+    assert again is not None and again.columns[0].tiers[0].sent == 0
+    assert again.columns[0].tiers[0].cache_hits == est.signals and again.cost_usd == 0
+
+
+def test_estimate_passes_calls_over_budget_to_the_next_tier(tmp_path: Path, key: None) -> None:
+    from engine.app import estimate_backtest
+    from storage import open_storage
+
+    with FakeLLM() as srv:
+        loaded = _config(tmp_path, srv, budget={"usd_per_day": 100}, bars=700)
+        recorded = run_replay(loaded)
+        tier = {"name": "b", "provider": "anthropic", "model": "model-b", "api_key_env": "ANTHROPIC_API_KEY",
+                "base_url": srv.url, "prices": PRICES, "budget": {"calls_per_day": 2}}
+        f = _reviewer_file(tmp_path, "b", [tier, {"name": "rules", "provider": "rules"}])
+        rules_only = _reviewer_file(tmp_path, "r", [{"name": "rules", "provider": "rules"}])
+        store = open_storage(loaded.config.run.db_url)
+        try:
+            est = estimate_backtest(store, recorded.run_id, [f])
+            assert estimate_backtest(store, recorded.run_id, [rules_only], only_priced=True) is None
+        finally:
+            store.close()
+    b, rules = est.columns[0].tiers
+    assert b.sent == 2 and b.over_budget == est.signals - 2 and rules.answered_free == est.signals - 2
