@@ -397,10 +397,21 @@ def backtest(
     concurrency: Annotated[int, typer.Option("--concurrency", min=1,
                                              help="Signals in flight at once (tiers also cap their own).")] = 256,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    estimate: Annotated[bool, typer.Option(
+        "--estimate", help="Only estimate what the backtest would send to each priced tier and cost; call nothing.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before a backtest estimated above "
+                                                          "--confirm-above.")] = False,
+    confirm_above: Annotated[float, typer.Option(
+        "--confirm-above", min=0.0, help="Ask for confirmation (on a terminal) when the estimate exceeds this many "
+                                         "USD.")] = 1.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-review a run's recorded signals with one or more reviewer configs; score each side by side."""
-    from engine.app import run_backtest
+    """Re-review a run's recorded signals with one or more reviewer configs; score each side by side.
+
+    Before any priced tier is called, the cost is estimated and printed (``--estimate``: only that).
+    """
+    from engine.app import estimate_backtest, run_backtest
     from engine.errors import ConfigError
 
     if not reviewer:
@@ -408,6 +419,23 @@ def backtest(
     store = _open_store(db, config)
     try:
         info = store.resolve_run(run)
+        with _progress_bars(eta=True) if progress and not as_json else contextlib.nullcontext() as bars:
+            est = estimate_backtest(store, info.id, reviewer, progress=bars, only_priced=not estimate)
+        if estimate:
+            assert est is not None
+            if as_json:
+                _emit_json(est.to_dict())
+            else:
+                _print_estimate(est)
+            return
+        if est is not None:
+            if not as_json:
+                _print_estimate(est)
+            if est.cost_usd > confirm_above and not yes and sys.stdin.isatty():
+                if not typer.confirm(f"The backtest is estimated to cost {est.cost_usd:.2f} USD. Go on?", default=False,
+                                     err=True):
+                    typer.echo("backtest cancelled: nothing was sent", err=True)
+                    raise typer.Exit(1)
         if progress and not as_json:
             with _progress_bars(eta=True) as bars:
                 result = run_backtest(store, info.id, reviewer, concurrency=concurrency, progress=bars)
@@ -417,11 +445,32 @@ def backtest(
             for w in col.warnings:
                 typer.echo(f"warning: {col.name}: {w}", err=True)
         if as_json:
-            _emit_json(result.to_dict())
+            _emit_json(result.to_dict() | ({"estimate": est.to_dict()} if est is not None else {}))
         else:
             _print_backtest(result)
     finally:
         store.close()
+
+
+def _print_estimate(est: Any) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"estimate for run {est.run_id} ({est.run_name}): {est.signals} reviewed signals per reviewer "
+                    "(tokens estimated offline, 4 characters a token)", title_justify="left")
+    for col in ("reviewer", "tier", "reached", "cache hits", "sent", "over budget", "prompt tokens",
+                "provider cache", "reply tokens", "USD"):
+        t.add_column(col, justify="left" if col in ("reviewer", "tier") else "right")
+    for c in est.columns:
+        for e in c.tiers:
+            share = e.cache_share
+            t.add_row(c.name, e.tier if e.priced else f"{e.tier} (free)", f"{e.reached:,}", f"{e.cache_hits:,}",
+                      f"{e.sent:,}", f"{e.over_budget:,}", f"{e.input_tokens:,}",
+                      "—" if share is None else f"{share:.0%}", f"{e.output_tokens:,}", f"{e.cost_usd:,.4f}")
+        if c.fallback:
+            t.add_row(c.name, "fallback", f"{c.fallback:,}", "", "", "", "", "", "", "0")
+    _console().print(t)
+    _console().print(f"estimated total: [bold]{est.cost_usd:,.4f} USD[/] for "
+                     f"{sum(c.sent for c in est.columns):,} calls")
 
 
 def _print_backtest(result: Any) -> None:
@@ -698,7 +747,10 @@ def main(argv: list[str] | None = None) -> int:
 
     install()  # secrets registered while loading the config never reach a log line
     try:
-        app(args=argv, standalone_mode=False)
+        # without standalone mode a `typer.Exit(code)` comes back as the return value, not as an exception
+        returned = app(args=argv, standalone_mode=False)
+        if isinstance(returned, int) and not isinstance(returned, bool) and returned:
+            return returned
     except TradevetError as e:
         typer.echo(f"error: {e}", err=True)
         return exit_code_for(e)

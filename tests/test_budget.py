@@ -295,3 +295,44 @@ def test_estimate_passes_calls_over_budget_to_the_next_tier(tmp_path: Path, key:
             store.close()
     b, rules = est.columns[0].tiers
     assert b.sent == 2 and b.over_budget == est.signals - 2 and rules.answered_free == est.signals - 2
+
+
+def test_cli_estimate_then_a_confirmation_above_the_threshold(tmp_path: Path, key: None,
+                                                               capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import sys
+
+    import typer
+
+    from engine.cli import main
+
+    with FakeLLM() as srv:
+        loaded = _config(tmp_path, srv, budget={"usd_per_day": 100}, bars=600)
+        recorded = run_replay(loaded)
+        tier = {"name": "b", "provider": "anthropic", "model": "model-b", "api_key_env": "ANTHROPIC_API_KEY",
+                "base_url": srv.url, "prices": PRICES}
+        f = _reviewer_file(tmp_path, "b", [tier, {"name": "rules", "provider": "rules"}])
+        db = loaded.config.run.db_url
+        before = len(srv.requests)
+        capsys.readouterr()
+        assert main(["backtest", "--run", str(recorded.run_id), "--db", db, "--reviewer", str(f), "--estimate",
+                     "--json"]) == 0
+        est = json.loads(capsys.readouterr().out)
+        assert est["cost_usd"] > 0 and est["columns"][0]["tiers"][0]["sent"] == est["signals"]
+        assert len(srv.requests) == before  # nothing sent
+        # on a terminal, above the threshold: asked, and "no" spends nothing
+        asked: list[str] = []
+        monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+        monkeypatch.setattr(typer, "confirm", lambda text, **kw: asked.append(text) or False)
+        code = main(["backtest", "--run", str(recorded.run_id), "--db", db, "--reviewer", str(f), "--no-progress",
+                     "--confirm-above", "0.001"])
+        err = capsys.readouterr().err
+        assert code == 1 and len(asked) == 1 and "estimated to cost" in asked[0]
+        assert "backtest cancelled: nothing was sent" in err and len(srv.requests) == before
+        # --yes: not asked, and the backtest runs
+        code = main(["backtest", "--run", str(recorded.run_id), "--db", db, "--reviewer", str(f), "--no-progress",
+                     "--confirm-above", "0.001", "--yes"])
+        out = capsys.readouterr().out
+        assert code == 0 and len(asked) == 1 and len(srv.requests) - before == est["columns"][0]["sent"]
+        assert "estimated total" in out
