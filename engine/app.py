@@ -275,7 +275,8 @@ def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], No
         if metrics_port is not None:
             from engine.drivers.metrics import Metrics
 
-            metrics = Metrics(metrics_port, tiers=[t.name for t in cfg.reviewer.tiers])
+            metrics = Metrics(metrics_port, tiers=[t.name for t in cfg.reviewer.tiers],
+                              budgets=pipeline.reviewer.budget_use if pipeline.reviewer is not None else None)
 
         def on_slice(rec: SliceRecord) -> None:
             done[0] += 1
@@ -417,7 +418,8 @@ def run_live(loaded: LoadedConfig, *, fresh: bool = False, metrics_port: int | N
         if metrics_port is not None:
             from engine.drivers.metrics import Metrics
 
-            metrics = Metrics(metrics_port, tiers=[t.name for t in cfg.reviewer.tiers])
+            metrics = Metrics(metrics_port, tiers=[t.name for t in cfg.reviewer.tiers],
+                              budgets=pipeline.reviewer.budget_use if pipeline.reviewer is not None else None)
         loop = PaperLoop(pipeline, feed, recorder, clock=WallClock(), settle_s=cfg.market.ccxt.settle_s,
                          status=status, metrics=metrics, scheduler_factory=scheduler_factory,
                          skip_until_ms=last_ms, starting_equity=None if last_ms is not None else

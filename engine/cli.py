@@ -375,12 +375,24 @@ def _print_verdict_quality(card: Any) -> None:
     if cost:
         t.add_row("cost (real calls)", f"${cost['usd']:.4f}, tokens {cost['input_tokens']}/{cost['output_tokens']}, "
                   f"cache hits {cost['cache_hits']}")
+    spend = card.spend
+    for d in spend.get("by_day", []):
+        t.add_row(f"cost on {d['day'] or 'unknown day'} (UTC)",
+                  f"{d['tier']}: ${d['cost_usd']:.4f}, {d['calls']} calls")
+    for tier, b in spend.get("budgets", {}).items():
+        caps = ", ".join(f"{k} {v:g}" for k, v in b["caps"].items() if k != "scope" and v is not None)
+        share = b.get("used_share")
+        t.add_row(f"budget of {tier}", f"{caps} (scope {b['caps'].get('scope', 'run')}): "
+                  f"{'—' if share is None else f'{share:.0%}'} of the tightest cap used; "
+                  f"run ${b['run_usd']:.4f} in {b['run_calls']} calls; exhausted {b['exhausted']} times")
     if cf:
         real = cf.get("realized_pnl")
         t.add_row("PnL vs gate-only (reviewer off)",
                   f"{'—' if real is None else f'{real:+.2f}'} vs {cf['gate_only_pnl']:+.2f}  "
                   f"(same convention: {cf['reviewed_est_pnl']:+.2f}, reviewer value {cf['reviewer_value_est']:+.2f})")
     con.print(t)
+    for e in card.spend.get("events", []):
+        con.print(f"[bold yellow]budget[/] {e['tier']}: {e['message']}", highlight=False, markup=True)
     for r in card.retire:
         con.print(f"[bold red]reviewer retired[/] at {r['at'][:16].replace('T', ' ')} UTC: {r['message']}",
                   highlight=False, markup=True)
@@ -431,11 +443,11 @@ def backtest(
         if est is not None:
             if not as_json:
                 _print_estimate(est)
-            if est.cost_usd > confirm_above and not yes and sys.stdin.isatty():
-                if not typer.confirm(f"The backtest is estimated to cost {est.cost_usd:.2f} USD. Go on?", default=False,
-                                     err=True):
-                    typer.echo("backtest cancelled: nothing was sent", err=True)
-                    raise typer.Exit(1)
+            ask = est.cost_usd > confirm_above and not yes and sys.stdin.isatty()
+            if ask and not typer.confirm(f"The backtest is estimated to cost {est.cost_usd:.2f} USD. Go on?",
+                                         default=False, err=True):
+                typer.echo("backtest cancelled: nothing was sent", err=True)
+                raise typer.Exit(1)
         if progress and not as_json:
             with _progress_bars(eta=True) as bars:
                 result = run_backtest(store, info.id, reviewer, concurrency=concurrency, progress=bars)

@@ -97,6 +97,7 @@ class Cascade:
             if b.on_event is None:
                 b.on_event = self._record_event  # not self._events.append: drain_events swaps the list
         self._synchronous = bool(self.tiers) and all(isinstance(t, SyncTier) for t in self.tiers)
+        self._calling = frozenset(t.name for t in self.tiers if not isinstance(t, SyncTier))
         self.reviews = 0
         self.fallbacks = 0
         self.cache_errors = 0
@@ -269,7 +270,8 @@ class Cascade:
         except Exception as e:
             self._failed(tier, e, t0, attempts)
             return None
-        return self._succeeded(tier, pv, pack, verdict, attempts, t0, start, real_call=True)
+        # a tier that answers without I/O (rules) makes no call to stamp: it spends nothing on any day
+        return self._succeeded(tier, pv, pack, verdict, attempts, t0, start, real_call=tier.name in self._calling)
 
     def _from_cache(self, tier: Tier, pv: str, pack_hash: str, attempts: list[TierAttempt],
                     start: float) -> Verdict | None:

@@ -115,6 +115,68 @@ def test_calls_per_day_three_answers_then_the_next_tier_then_back_after_midnight
 
     assert sent_third == 3 and [r.verdict.source for r in reviews3[:3]] == ["claude"] * 3
 
+    # score: cost per day and tier, the budget's use, the budget event
+    spend = card.spend
+    paid = sum(r.verdict.cost_usd for r in reviews[:3])
+    assert spend["by_day"] == [{"day": "2026-12-02", "tier": "claude", "calls": 3, "cost_usd": pytest.approx(paid)}]
+    b = spend["budgets"]["claude"]
+    assert b["caps"]["calls_per_day"] == 3 and b["used_share"] == 1.0 and b["exhausted"] == 1
+    assert b["run_calls"] == 3 and b["busiest_day"] == "2026-12-02"
+    assert [e["tier"] for e in spend["events"]] == ["claude"]
+
+
+def test_score_and_report_show_cost_per_day_and_budgets(tmp_path: Path, key: None,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from engine.cli import main
+
+    wall = FakeWall()
+    with FakeLLM() as srv:
+        loaded = _config(tmp_path, srv, budget={"calls_per_day": 2}, bars=600)
+        res = run_replay(loaded, wall=wall)
+    db = loaded.config.run.db_url
+    capsys.readouterr()
+    assert main(["score", "--run", str(res.run_id), "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "cost on 2026-12-02 (UTC)" in out and "budget of claude" in out and "calls_per_day 2" in out
+    assert "exhausted: calls_per_day 2 of 2" in out
+    html = tmp_path / "r.html"
+    assert main(["report", "--run", str(res.run_id), "--db", db, "--out", str(html)]) == 0
+    page = html.read_text()
+    assert 'id="table-cost-per-day"' in page and 'id="table-tier-budgets"' in page
+    assert 'id="table-budget-events"' in page and "2026-12-02" in page
+
+
+def test_metrics_show_todays_cost_and_budget_use() -> None:
+    import urllib.request
+
+    from engine.drivers.metrics import Metrics
+    from engine.types import Action, Decision, Event, ReviewRecord, SliceRecord, TierAttempt
+
+    use = {"claude": {"calls_per_day": 3, "usd_per_day": None, "usd_per_run": 1.0, "day_calls": 3, "day_usd": 0.02,
+                      "run_usd": 0.5, "exhausted": True}}
+    metrics = Metrics(0, budgets=lambda: use)
+    try:
+        p = pack()
+        v = Verdict(VerdictKind.ACCEPT, 0.8, "ok", source="claude", tier="claude", cost_usd=0.25,
+                    attempts=(TierAttempt("claude", True, "ok", 10.0),), reviewed_at_ms=NOON)
+        skipped = Verdict(VerdictKind.ACCEPT, 0.8, "ok", source="rules", tier="rules",
+                          attempts=(TierAttempt("claude", False, "budget", 0.0), TierAttempt("rules", True, "ok", 1.0)))
+        d = Decision(p.signal.id, Action.EXECUTE, 100, p.signal.stop_loss, p.signal.take_profit)
+        rec = SliceRecord(NOON, (), reviews=(ReviewRecord(p, v, d, "active"), ReviewRecord(p, skipped, d, "active")),
+                          events=(Event("budget", NOON, "claude", "exhausted: calls_per_day 3 of 3 used"),))
+        metrics.observe_slice(rec, 10_000.0, 0)
+        with urllib.request.urlopen(metrics.url or "", timeout=5) as r:
+            text = r.read().decode()
+    finally:
+        metrics.close()
+    assert 'tradevet_cost_usd_today{tier="claude"} 0.25' in text
+    assert 'tradevet_budget_limit{cap="calls_per_day",tier="claude"} 3.0' in text
+    assert 'tradevet_budget_used{cap="usd_per_run",tier="claude"} 0.5' in text
+    assert 'tradevet_budget_exhausted{tier="claude"} 1.0' in text
+    assert 'tradevet_budget_events_total{event="exhausted",tier="claude"} 1.0' in text
+    assert 'tradevet_tier_attempts_total{kind="budget",outcome="failure",tier="claude"} 1.0' in text
+    assert 'tradevet_tier_latency_seconds_count{tier="claude"} 1.0' in text  # the refused try is not a call
+
 
 def test_scope_run_counts_this_runs_spend_only(tmp_path: Path, key: None) -> None:
     wall = FakeWall()
