@@ -398,3 +398,27 @@ def test_cli_estimate_then_a_confirmation_above_the_threshold(tmp_path: Path, ke
         out = capsys.readouterr().out
         assert code == 0 and len(asked) == 1 and len(srv.requests) - before == est["columns"][0]["sent"]
         assert "estimated total" in out
+
+
+def test_an_interrupted_run_resumed_the_same_day_keeps_the_tier_skipped(tmp_path: Path, key: None,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.app as app
+    from tests.test_resume import _Interrupt
+
+    wall = FakeWall()
+    real = app.build_feed
+    with FakeLLM() as srv:
+        loaded = _config(tmp_path, srv, budget={"calls_per_day": 3}, bars=700, cache=False)  # scope: run
+        monkeypatch.setattr(app, "build_feed", lambda loaded: _Interrupt(real(loaded), 450))
+        with pytest.raises(KeyboardInterrupt):
+            run_replay(loaded, wall=wall)
+        before = len(srv.requests)
+        monkeypatch.setattr(app, "build_feed", real)
+        wall.ms += 600_000  # ten minutes later, the same UTC day
+        res = run_replay(loaded, wall=wall)  # resumes the interrupted run
+        after = len(srv.requests) - before
+    reviews, events, card = _reviews(loaded.config.run.db_url, res.run_id)
+    assert before == 3 and after == 0, "the resumed run must not call the exhausted tier again"
+    assert [r.verdict.source for r in reviews].count("claude") == 3
+    assert card.tiers["claude"]["failures"]["budget"] == len(reviews) - 3
+    assert sum(e.kind == "budget" for e in events) == 2  # refused before the interruption, and again after it
