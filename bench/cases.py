@@ -251,7 +251,8 @@ def sma_only_config(db_url: str, bars: int) -> Any:
 
     return load_config(overrides={
         "run": {"name": "sma", "db_url": db_url},
-        "market": {"symbols": SYMBOLS, "synthetic": {"bars": bars, "news": False}},
+        # one position per symbol, long or short (a netting futures account), as backtesting.py holds
+        "market": {"symbols": SYMBOLS, "synthetic": {"bars": bars, "news": False}, "type": "futures"},
         "news": {"source": "none"},
         "strategies": [{"id": "sma", "kind": "sma_cross",
                         "params": {"fast": 12, "slow": 48, "atr_period": 14, "atr_stop": 2.0, "rr": 2.0}}],

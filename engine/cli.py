@@ -178,6 +178,8 @@ def _print_scorecard(card: Any, *, title: str) -> None:
     t.add_column("value")
     t.add_row("signals", f"{card.signals}  (blocked by gates {card.blocked}, reviewed {card.reviewed}, "
                          f"executed {card.executed})")
+    if card.account:
+        t.add_row("account", card.account["summary"])
     mix = ", ".join(f"{k} {card.verdicts.get(k, 0)}" for k in ("accept", "modify", "veto"))
     t.add_row("verdicts", mix)
     t.add_row("answered by", ", ".join(f"{k} {v}" for k, v in sorted(card.sources.items())) or "—")

@@ -197,6 +197,7 @@ class MarketLimits:
     min_qty: float = 0.0
     qty_step: float = 0.0
     price_tick: float = 0.0
+    market_type: str = ""  # the venue's word for the market (ccxt: spot, margin, swap, future); "" = not said
 
 
 # ----------------------------------------------------------------------------------------- signal

@@ -15,7 +15,7 @@ from typing import Any
 
 from engine.core.scored import is_finished
 from engine.recorded.columns import split_outcomes as _split
-from engine.recorded.scorecard import _DAY_MS, Rate, Scorecard, _pnl  # the pieces the vectorisation left as they were
+from engine.recorded.scorecard import _DAY_MS, Rate, Scorecard, _pnl, account_of  # pieces kept as they were
 from engine.stats import hypergeom_range, hypergeom_sf, percentile
 from engine.types import Event, Outcome, ReviewRecord, Trade, VerdictKind, ms_to_dt
 
@@ -265,6 +265,7 @@ def _score(reviews: Sequence[ReviewRecord], outcomes: Iterable[Outcome], trades:
                   "data": {k: v for k, v in e.data}, "window": _trailing(facts, window_days, e.at_ms)}
                  for e in retires]
     sc.events = dict(sorted(Counter(e.kind for e in events).items()))
+    sc.account = account_of(events)  # a description of the run's account, not a figure: the same reader
     sc.breakdown = {d: {k: g[k].figures() for k in sorted(g)} for d, g in groups.items()}
     return sc
 

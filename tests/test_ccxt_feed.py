@@ -97,6 +97,7 @@ def test_load_markets_and_limits_map_binance_filters(bars: dict[str, list[Bar]])
     btc, eth = lim["BTC/USDT"], lim["ETH/USDT"]
     assert (btc.min_notional, btc.min_qty, btc.qty_step, btc.price_tick) == (10.0, 0.002, 0.001, 0.1)
     assert (eth.min_notional, eth.min_qty, eth.qty_step, eth.price_tick) == (5.0, 0.0001, 0.0001, 0.01)
+    assert (btc.market_type, eth.market_type) == ("spot", "spot")  # binance's /api/v3 is its spot market
     assert took < 5.0
 
 

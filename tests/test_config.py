@@ -183,8 +183,8 @@ def test_first_tier_timeout(cwd: Path) -> None:
     ("text", "expected"),
     [
         ("run: {seed: abc}\n", "paper.yaml: run.seed: expected an integer (got 'abc')"),
-        ("execution: {allow_short: maybe}\n",
-         "paper.yaml: execution.allow_short: expected true or false (got 'maybe')"),
+        ("scoring: {retire: {enabled: maybe}}\n",
+         "paper.yaml: scoring.retire.enabled: expected true or false (got 'maybe')"),
         ("execution: {fee_bps: lots}\n", "paper.yaml: execution.fee_bps: expected a number (got 'lots')"),
         ("market: {symbols: []}\n", "paper.yaml: market.symbols: must not be empty (got [])"),
         ("market: {symbols: [BTCUSDT]}\n",

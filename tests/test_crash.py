@@ -43,7 +43,7 @@ from tests.test_cli_live import _live_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("TRADEVET_PG_URL")
-BARS = 1434  # 3 symbols × 1,434 5m bars; the run ends with positions open: its last batch carries end-of-data exits
+BARS = 1439  # 3 symbols × 1,434 5m bars; the run ends with positions open: its last batch carries end-of-data exits
 KILLS: Counter[str] = Counter()  # where the kills of this module landed, for the summary line
 
 # The child: `tradevet paper` with one function patched to SIGKILL its own process at a named point.
@@ -184,9 +184,10 @@ def database(backend: str, tmp_path: Path, tag: str) -> Iterator[str]:
 # ------------------------------------------------------------------------------------------ running
 
 
-def _config(tmp_path: Path, url: str, tag: str, bars: int = BARS) -> Path:
+def _config(tmp_path: Path, url: str, tag: str, bars: int = BARS, **extra: Any) -> Path:
     f = tmp_path / f"{tag}.yaml"
-    f.write_text(yaml.safe_dump({"run": {"name": "crash", "db_url": url}, "market": {"synthetic": {"bars": bars}}}))
+    f.write_text(yaml.safe_dump({"run": {"name": "crash", "db_url": url}, "market": {"synthetic": {"bars": bars}},
+                                 **extra}))
     return f
 
 
@@ -396,6 +397,29 @@ def test_kill_after_the_last_commit_then_rerun(backend: str, tmp_path: Path, ref
         got = _ledger(url)
         assert got["runs"] == [("crash", "finished")]
         _assert_same_run(got, reference)
+
+
+def test_a_hedging_account_killed_mid_transaction_resumes_to_its_uninterrupted_ledger(
+        tmp_path: Path, reference: dict[str, Any]) -> None:
+    """The other account mode (positions per signal, shorts on futures): the same kill -9 and rerun as the
+    named points above (which run the default netting account) give the uninterrupted hedging run."""
+    hedging = {"execution": {"account": "hedging"}}
+    ref_url = f"sqlite:///{tmp_path / 'href.db'}"
+    market = {"synthetic": {"bars": BARS}, "type": "futures"}
+    assert _run(_config(tmp_path, ref_url, "href", market=market, **hedging)).returncode == 0
+    want = _ledger(ref_url)
+    url = f"sqlite:///{tmp_path / 'hedge.db'}"
+    cfg = _config(tmp_path, url, "hedge", market=market, **hedging)
+    killed = _run(cfg, "mid-transaction", 3)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    KILLS["mid-transaction (sqlite, hedging)"] += 1
+    again = _run(cfg)
+    assert again.returncode == 0, again.stderr
+    got = _ledger(url)
+    assert got["runs"] == [("crash", "finished")]
+    _assert_same_run(got, want)
+    # the account mode changes what is traded: this is not the (netting, spot) reference's ledger
+    assert want["fingerprint"] != reference["fingerprint"] and want["counts"]["fills"] > reference["counts"]["fills"]
 
 
 def _writer_pid(stderr: str) -> int:

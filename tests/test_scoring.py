@@ -45,7 +45,10 @@ FLAKY = {"tiers": [
 
 def _replay(path: Path, bars: int, **over: Any) -> tuple[str, int]:
     url = f"sqlite:///{path}"
-    loaded = load_config(overrides={"run": {"db_url": url}, "market": {"synthetic": {"bars": bars}}, **over}, env={})
+    market = {"synthetic": {"bars": bars}, **over.pop("market", {})}
+    if over.get("execution", {}).get("account") == "hedging":
+        market.setdefault("type", "futures")
+    loaded = load_config(overrides={"run": {"db_url": url}, "market": market, **over}, env={})
     return url, run_replay(loaded).run_id
 
 
@@ -330,7 +333,8 @@ def test_the_retire_event_and_the_scorecard_count_the_same_window(tmp_path: Path
     from storage import open_storage
 
     window_days = 0.25
-    url, run_id = _replay(tmp_path / "r.db", 2000,
+    # a hedging futures account: every signal is reviewed, so the window holds enough vetoes to retire on
+    url, run_id = _replay(tmp_path / "r.db", 2000, execution={"account": "hedging"},
                           scoring={"retire": {"below": 1.0, "min_vetoes": 16, "window_days": window_days}})
     with open_storage(url) as store:
         rec = store.records(run_id)

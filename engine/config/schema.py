@@ -120,6 +120,10 @@ class MarketConfig(_Model):
     ccxt: CcxtConfig = CcxtConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
     limits: LimitsConfig = LimitsConfig()
+    type: Literal["auto", "spot", "margin", "futures"] = Field(
+        "auto", description="What the account trades: spot cannot be short; margin and futures can. auto: the "
+                            "exchange's market info (ccxt), else futures for symbols with a settle currency "
+                            "(BTC/USDT:USDT), spot for others.")
 
     @field_validator("timeframe")
     @classmethod
@@ -324,7 +328,18 @@ class ExecutionConfig(_Model):
     fee_bps: float = Field(10, ge=0, le=1000, description="Taker fee, basis points of notional.")
     slippage_bps: float = Field(5, ge=0, le=1000, description="Adverse slippage on market fills.")
     max_bars_held: int = Field(48, ge=1, description="Time stop: exit at the close of this many bars.")
-    allow_short: bool = Field(True, description="Execute short signals (otherwise they are dropped).")
+    account: Literal["netting", "hedging"] = Field(
+        "netting", description="netting: one position per symbol across strategies (a signal on a held symbol is "
+                               "refused); hedging: positions per signal, longs and shorts side by side.")
+
+    allow_short: Any = Field(None, exclude=True, description="Replaced by market.type (kept to say so).")
+
+    @field_validator("allow_short")
+    @classmethod
+    def _allow_short(cls, v: Any) -> None:
+        if v is not None:
+            raise ValueError("replaced by market.type: spot refuses short signals, margin and futures allow "
+                             f"them (got allow_short: {v!r})")
 
 
 class RetireConfig(_Model):

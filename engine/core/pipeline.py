@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.config import Config
+from engine.core.account import AccountRules, Holding
 from engine.core.clamp import clamp
 from engine.core.context import ContextBuilder
 from engine.core.executor import ExecutionReport, PaperExecutor, ShadowBook
@@ -34,7 +35,6 @@ from engine.types import (
     NewsItem,
     Outcome,
     ReviewRecord,
-    Side,
     Signal,
     SliceRecord,
     Verdict,
@@ -76,6 +76,7 @@ class Pipeline:
         self.gates = list(gates)
         self.view = GateView(clock, self.market, self.portfolio, self.executor, self.timeframe_ms,
                              cfg.context.correlation.lookback)
+        self.account = AccountRules.of(cfg.execution.account, cfg.market.type, symbols, limits)
         self.reviewer = reviewer
         self.news = news
         self.mode = reviewer.mode if reviewer is not None else "off"
@@ -97,8 +98,12 @@ class Pipeline:
 
     # --------------------------------------------------------------------------------- lifecycle
     def open_ledger(self, amount: float, at_ms: int) -> None:
-        """First deposit of a new run; recorded with the next slice."""
+        """First deposit of a new run; recorded with the next slice, with the account's rules as an event."""
         self._carry_fills.append(self.executor.deposit(amount, at_ms))
+        acc = self.account
+        self._carry_events.append(Event("account", at_ms, acc.account, acc.describe(),
+                                        (("account", acc.account),
+                                         ("market_types", tuple(sorted(acc.market_types.items()))))))
 
     def preload(self, arrays: dict[str, dict[str, np.ndarray]]) -> None:
         """A finite replay hands over its whole series before the first step (``MarketState.preload``):
@@ -169,8 +174,9 @@ class Pipeline:
         if signals:
             self.view.reserved.clear()
         for sig in signals:
-            if sig.side is Side.SHORT and not self.cfg.execution.allow_short:
-                gate_rows.append((sig.id, GateResult("allow_short", False, "execution.allow_short is false")))
+            refused = self.account.refuse(sig, self._holdings(sig.symbol) if self.account.netting else ())
+            if refused is not None:
+                gate_rows.append((sig.id, refused))
                 continue
             results, note = evaluate_gates(self.gates, sig, self.view)
             gate_rows.extend((sig.id, r) for r in results)
@@ -232,6 +238,15 @@ class Pipeline:
                            events=(Event("run", t, "replay", "end of data: open positions marked out"),))
 
     # --------------------------------------------------------------------------------- internals
+    def _holdings(self, symbol: str) -> list[Holding]:
+        """What the account holds or is about to hold on ``symbol``, oldest first."""
+        out = [Holding(p.signal_id, p.strategy_id, p.side, "open")
+               for p in self.portfolio.positions.values() if p.symbol == symbol]
+        out += [Holding(q.signal.id, q.signal.strategy_id, q.signal.side, "pending")
+                for q in self.executor.pending.get(symbol, ())]
+        out += [Holding(r.id, r.strategy_id, r.side, "passed") for r in self.view.reserved if r.symbol == symbol]
+        return out
+
     def _signals(self, bars: Sequence[Bar], t: int) -> list[Signal]:
         histories = self.market.histories
         if self._cands is not None:  # preloaded: only the pairs that may fire at t

@@ -115,6 +115,7 @@ class Scorecard:
     retire: list[dict[str, Any]] = field(default_factory=list)  # retire events: when and why
     events: dict[str, int] = field(default_factory=dict)  # timeline events by kind
     spend: dict[str, Any] = field(default_factory=dict)  # cost per day and tier, budget use, budget events
+    account: dict[str, Any] = field(default_factory=dict)  # netting | hedging, market type per symbol
 
     @property
     def veto_pvalue(self) -> float | None:
@@ -141,7 +142,7 @@ class Scorecard:
             "tiers": self.tiers, "latency": self.latency, "cost": self.cost, "spend": self.spend, "pnl": self.pnl,
             "counterfactual": self.counterfactual, "trailing": self.trailing,
             "retire": self.retire, "retired": self.retired, "events": self.events,
-            "breakdown": self.breakdown,
+            "account": self.account, "breakdown": self.breakdown,
         }
 
 
@@ -327,8 +328,21 @@ def _score(c: Columns, v: VerdictColumns, trades: Sequence[Trade], *, signals: i
                   "data": {k: v for k, v in e.data}, "window": recomputed.get(e.at_ms, sc.trailing)}
                  for e in retires]
     sc.events = dict(sorted(Counter(e.kind for e in events).items()))
+    sc.account = account_of(events)
     sc.breakdown = breakdown
     return sc
+
+
+def account_of(events: Sequence[Event]) -> dict[str, Any]:
+    """The account rules a run traded under, from its ``account`` event (recorded when its ledger opened)."""
+    for e in events:
+        if e.kind == "account":
+            data = dict(e.data)
+            return {"account": data.get("account", e.subject),
+                    "market_types": {str(k): str(v) for k, v in data.get("market_types", ())},
+                    "summary": e.message}
+    return {"account": "hedging", "market_types": {},
+            "summary": "not recorded (the run predates execution.account): positions per signal, shorts allowed"}
 
 
 def _tiers(c: Columns, v: VerdictColumns) -> dict[str, dict[str, Any]]:

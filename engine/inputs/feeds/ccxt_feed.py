@@ -321,6 +321,7 @@ class CcxtFeed:
                 min_qty=float(_num((lim.get("amount") or {}).get("min")) or 0.0),
                 qty_step=_step(prec.get("amount"), mode),
                 price_tick=_step(prec.get("price"), mode),
+                market_type=str(m.get("type") or ""),
             )
         return out
 

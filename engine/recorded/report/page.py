@@ -201,7 +201,8 @@ def render_html(d: dict[str, Any]) -> str:
     meta = (f"status <b>{esc(run['status'])}</b> · reviewer mode <b>{esc(run['reviewer_mode'])}</b> · tiers "
             f"{esc(', '.join(str(t) for t in run['tiers']) or '—')} · {esc(span)} · "
             f"config <code>{esc(run['config_hash'])}"
-            f"</code> · {esc(run['db'])} · generated {esc(d['generated_at'])}")
+            f"</code> · {esc(run['db'])} · generated {esc(d['generated_at'])}"
+            f"<br>{esc(d['card'].get('account', {}).get('summary', ''))}")
     sections = [
         _retire_banner(d), _kpis(d),
         chart_equity(d),
