@@ -469,22 +469,23 @@ def backtest(
 def _print_estimate(est: Any) -> None:
     from rich.table import Table
 
-    t = Table(title=f"estimate for run {est.run_id} ({est.run_name}): {est.signals} reviewed signals per reviewer "
-                    "(tokens estimated offline, 4 characters a token)", title_justify="left")
-    for col in ("reviewer", "tier", "reached", "cache hits", "sent", "over budget", "prompt tokens",
-                "provider cache", "reply tokens", "USD"):
-        t.add_column(col, justify="left" if col in ("reviewer", "tier") else "right")
+    con = _console()
     for c in est.columns:
+        t = Table(title=f"estimate: run {est.run_id} ({est.run_name}) with {c.name}: {est.signals} signals "
+                        "(tokens estimated offline, 4 characters a token)", title_justify="left")
+        for col in ("tier", "reached", "cached", "sent", "refused", "prompt tok", "cache %", "reply tok", "USD"):
+            t.add_column(col, justify="left" if col == "tier" else "right")
         for e in c.tiers:
             share = e.cache_share
-            t.add_row(c.name, e.tier if e.priced else f"{e.tier} (free)", f"{e.reached:,}", f"{e.cache_hits:,}",
+            t.add_row(e.tier if e.priced else f"{e.tier} (free)", f"{e.reached:,}", f"{e.cache_hits:,}",
                       f"{e.sent:,}", f"{e.over_budget:,}", f"{e.input_tokens:,}",
                       "—" if share is None else f"{share:.0%}", f"{e.output_tokens:,}", f"{e.cost_usd:,.4f}")
         if c.fallback:
-            t.add_row(c.name, "fallback", f"{c.fallback:,}", "", "", "", "", "", "", "0")
-    _console().print(t)
-    _console().print(f"estimated total: [bold]{est.cost_usd:,.4f} USD[/] for "
-                     f"{sum(c.sent for c in est.columns):,} calls")
+            t.add_row("fallback", f"{c.fallback:,}", "", "", "", "", "", "", "0")
+        con.print(t)
+    con.print("cached: verdict-cache hits (free); refused: over the tier's budget, passed on; cache %: the provider's "
+              "prompt cache's expected share of the prompt tokens", highlight=False)
+    con.print(f"estimated total: [bold]{est.cost_usd:,.4f} USD[/] for {sum(c.sent for c in est.columns):,} calls")
 
 
 def _print_backtest(result: Any) -> None:
