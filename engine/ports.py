@@ -253,8 +253,9 @@ class Reviewer(Protocol):
         """``review_many`` without an event loop. Raises: RuntimeError unless ``synchronous``."""
         ...
     def seed_spend(self, spent: Callable[[str, int, str], tuple[int, float]]) -> None:
-        """Start every tier budget from recorded spend: ``spent(tier, since_ms, scope)`` → (calls, USD) of the
-        verdicts ``tier`` answered by real calls since ``since_ms`` (wall clock, UTC), scope run | database."""
+        """Start every tier budget from recorded spend: ``spent(tier, since_ms, whose)`` → (calls, USD) of the
+        verdicts ``tier`` answered by real calls since ``since_ms`` (wall clock, UTC) in this run (``whose`` "run")
+        or in the database's other runs ("others": read again while reviewing, for budgets of scope database)."""
         ...
     def budget_use(self) -> dict[str, dict[str, Any]]:
         """Per tier with a budget: its caps and what is used of them now (``reviewer.budget.TierBudget.snapshot``)."""
@@ -330,10 +331,12 @@ class RunReader(Protocol):
         """Per (tier, model, prompt version) of ``keys``: the verdict-cache entries of this run's packs, by hash."""
         ...
     def verdict_cache(self) -> VerdictCache: ...
-    def spend(self, *, run_id: int | None = None, since_ms: int = 0) -> list[tuple[str, int, int, float]]:
+    def spend(self, *, run_id: int | None = None, since_ms: int = 0,
+              exclude_run_id: int | None = None) -> list[tuple[str, int, int, float]]:
         """Real calls recorded (verdicts a tier answered itself, not from the cache), one row per tier and UTC day
         of the call: (tier, day start ms, calls, USD), by tier then day; one run's, or the database's
-        (``run_id`` None); calls at or after ``since_ms`` (wall clock). Day 0: recorded without a call time."""
+        (``run_id`` None) but ``exclude_run_id``'s; calls at or after ``since_ms`` (wall clock). Day 0: recorded
+        without a call time."""
         ...
 
 

@@ -211,9 +211,13 @@ class Cascade:
     def seed_spend(self, spent: Callable[[str, int, str], tuple[int, float]]) -> None:
         """Start every tier budget from recorded spend (``engine.ports.Reviewer.seed_spend``)."""
         for name, b in self.budgets.items():
-            day_calls, day_usd = spent(name, day_start_ms(self.wall.now_ms()), b.scope)
+            day_calls, day_usd = spent(name, day_start_ms(self.wall.now_ms()), "run")
             run_calls, run_usd = spent(name, 0, "run")
-            b.seed(day_calls=day_calls, day_usd=day_usd, run_calls=run_calls, run_usd=run_usd)
+
+            def others(since_ms: int, tier: str = name) -> tuple[int, float]:
+                return spent(tier, since_ms, "others")
+
+            b.seed(day_calls=day_calls, day_usd=day_usd, run_calls=run_calls, run_usd=run_usd, others=others)
 
     def budget_use(self) -> dict[str, dict[str, Any]]:
         """Per tier with a budget: its limits and use (``TierBudget.snapshot``)."""

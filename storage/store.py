@@ -303,17 +303,19 @@ class Storage(Database):
 
         return bulk.cached_verdicts(self, run_id, keys)
 
-    def spend(self, *, run_id: int | None = None, since_ms: int = 0) -> list[tuple[str, int, int, float]]:
+    def spend(self, *, run_id: int | None = None, since_ms: int = 0,
+              exclude_run_id: int | None = None) -> list[tuple[str, int, int, float]]:
         from storage.models import VerdictRow
 
-        self.flush()
-        v = VerdictRow.__table__.c
+        v = VerdictRow.__table__.c  # verdicts only: no buffered verdict-cache entry matters here
         day = (v.reviewed_at_ms / DAY_MS) * DAY_MS  # integer division on both backends (BIGINT / INTEGER)
         q = (select(v.tier, day.label("day"), func.count(), func.coalesce(func.sum(v.cost_usd), 0.0))
              .where(v.source == v.tier, v.tier != "", v.reviewed_at_ms >= since_ms)
              .group_by(v.tier, day).order_by(v.tier, day))
         if run_id is not None:
             q = q.where(v.run_id == run_id)
+        if exclude_run_id is not None:
+            q = q.where(v.run_id != exclude_run_id)
         with self.guard("cannot read recorded spend"), self.engine.connect() as conn:
             return [(str(t), int(d), int(n), float(usd)) for t, d, n, usd in conn.execute(q)]
 

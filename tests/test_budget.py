@@ -422,3 +422,28 @@ def test_an_interrupted_run_resumed_the_same_day_keeps_the_tier_skipped(tmp_path
     assert [r.verdict.source for r in reviews].count("claude") == 3
     assert card.tiers["claude"]["failures"]["budget"] == len(reviews) - 3
     assert sum(e.kind == "budget" for e in events) == 2  # refused before the interruption, and again after it
+
+
+def test_a_database_budget_sees_what_a_concurrent_run_spends_within_the_refresh_delay() -> None:
+    from reviewer.budget import REFRESH_S
+
+    wall = FakeWall()
+    a, b = ScriptedTier(script=[ACCEPT] * 50, name="a"), ScriptedTier(script=[ACCEPT] * 50, name="b")
+    budget = TierBudget("a", BudgetConfig(calls_per_day=5, scope="database"), clock=wall)
+    c = Cascade([a, b], breakers={}, deadline_s=5, fallback=FALLBACK, clock_s=time.monotonic,
+                budgets={"a": budget}, wall=wall)
+    other_runs = {"calls": 1}  # what the other runs on the database have recorded today
+
+    def spent(tier: str, since_ms: int, whose: str) -> tuple[int, float]:
+        return (other_runs["calls"], 0.0) if whose == "others" else (0, 0.0)
+
+    c.seed_spend(spent)
+    asyncio.run(c.review_many([pack(i) for i in range(2)]))
+    assert a.calls == 2 and c.budget_use()["a"]["day_calls"] == 3
+    other_runs["calls"] = 3  # a concurrent run spent two more calls
+    asyncio.run(c.review(pack(10)))
+    assert a.calls == 3  # not seen yet: read again after REFRESH_S only
+    wall.ms += int(REFRESH_S * 1000)
+    v = asyncio.run(c.review(pack(11)))
+    assert a.calls == 3 and v.source == "b"  # 3 own + 3 others' ≥ 5
+    assert "calls by other runs" in next(e.message for e in c.drain_events() if e.kind == "budget")

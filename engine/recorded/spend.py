@@ -12,18 +12,18 @@ __all__ = ["daily_cost", "recorded_spend", "spend_summary"]
 
 def recorded_spend(store: RunReader, run_id: int | None) -> Callable[[str, int, str], tuple[int, float]]:
     """What ``Reviewer.seed_spend`` reads: a tier's recorded real calls and USD since a time, in run ``run_id``
-    (scope run; none when ``run_id`` is None: a backtest is no run) or in the whole database (scope database)."""
-    memo: dict[tuple[int | None, int], list[tuple[str, int, int, float]]] = {}
+    (``whose`` "run"; none when ``run_id`` is None: a backtest is no run) or in the database's other runs
+    ("others"; every run for a backtest)."""
 
-    def spent(tier: str, since_ms: int, scope: str) -> tuple[int, float]:
-        rid = run_id if scope == "run" else None
-        if scope == "run" and run_id is None:
-            return 0, 0.0
-        key = (rid, since_ms)
-        if key not in memo:
-            memo[key] = store.spend(run_id=rid, since_ms=since_ms)
-        rows = [r for r in memo[key] if r[0] == tier]
-        return sum(r[2] for r in rows), sum(r[3] for r in rows)
+    def spent(tier: str, since_ms: int, whose: str) -> tuple[int, float]:
+        if whose == "run":
+            if run_id is None:
+                return 0, 0.0
+            rows = store.spend(run_id=run_id, since_ms=since_ms)
+        else:
+            rows = store.spend(since_ms=since_ms, exclude_run_id=run_id)
+        mine = [r for r in rows if r[0] == tier]
+        return sum(r[2] for r in mine), sum(r[3] for r in mine)
 
     return spent
 
