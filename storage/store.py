@@ -308,7 +308,7 @@ class Storage(Database):
         from storage.models import VerdictRow
 
         v = VerdictRow.__table__.c  # verdicts only: no buffered verdict-cache entry matters here
-        day = (v.reviewed_at_ms / DAY_MS) * DAY_MS  # integer division on both backends (BIGINT / INTEGER)
+        day = (v.reviewed_at_ms // DAY_MS) * DAY_MS  # `//`: integer division on both backends (`/` is true division)
         q = (select(v.tier, day.label("day"), func.count(), func.coalesce(func.sum(v.cost_usd), 0.0))
              .where(v.source == v.tier, v.tier != "", v.reviewed_at_ms >= since_ms)
              .group_by(v.tier, day).order_by(v.tier, day))

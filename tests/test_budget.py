@@ -129,11 +129,18 @@ def test_score_and_report_show_cost_per_day_and_budgets(tmp_path: Path, key: Non
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     from engine.cli import main
 
-    wall = FakeWall()
+    class TickingWall(FakeWall):  # every read a minute later: calls at different times of one day
+        def now_ms(self) -> int:
+            self.ms += 60_000
+            return self.ms
+
+    wall = TickingWall(NOON - 6 * 3_600_000)
     with FakeLLM() as srv:
         loaded = _config(tmp_path, srv, budget={"calls_per_day": 2}, bars=600)
         res = run_replay(loaded, wall=wall)
     db = loaded.config.run.db_url
+    _, _, card = _reviews(db, res.run_id)
+    assert [(d["day"], d["tier"], d["calls"]) for d in card.spend["by_day"]] == [("2026-12-02", "claude", 2)]
     capsys.readouterr()
     assert main(["score", "--run", str(res.run_id), "--db", db]) == 0
     out = capsys.readouterr().out
