@@ -20,7 +20,7 @@ from engine.ports import Clock, Feed, Reviewer, RunReader, RunStore, Strategy, T
 from engine.types import SliceRecord
 
 if TYPE_CHECKING:
-    from engine.recorded.backtest import BacktestResult
+    from engine.recorded.backtest import BacktestEstimate, BacktestResult
 
 __all__ = [
     "PaperResult",
@@ -127,18 +127,19 @@ def build_tiers(cfg: ReviewerConfig, *, disabled: Collection[str] = (), registry
 
 def build_reviewer(cfg: ReviewerConfig, *, cache: VerdictCache | None = None, disabled: Collection[str] = (),
                    registry: Mapping[str, Any] | None = None, clock_s: Callable[[], float] | None = None,
-                   env: Mapping[str, str] | None = None) -> Reviewer:
+                   env: Mapping[str, str] | None = None, wall: Clock | None = None) -> Reviewer:
     """The configured cascade: ``build_tiers`` wired by ``reviewer.build_cascade`` (breakers, deadline, fallback).
 
-    ``env`` defaults to ``os.environ``; ``clock_s`` to the monotonic clock (tests pass a fake one).
+    ``env`` defaults to ``os.environ``; ``clock_s`` to the monotonic clock, ``wall`` (the clock of tier budgets'
+    UTC days and of each call's ``reviewed_at_ms``) to the wall clock — tests pass fake ones.
     Raises: ConfigError (see ``build_tiers``).
     """
     from reviewer import build_cascade
 
     tiers = build_tiers(cfg, disabled=disabled, registry=registry, env=env)
     if clock_s is None:
-        return build_cascade(cfg, tiers, cache=cache)
-    return build_cascade(cfg, tiers, cache=cache, clock_s=clock_s)
+        return build_cascade(cfg, tiers, cache=cache, wall=wall)
+    return build_cascade(cfg, tiers, cache=cache, clock_s=clock_s, wall=wall)
 
 
 def check_plugins(loaded: LoadedConfig) -> None:
@@ -158,7 +159,7 @@ def check_plugins(loaded: LoadedConfig) -> None:
 
 
 def build_pipeline(loaded: LoadedConfig, *, feed: Feed, cache: VerdictCache | None = None, clock: Clock | None = None,
-                   reviewer: Reviewer | None = None, preload: bool = True) -> Pipeline:
+                   reviewer: Reviewer | None = None, preload: bool = True, wall: Clock | None = None) -> Pipeline:
     """Wire one pipeline from config. ``reviewer`` may be given (tests); otherwise built from config.
     A finite replay feed (one with ``arrays()``) is preloaded unless ``preload`` is false (the same run,
     bar by bar: the tests compare both)."""
@@ -169,7 +170,7 @@ def build_pipeline(loaded: LoadedConfig, *, feed: Feed, cache: VerdictCache | No
     with loaded.blaming():  # a plug-in's config error names the file that configured it
         if reviewer is None and cfg.reviewer.mode != "off":
             reviewer = build_reviewer(cfg.reviewer, cache=cache if cfg.reviewer.cache else None,
-                                      disabled=[name for name, _ in loaded.disabled_tiers])
+                                      disabled=[name for name, _ in loaded.disabled_tiers], wall=wall)
         strategies = build_strategies(cfg)
         gates = build_gates(cfg.gates)
         news = build_news_source(cfg.news, feed)
@@ -206,7 +207,7 @@ class PaperResult:
 
 def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], None] | None = None,
                storage: RunStore | None = None, fresh: bool = False,
-               metrics_port: int | None = None) -> PaperResult:
+               metrics_port: int | None = None, wall: Clock | None = None) -> PaperResult:
     """Replay a finite feed (synthetic or files) through the pipeline into a run.
 
     An interrupted run of the same name (status running or stopped) is resumed unless ``fresh``: its state
@@ -232,8 +233,12 @@ def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], No
     try:
         # plug-ins (strategies, gates, news, tiers) are built before the run is touched, so that a config or
         # data error in them leaves no failed run behind and an interrupted run still resumable
-        pipeline = build_pipeline(loaded, feed=feed, cache=store.verdict_cache())
+        pipeline = build_pipeline(loaded, feed=feed, cache=store.verdict_cache(), wall=wall)
         run_id, resumed = _open_or_resume(store, loaded, fresh)
+        if pipeline.reviewer is not None:
+            from engine.recorded.spend import recorded_spend
+
+            pipeline.reviewer.seed_spend(recorded_spend(store, run_id))
         total = feed.n_slices
         phase = "catch-up"
         last_ms = catch_up(pipeline, store.records(run_id), list(feed.symbols)) if resumed else None
@@ -270,7 +275,8 @@ def run_replay(loaded: LoadedConfig, *, progress: Callable[[int, int | None], No
         if metrics_port is not None:
             from engine.drivers.metrics import Metrics
 
-            metrics = Metrics(metrics_port, tiers=[t.name for t in cfg.reviewer.tiers])
+            metrics = Metrics(metrics_port, tiers=[t.name for t in cfg.reviewer.tiers],
+                              budgets=pipeline.reviewer.budget_use if pipeline.reviewer is not None else None)
 
         def on_slice(rec: SliceRecord) -> None:
             done[0] += 1
@@ -369,7 +375,7 @@ def _open_or_resume(store: RunStore, loaded: LoadedConfig, fresh: bool) -> tuple
 def run_live(loaded: LoadedConfig, *, fresh: bool = False, metrics_port: int | None = None,
              status: Callable[[str], None] | None = None, storage: RunStore | None = None,
              scheduler_factory: Callable[[], Any] | None = None, install_signals: bool = True,
-             max_ticks: int | None = None) -> PaperResult:
+             max_ticks: int | None = None, wall: Clock | None = None) -> PaperResult:
     """Paper-trade live: the ccxt feed polled at each bar close by ``PaperLoop`` until SIGINT/SIGTERM.
 
     The pipeline runs on its own ``SimClock`` advanced to each bar's close (gates and cooldowns count
@@ -395,8 +401,12 @@ def run_live(loaded: LoadedConfig, *, fresh: bool = False, metrics_port: int | N
     resumed = False
     phase = "setup"
     try:
-        pipeline = build_pipeline(loaded, feed=feed, cache=store.verdict_cache(), clock=SimClock())
+        pipeline = build_pipeline(loaded, feed=feed, cache=store.verdict_cache(), clock=SimClock(), wall=wall)
         run_id, resumed = _open_or_resume(store, loaded, fresh)
+        if pipeline.reviewer is not None:
+            from engine.recorded.spend import recorded_spend
+
+            pipeline.reviewer.seed_spend(recorded_spend(store, run_id))
         recorder = store.recorder(run_id)
         phase = "catch-up"
         last_ms = catch_up(pipeline, recorder, list(feed.symbols)) if resumed else None
@@ -408,7 +418,8 @@ def run_live(loaded: LoadedConfig, *, fresh: bool = False, metrics_port: int | N
         if metrics_port is not None:
             from engine.drivers.metrics import Metrics
 
-            metrics = Metrics(metrics_port, tiers=[t.name for t in cfg.reviewer.tiers])
+            metrics = Metrics(metrics_port, tiers=[t.name for t in cfg.reviewer.tiers],
+                              budgets=pipeline.reviewer.budget_use if pipeline.reviewer is not None else None)
         loop = PaperLoop(pipeline, feed, recorder, clock=WallClock(), settle_s=cfg.market.ccxt.settle_s,
                          status=status, metrics=metrics, scheduler_factory=scheduler_factory,
                          skip_until_ms=last_ms, starting_equity=None if last_ms is not None else
@@ -429,6 +440,14 @@ def run_live(loaded: LoadedConfig, *, fresh: bool = False, metrics_port: int | N
         feed.close()
         if own:
             store.close()
+
+
+def estimate_backtest(store: RunReader, run_id: int, paths: Sequence[Path], **kw: Any) -> BacktestEstimate | None:
+    """``engine.recorded.backtest.estimate_backtest`` with the reviewers built here (``build_reviewer``).
+    Raises: ConfigError, StorageError."""
+    from engine.recorded.backtest import estimate_backtest as estimate
+
+    return estimate(store, run_id, paths, build_reviewer=build_reviewer, **kw)
 
 
 def run_backtest(store: RunReader, run_id: int, paths: Sequence[Path], **kw: Any) -> BacktestResult:

@@ -377,12 +377,24 @@ def _print_verdict_quality(card: Any) -> None:
     if cost:
         t.add_row("cost (real calls)", f"${cost['usd']:.4f}, tokens {cost['input_tokens']}/{cost['output_tokens']}, "
                   f"cache hits {cost['cache_hits']}")
+    spend = card.spend
+    for d in spend.get("by_day", []):
+        t.add_row(f"cost on {d['day'] or 'unknown day'} (UTC)",
+                  f"{d['tier']}: ${d['cost_usd']:.4f}, {d['calls']} calls")
+    for tier, b in spend.get("budgets", {}).items():
+        caps = ", ".join(f"{k} {v:g}" for k, v in b["caps"].items() if k != "scope" and v is not None)
+        share = b.get("used_share")
+        t.add_row(f"budget of {tier}", f"{caps} (scope {b['caps'].get('scope', 'run')}): "
+                  f"{'—' if share is None else f'{share:.0%}'} of the tightest cap used; "
+                  f"run ${b['run_usd']:.4f} in {b['run_calls']} calls; exhausted {b['exhausted']} times")
     if cf:
         real = cf.get("realized_pnl")
         t.add_row("PnL vs gate-only (reviewer off)",
                   f"{'—' if real is None else f'{real:+.2f}'} vs {cf['gate_only_pnl']:+.2f}  "
                   f"(same convention: {cf['reviewed_est_pnl']:+.2f}, reviewer value {cf['reviewer_value_est']:+.2f})")
     con.print(t)
+    for e in card.spend.get("events", []):
+        con.print(f"[bold yellow]budget[/] {e['tier']}: {e['message']}", highlight=False, markup=True)
     for r in card.retire:
         con.print(f"[bold red]reviewer retired[/] at {r['at'][:16].replace('T', ' ')} UTC: {r['message']}",
                   highlight=False, markup=True)
@@ -399,10 +411,21 @@ def backtest(
     concurrency: Annotated[int, typer.Option("--concurrency", min=1,
                                              help="Signals in flight at once (tiers also cap their own).")] = 256,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    estimate: Annotated[bool, typer.Option(
+        "--estimate", help="Only estimate what the backtest would send to each priced tier and cost; call nothing.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before a backtest estimated above "
+                                                          "--confirm-above.")] = False,
+    confirm_above: Annotated[float, typer.Option(
+        "--confirm-above", min=0.0, help="Ask for confirmation (on a terminal) when the estimate exceeds this many "
+                                         "USD.")] = 1.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-review a run's recorded signals with one or more reviewer configs; score each side by side."""
-    from engine.app import run_backtest
+    """Re-review a run's recorded signals with one or more reviewer configs; score each side by side.
+
+    Before any priced tier is called, the cost is estimated and printed (``--estimate``: only that).
+    """
+    from engine.app import estimate_backtest, run_backtest
     from engine.errors import ConfigError
 
     if not reviewer:
@@ -410,6 +433,23 @@ def backtest(
     store = _open_store(db, config)
     try:
         info = store.resolve_run(run)
+        with _progress_bars(eta=True) if progress and not as_json else contextlib.nullcontext() as bars:
+            est = estimate_backtest(store, info.id, reviewer, progress=bars, only_priced=not estimate)
+        if estimate:
+            assert est is not None
+            if as_json:
+                _emit_json(est.to_dict())
+            else:
+                _print_estimate(est)
+            return
+        if est is not None:
+            if not as_json:
+                _print_estimate(est)
+            ask = est.cost_usd > confirm_above and not yes and sys.stdin.isatty()
+            if ask and not typer.confirm(f"The backtest is estimated to cost {est.cost_usd:.2f} USD. Go on?",
+                                         default=False, err=True):
+                typer.echo("backtest cancelled: nothing was sent", err=True)
+                raise typer.Exit(1)
         if progress and not as_json:
             with _progress_bars(eta=True) as bars:
                 result = run_backtest(store, info.id, reviewer, concurrency=concurrency, progress=bars)
@@ -419,11 +459,33 @@ def backtest(
             for w in col.warnings:
                 typer.echo(f"warning: {col.name}: {w}", err=True)
         if as_json:
-            _emit_json(result.to_dict())
+            _emit_json(result.to_dict() | ({"estimate": est.to_dict()} if est is not None else {}))
         else:
             _print_backtest(result)
     finally:
         store.close()
+
+
+def _print_estimate(est: Any) -> None:
+    from rich.table import Table
+
+    con = _console()
+    for c in est.columns:
+        t = Table(title=f"estimate: run {est.run_id} ({est.run_name}) with {c.name}: {est.signals} signals "
+                        "(tokens estimated offline, 4 characters a token)", title_justify="left")
+        for col in ("tier", "reached", "cached", "sent", "refused", "prompt tok", "cache %", "reply tok", "USD"):
+            t.add_column(col, justify="left" if col == "tier" else "right")
+        for e in c.tiers:
+            share = e.cache_share
+            t.add_row(e.tier if e.priced else f"{e.tier} (free)", f"{e.reached:,}", f"{e.cache_hits:,}",
+                      f"{e.sent:,}", f"{e.over_budget:,}", f"{e.input_tokens:,}",
+                      "—" if share is None else f"{share:.0%}", f"{e.output_tokens:,}", f"{e.cost_usd:,.4f}")
+        if c.fallback:
+            t.add_row("fallback", f"{c.fallback:,}", "", "", "", "", "", "", "0")
+        con.print(t)
+    con.print("cached: verdict-cache hits (free); refused: over the tier's budget, passed on; cache %: the provider's "
+              "prompt cache's expected share of the prompt tokens", highlight=False)
+    con.print(f"estimated total: [bold]{est.cost_usd:,.4f} USD[/] for {sum(c.sent for c in est.columns):,} calls")
 
 
 def _print_backtest(result: Any) -> None:
@@ -700,7 +762,10 @@ def main(argv: list[str] | None = None) -> int:
 
     install()  # secrets registered while loading the config never reach a log line
     try:
-        app(args=argv, standalone_mode=False)
+        # without standalone mode a `typer.Exit(code)` comes back as the return value, not as an exception
+        returned = app(args=argv, standalone_mode=False)
+        if isinstance(returned, int) and not isinstance(returned, bool) and returned:
+            return returned
     except TradevetError as e:
         typer.echo(f"error: {e}", err=True)
         return exit_code_for(e)

@@ -9,7 +9,8 @@
         ├── TierTimeout
         ├── TierUnavailable       connection refused/reset, 5xx, 429 (``kind`` says which)
         ├── BadReply              unparseable or schema-violating reply
-        └── BreakerOpen           the tier's circuit breaker refused the call
+        ├── BreakerOpen           the tier's circuit breaker refused the call
+        └── BudgetExhausted       the tier's spend budget (per day or per run) is used up
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 __all__ = [
     "BadReply",
     "BreakerOpen",
+    "BudgetExhausted",
     "ClockError",
     "ConfigError",
     "DataError",
@@ -100,6 +102,10 @@ class BadReply(ReviewError):
 
 class BreakerOpen(ReviewError):
     kind = "breaker_open"
+
+
+class BudgetExhausted(ReviewError):
+    kind = "budget"
 
 
 def exit_code_for(exc: BaseException) -> int:

@@ -9,11 +9,12 @@ has nothing to offer (``None``, ``False``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from engine.types import (
     Bar,
+    CallEstimate,
     ContextPack,
     Decision,
     Event,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BreakerSettings",
+    "BudgetSettings",
     "Clock",
     "FallbackSettings",
     "Feed",
@@ -44,6 +46,7 @@ __all__ = [
     "NewsSource",
     "PackCheck",
     "PriceSettings",
+    "PricedTier",
     "Recorder",
     "Reviewer",
     "ReviewerSettings",
@@ -157,6 +160,13 @@ class BreakerSettings(Protocol):
     recovery_timeout_s: float
 
 
+class BudgetSettings(Protocol):
+    usd_per_day: float | None  # None: no cap of this kind
+    calls_per_day: int | None
+    usd_per_run: float | None
+    scope: str  # run | database: whose spend the daily caps count
+
+
 class TierSettings(Protocol):
     """One ``reviewer.tiers[i]`` entry. A tier class is built as ``cls(settings, api_key)``."""
 
@@ -173,6 +183,7 @@ class TierSettings(Protocol):
     temperature: float
     prices: PriceSettings
     breaker: BreakerSettings
+    budget: BudgetSettings | None  # spend caps; None: unlimited
     params: Mapping[str, Any]  # validated by the tier class's ``Params`` model
 
 
@@ -210,6 +221,16 @@ class SyncTier(Tier, Protocol):
     def review_sync(self, pack: ContextPack) -> Verdict: ...
 
 
+@runtime_checkable
+class PricedTier(Tier, Protocol):
+    """A tier that calls a priced model: it can say what one call would cost before making it (``--estimate``)."""
+
+    def estimate_call(self, pack: ContextPack, *, output_tokens: int, cache_warm: bool) -> CallEstimate:
+        """Tokens and USD of one call for ``pack`` from the request it would send; ``output_tokens`` is the reply
+        length expected, ``cache_warm`` whether the provider's prompt cache already holds the static prefix."""
+        ...
+
+
 class VerdictCache(Protocol):
     """Verdicts keyed by (tier, model, prompt version, context hash)."""
 
@@ -230,6 +251,14 @@ class Reviewer(Protocol):
     def synchronous(self) -> bool: ...  # every tier answers without I/O: ``review_many_sync`` may be used
     def review_many_sync(self, packs: Sequence[ContextPack]) -> list[Verdict]:
         """``review_many`` without an event loop. Raises: RuntimeError unless ``synchronous``."""
+        ...
+    def seed_spend(self, spent: Callable[[str, int, str], tuple[int, float]]) -> None:
+        """Start every tier budget from recorded spend: ``spent(tier, since_ms, whose)`` → (calls, USD) of the
+        verdicts ``tier`` answered by real calls since ``since_ms`` (wall clock, UTC) in this run (``whose`` "run")
+        or in the database's other runs ("others": read again while reviewing, for budgets of scope database)."""
+        ...
+    def budget_use(self) -> dict[str, dict[str, Any]]:
+        """Per tier with a budget: its caps and what is used of them now (``reviewer.budget.TierBudget.snapshot``)."""
         ...
     def review_cached(self, hashes: Sequence[str]) -> list[Verdict | None]:
         """What reviewing the packs with these content hashes would answer from the verdict cache alone (the
@@ -302,6 +331,13 @@ class RunReader(Protocol):
         """Per (tier, model, prompt version) of ``keys``: the verdict-cache entries of this run's packs, by hash."""
         ...
     def verdict_cache(self) -> VerdictCache: ...
+    def spend(self, *, run_id: int | None = None, since_ms: int = 0,
+              exclude_run_id: int | None = None) -> list[tuple[str, int, int, float]]:
+        """Real calls recorded (verdicts a tier answered itself, not from the cache), one row per tier and UTC day
+        of the call: (tier, day start ms, calls, USD), by tier then day; one run's, or the database's
+        (``run_id`` None) but ``exclude_run_id``'s; calls at or after ``since_ms`` (wall clock). Day 0: recorded
+        without a call time."""
+        ...
 
 
 class RunStore(RunReader, Protocol):

@@ -24,6 +24,7 @@ __all__ = [
     "VERDICT_FIELDS",
     "Action",
     "Bar",
+    "CallEstimate",
     "ContextPack",
     "CorrelatedPosition",
     "Decision",
@@ -493,6 +494,18 @@ class Verdict:
     error: str = ""
     raw_reply: str = ""
     attempts: tuple[TierAttempt, ...] = ()
+    reviewed_at_ms: int = 0  # wall clock (UTC) of the tier's real call; 0 for cache, fallback and rules answers
+
+
+@dataclass(frozen=True, slots=True)
+class CallEstimate:
+    """What one call to a priced tier would use and cost, from the request it would send (``--estimate``)."""
+
+    input_tokens: int  # all prompt tokens, cached ones included
+    cached_tokens: int  # of input_tokens, read from the provider's prompt cache
+    cache_write_tokens: int  # of input_tokens, written to the provider's prompt cache (priced apart)
+    output_tokens: int
+    cost_usd: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -695,7 +708,7 @@ class RunInfo:
 VERDICT_FIELDS: tuple[str, ...] = (
     "verdict", "confidence", "rationale", "modified_size_pct", "modified_sl", "source", "tier", "model",
     "prompt_version", "latency_ms", "input_tokens", "output_tokens", "cached_tokens", "cost_usd", "error",
-    "raw_reply", "attempts",
+    "raw_reply", "attempts", "reviewed_at_ms",
 )
 DECISION_FIELDS: tuple[str, ...] = ("action", "size_pct", "stop_loss", "take_profit", "clamps", "reason")
 OUTCOME_FIELDS: tuple[str, ...] = ("signal_id", "kind", "filled", "pnl_pct", "r_multiple", "exit_reason", "ambiguous",

@@ -10,11 +10,12 @@ from dataclasses import dataclass, field, fields, replace
 from operator import attrgetter
 from typing import Any
 
-from engine.clock import monotonic_s
-from engine.errors import BadReply, BreakerOpen, ReviewError, describe
-from engine.ports import ReviewerSettings, SyncTier, Tier, VerdictCache
+from engine.clock import WallClock, monotonic_s
+from engine.errors import BadReply, BreakerOpen, BudgetExhausted, ReviewError, describe
+from engine.ports import Clock, ReviewerSettings, SyncTier, Tier, VerdictCache
 from engine.types import ContextPack, Event, TierAttempt, Verdict, VerdictKind
 from reviewer.breaker import CircuitBreaker
+from reviewer.budget import TierBudget, day_start_ms
 
 __all__ = ["MODES", "Cascade", "TierStats", "build_cascade"]
 
@@ -68,7 +69,8 @@ class Cascade:
 
     def __init__(self, tiers: Sequence[Tier], *, breakers: Mapping[str, CircuitBreaker], deadline_s: float,
                  fallback: Verdict, mode: str = "active", cache: VerdictCache | None = None,
-                 clock_s: Callable[[], float] = monotonic_s) -> None:
+                 clock_s: Callable[[], float] = monotonic_s, budgets: Mapping[str, TierBudget] | None = None,
+                 wall: Clock | None = None) -> None:
         names = [t.name for t in tiers]
         if len(set(names)) != len(names):
             raise ValueError(f"tier names must be unique (got {names})")
@@ -80,6 +82,7 @@ class Cascade:
         self.cache = cache
         self.clock_s = clock_s
         self.mode = mode
+        self._events: list[Event] = []
         self.breakers: dict[str, CircuitBreaker] = {}
         for t in self.tiers:
             # a tier without a configured breaker still gets one: an unguarded tier could stall every signal
@@ -87,11 +90,17 @@ class Cascade:
             b.on_transition = self._chain(b.on_transition, t.endpoint)
             self.breakers[t.name] = b
         self.stats: dict[str, TierStats] = {t.name: TierStats() for t in self.tiers}
+        # the wall clock stamps each real call (reviewed_at_ms): daily budgets count spend in real UTC days
+        self.wall: Clock = wall if wall is not None else WallClock()
+        self.budgets: dict[str, TierBudget] = {name: b for name, b in (budgets or {}).items() if name in names}
+        for b in self.budgets.values():
+            if b.on_event is None:
+                b.on_event = self._record_event  # not self._events.append: drain_events swaps the list
         self._synchronous = bool(self.tiers) and all(isinstance(t, SyncTier) for t in self.tiers)
+        self._calling = frozenset(t.name for t in self.tiers if not isinstance(t, SyncTier))
         self.reviews = 0
         self.fallbacks = 0
         self.cache_errors = 0
-        self._events: list[Event] = []
         self._sems: dict[str, asyncio.Semaphore] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -159,14 +168,24 @@ class Cascade:
                 return cached
             self.stats[tier.name].calls += 1
             t0 = self.clock_s()
+            budget = self.budgets.get(tier.name)
             try:
-                with self.breakers[tier.name].guard():
-                    verdict = tier.review_sync(pack)  # type: ignore[attr-defined]  # synchronous: SyncTier
-                if not isinstance(verdict, Verdict):
-                    raise TypeError(f"tier {tier.name!r} returned {type(verdict).__name__}, not a Verdict")
+                if budget is not None:
+                    budget.admit()
+                try:
+                    with self.breakers[tier.name].guard():
+                        verdict = tier.review_sync(pack)  # type: ignore[attr-defined]  # synchronous: SyncTier
+                    if not isinstance(verdict, Verdict):
+                        raise TypeError(f"tier {tier.name!r} returned {type(verdict).__name__}, not a Verdict")
+                except BaseException:
+                    if budget is not None:
+                        budget.settle(None)
+                    raise
             except Exception as e:
                 self._failed(tier, e, t0, attempts)
                 continue
+            if budget is not None:
+                budget.settle(verdict.cost_usd)
             return self._succeeded(tier, pv, pack, verdict, attempts, t0, start)
         return self._fail_open(attempts, start, False)
 
@@ -188,6 +207,24 @@ class Cascade:
             # _try turns every tier exception into an attempt, so a TimeoutError here is our deadline
             deadline_hit = True
         return self._fail_open(attempts, start, deadline_hit)
+
+    def seed_spend(self, spent: Callable[[str, int, str], tuple[int, float]]) -> None:
+        """Start every tier budget from recorded spend (``engine.ports.Reviewer.seed_spend``)."""
+        for name, b in self.budgets.items():
+            day_calls, day_usd = spent(name, day_start_ms(self.wall.now_ms()), "run")
+            run_calls, run_usd = spent(name, 0, "run")
+
+            def others(since_ms: int, tier: str = name) -> tuple[int, float]:
+                return spent(tier, since_ms, "others")
+
+            b.seed(day_calls=day_calls, day_usd=day_usd, run_calls=run_calls, run_usd=run_usd, others=others)
+
+    def budget_use(self) -> dict[str, dict[str, Any]]:
+        """Per tier with a budget: its limits and use (``TierBudget.snapshot``)."""
+        return {name: b.snapshot() for name, b in self.budgets.items()}
+
+    def _record_event(self, event: Event) -> None:
+        self._events.append(event)
 
     def drain_events(self) -> list[Event]:
         """Breaker transitions (and close failures) since the last call; ``at_ms`` is stamped by the pipeline."""
@@ -212,11 +249,21 @@ class Cascade:
             return cached
         stats.calls += 1
         t0 = self.clock_s()
+        budget = self.budgets.get(tier.name)
         try:
-            async with self._semaphore(tier):
-                t0 = self.clock_s()  # queueing for a slot is not the tier's latency
-                async with self.breakers[tier.name].guard(), asyncio.timeout(tier.timeout_s):
-                    verdict = await _call(tier, pack)
+            if budget is not None:
+                budget.admit()  # before queueing for a slot: an exhausted tier is skipped at once
+            try:
+                async with self._semaphore(tier):
+                    t0 = self.clock_s()  # queueing for a slot is not the tier's latency
+                    async with self.breakers[tier.name].guard(), asyncio.timeout(tier.timeout_s):
+                        verdict = await _call(tier, pack)
+            except BaseException:
+                if budget is not None:
+                    budget.settle(None)
+                raise
+            if budget is not None:
+                budget.settle(verdict.cost_usd)
         except asyncio.CancelledError:
             kind = "deadline" if deadline.expired() else "cancelled"
             took = (self.clock_s() - t0) * 1000
@@ -227,7 +274,8 @@ class Cascade:
         except Exception as e:
             self._failed(tier, e, t0, attempts)
             return None
-        return self._succeeded(tier, pv, pack, verdict, attempts, t0, start)
+        # a tier that answers without I/O (rules) makes no call to stamp: it spends nothing on any day
+        return self._succeeded(tier, pv, pack, verdict, attempts, t0, start, real_call=tier.name in self._calling)
 
     def _from_cache(self, tier: Tier, pv: str, pack_hash: str, attempts: list[TierAttempt],
                     start: float) -> Verdict | None:
@@ -254,18 +302,19 @@ class Cascade:
         attempts.append(TierAttempt(tier.name, False, kind, took, err))
         stats = self.stats[tier.name]
         stats.failures[kind] += 1
-        if not isinstance(e, BreakerOpen):
+        if not isinstance(e, (BreakerOpen, BudgetExhausted)):
             stats.latencies_ms.append(took)
 
     def _succeeded(self, tier: Tier, pv: str, pack: ContextPack, verdict: Verdict, attempts: list[TierAttempt],
-                   t0: float, start: float) -> Verdict:
+                   t0: float, start: float, *, real_call: bool = False) -> Verdict:
         took = (self.clock_s() - t0) * 1000
         stats = self.stats[tier.name]
         stats.successes += 1
         stats.latencies_ms.append(took)
         attempts.append(TierAttempt(tier.name, True, "ok", took))
         total = (self.clock_s() - start) * 1000
-        out = replace(verdict, source=tier.name, tier=tier.name, latency_ms=total, attempts=tuple(attempts))
+        out = replace(verdict, source=tier.name, tier=tier.name, latency_ms=total, attempts=tuple(attempts),
+                      reviewed_at_ms=self.wall.now_ms() if real_call else 0)
         self._cache_put(tier, pv, pack, replace(out, attempts=()))
         return out
 
@@ -345,7 +394,7 @@ def _announce(name: str, old: str, new: str, reason: str, endpoint: str, opened:
 
 
 def build_cascade(cfg: ReviewerSettings, tiers: Sequence[Tier], *, cache: VerdictCache | None = None,
-                  clock_s: Callable[[], float] = monotonic_s) -> Cascade:
+                  clock_s: Callable[[], float] = monotonic_s, wall: Clock | None = None) -> Cascade:
     """The built ``tiers`` (in the configured order; disabled ones already left out) wired into a Cascade, each
     behind the breaker its settings in ``cfg.tiers`` describe, with ``cfg``'s deadline, fallback and mode.
 
@@ -358,8 +407,11 @@ def build_cascade(cfg: ReviewerSettings, tiers: Sequence[Tier], *, cache: Verdic
                 for t in tiers if t.name in settings}
     fallback = Verdict(VerdictKind(cfg.fallback.verdict), cfg.fallback.confidence,
                        "fail open: no tier answered", source="fallback")
+    wall = wall if wall is not None else WallClock()
+    budgets = {t.name: TierBudget(t.name, b, clock=wall) for t in tiers if t.name in settings
+               and (b := settings[t.name].budget) is not None}
     return Cascade(tiers, breakers=breakers, deadline_s=cfg.deadline_s, fallback=fallback, mode=cfg.mode,
-                   cache=cache, clock_s=clock_s)
+                   cache=cache, clock_s=clock_s, budgets=budgets, wall=wall)
 
 
 _VERDICT_FIELDS = tuple(f.name for f in fields(Verdict))
@@ -375,4 +427,5 @@ def _from_cache_verdict(cached: Verdict, tier: str, latency_ms: float, attempts:
     values[_AT["tier"]] = tier
     values[_AT["latency_ms"]] = latency_ms
     values[_AT["attempts"]] = attempts
+    values[_AT["reviewed_at_ms"]] = 0  # a cache answer is no call: it spends nothing today
     return Verdict(*values)

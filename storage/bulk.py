@@ -78,7 +78,7 @@ _EQUITY = re.compile(r'"equity":(-?[0-9][0-9.eE+-]*|null)')
 _EQUITY_BYTES = re.compile(_EQUITY.pattern.encode())
 _NULLS = ("null", b"null")
 _VERDICT_KINDS = {str(x): x for x in VerdictKind}
-_CACHED_FIELDS = frozenset(rows.VERDICT_FIELDS)
+_CACHED_FIELDS = frozenset(rows.CACHE_FIELDS)
 _SCAN = json.JSONDecoder().scan_once  # the C scanner json.loads uses
 
 
@@ -289,7 +289,7 @@ def _cached_verdict(text: str) -> Verdict:
     d["verdict"] = _VERDICT_KINDS[d["verdict"]]
     if d.keys() == _CACHED_FIELDS:
         return Verdict(**d)
-    return Verdict(**{k: d[k] for k in rows.VERDICT_FIELDS})
+    return Verdict(**{k: d[k] for k in rows.CACHE_FIELDS})
 
 
 def _read_cached(text: str) -> Verdict | None:

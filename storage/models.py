@@ -186,6 +186,9 @@ class VerdictRow(Base):
     raw_reply: Mapped[str] = mapped_column(Text)  # the model's reply verbatim, for audits
     attempts: Mapped[str] = mapped_column(Text)  # JSON list of TierAttempt objects, in cascade order
     mode: Mapped[str] = mapped_column(String(16))  # reviewer mode at decision time: active | shadow | off
+    # wall clock (UTC ms) of the answering tier's real call, 0 for cache/fallback/rules answers: daily budgets
+    # count spend from it, in real time (market time would let a replay of last year spend today's budget again)
+    reviewed_at_ms: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class DecisionRow(Base):

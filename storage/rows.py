@@ -42,6 +42,7 @@ from engine.types import (
 )
 
 __all__ = [
+    "CACHE_FIELDS",
     "COLUMNS",
     "CONVERT",
     "VERDICT_FIELDS",
@@ -76,6 +77,8 @@ __all__ = [
 
 # Every Verdict field stored in its own column (attempts go to a JSON column of their own).
 VERDICT_FIELDS = tuple(f for f in types.VERDICT_FIELDS if f != "attempts")
+# What a verdict-cache entry holds: the answer, not when one run's call was made (a cache answer is no call).
+CACHE_FIELDS = tuple(f for f in VERDICT_FIELDS if f != "reviewed_at_ms")
 
 # Column order of each run-scoped table: the order of the ``*_values`` tuples.
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -84,7 +87,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
                 "size_hint", "timeframe", "tags", "status"),
     "gate_results": ("run_id", "signal_id", "seq", "gate", "passed", "reason", "until_ms"),
     "context_packs": ("run_id", "signal_id", "hash", "regime_tag", "json"),
-    "verdicts": ("run_id", "signal_id", *VERDICT_FIELDS, "attempts", "mode"),
+    "verdicts": ("run_id", "signal_id", *CACHE_FIELDS, "attempts", "mode", "reviewed_at_ms"),
     "decisions": ("run_id", "signal_id", "action", "size_pct", "stop_loss", "take_profit", "clamps", "reason"),
     "fills": ("run_id", "id", "signal_id", "symbol", "side", "kind", "filled_ms", "requested_price", "fill_price",
               "qty", "fee", "reason", "ambiguous", "gap"),
@@ -149,7 +152,8 @@ _OUTCOME_KINDS = {str(x): x for x in OutcomeKind}
 CONVERT: dict[str, dict[str, Callable[[Any], Any]]] = {
     "signals": {"side": _SIDES.__getitem__, "created_ms": int, "tags": strings_of},
     "verdicts": {"verdict": _VERDICT_KINDS.__getitem__, "confidence": float, "latency_ms": float, "input_tokens": int,
-                 "output_tokens": int, "cached_tokens": int, "cost_usd": float, "attempts": attempts_of},
+                 "output_tokens": int, "cached_tokens": int, "cost_usd": float, "attempts": attempts_of,
+                 "reviewed_at_ms": int},
     "decisions": {"action": _ACTIONS.__getitem__, "clamps": strings_of},
     "outcomes": {"kind": _OUTCOME_KINDS.__getitem__, "filled": bool, "ambiguous": bool, "opened_ms": _int_or_none,
                  "closed_ms": _int_or_none},
@@ -235,13 +239,13 @@ def _attempts_json(attempts: Iterable[TierAttempt]) -> str:
 
 
 def _verdict_fields(v: Verdict) -> dict[str, Any]:
-    d = {f: getattr(v, f) for f in VERDICT_FIELDS}
+    d = {f: getattr(v, f) for f in CACHE_FIELDS}
     d["verdict"] = str(v.verdict)
     return d
 
 
 def verdict_values(run_id: int, signal_id: str, v: Verdict, mode: str) -> tuple[Any, ...]:
-    return (run_id, signal_id, *_verdict_fields(v).values(), _attempts_json(v.attempts), mode)
+    return (run_id, signal_id, *_verdict_fields(v).values(), _attempts_json(v.attempts), mode, v.reviewed_at_ms)
 
 
 def row_to_verdict(r: Any) -> Verdict:
@@ -257,7 +261,7 @@ def verdict_from_json(text: str) -> Verdict:
     """A verdict-cache entry (``verdict_to_json``) → Verdict, every field converted. Raises: ValueError, KeyError."""
     d = json.loads(text)
     convert = CONVERT["verdicts"]
-    return Verdict(*((convert[f](d[f]) if f in convert else d[f]) for f in VERDICT_FIELDS))
+    return Verdict(**{f: (convert[f](d[f]) if f in convert else d[f]) for f in CACHE_FIELDS})
 
 
 def decision_values(run_id: int, d: Decision) -> tuple[Any, ...]:

@@ -33,6 +33,7 @@ __all__ = ["RESUMABLE", "Storage"]
 log = logging.getLogger("tradevet.storage")
 
 RESUMABLE = ("running", "stopped")
+DAY_MS = 86_400_000
 _CLAIM_CLASS = 0x74766E  # first key of the PostgreSQL advisory locks that claim a run name ("tvn")
 
 
@@ -301,6 +302,22 @@ class Storage(Database):
         from storage import bulk
 
         return bulk.cached_verdicts(self, run_id, keys)
+
+    def spend(self, *, run_id: int | None = None, since_ms: int = 0,
+              exclude_run_id: int | None = None) -> list[tuple[str, int, int, float]]:
+        from storage.models import VerdictRow
+
+        v = VerdictRow.__table__.c  # verdicts only: no buffered verdict-cache entry matters here
+        day = (v.reviewed_at_ms // DAY_MS) * DAY_MS  # `//`: integer division on both backends (`/` is true division)
+        q = (select(v.tier, day.label("day"), func.count(), func.coalesce(func.sum(v.cost_usd), 0.0))
+             .where(v.source == v.tier, v.tier != "", v.reviewed_at_ms >= since_ms)
+             .group_by(v.tier, day).order_by(v.tier, day))
+        if run_id is not None:
+            q = q.where(v.run_id == run_id)
+        if exclude_run_id is not None:
+            q = q.where(v.run_id != exclude_run_id)
+        with self.guard("cannot read recorded spend"), self.engine.connect() as conn:
+            return [(str(t), int(d), int(n), float(usd)) for t, d, n, usd in conn.execute(q)]
 
     def close(self) -> None:
         """Write what is buffered, drop the run-name claims and release every connection. Idempotent."""

@@ -132,7 +132,7 @@ def test_cached_verdicts_are_read_like_the_cache_reads_them(flaky: tuple[str, in
         store.close()
     assert len(found[("strict", model, pv)]) == len(set(hashes)) > 100
     entries = found[("odd", "m", "pv")]
-    fields = rows.VERDICT_FIELDS
+    fields = rows.CACHE_FIELDS
 
     def expected(text: str) -> Verdict | None:  # the reader as it was: fast path, then the careful one, else a miss
         try:

@@ -30,7 +30,7 @@ CSV_HEADER = "timestamp,open,high,low,close,volume"
 CSV_NAME = "BITTREX_ETH-BTC_5m.csv"
 KNOWN_TOP = "run, market, strategies, gates, context, news, reviewer, policy, execution, scoring"
 KNOWN_TIER = ("name, provider, model, api_key_env, required, base_url, timeout_s, max_concurrency, rpm, "
-              "response_format, prompt, max_tokens, temperature, prices, breaker, params")
+              "response_format, prompt, max_tokens, temperature, prices, breaker, budget, params")
 KNOWN_STRATEGIES = "donchian_breakout, rsi_reversion, sma_cross"
 KNOWN_GATES = "cooldown, correlation_cap, loss_streak, max_drawdown, max_open_positions, min_volume"
 JSONL_EXAMPLE = ('{"published_at": "2025-01-01T10:00:00Z", "symbols": ["BTC"], "headline": "...", '

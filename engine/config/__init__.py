@@ -11,6 +11,7 @@ from engine import lazy
 _EXPORTS = {
     "DEFAULT_CONFIG": "load",
     "BreakerConfig": "schema",
+    "BudgetConfig": "schema",
     "CcxtConfig": "schema",
     "Config": "schema",
     "ContextConfig": "schema",

@@ -17,6 +17,7 @@ from engine.types import NaiveTime, parse_iso_ms
 
 __all__ = [
     "BreakerConfig",
+    "BudgetConfig",
     "CcxtConfig",
     "Config",
     "ContextConfig",
@@ -231,6 +232,22 @@ class BreakerConfig(_Model):
     recovery_timeout_s: float = Field(60, gt=0, description="Seconds open before one half-open probe.")
 
 
+class BudgetConfig(_Model):
+    """Spend caps of one tier (any subset). Spend is what the recorded verdicts the tier answered cost: real
+    calls only, a cache hit is free. The day is the UTC calendar day in real time (not market time)."""
+
+    usd_per_day: float | None = Field(None, gt=0, description="USD the tier may spend per UTC day (real time).")
+    calls_per_day: int | None = Field(None, gt=0, description="Real calls the tier may answer per UTC day.")
+    usd_per_run: float | None = Field(None, gt=0, description="USD the tier may spend in one run or backtest.")
+    scope: Literal["run", "database"] = Field(
+        "run", description="Whose spend the daily caps count: this run's (run) or every run's in the database "
+                           "(database: runs on one database share the tier's daily budget, by tier name).")
+
+    @property
+    def limited(self) -> bool:
+        return any(v is not None for v in (self.usd_per_day, self.calls_per_day, self.usd_per_run))
+
+
 class PriceConfig(_Model):
     input_per_mtok: float = Field(0.0, ge=0, description="USD per million input tokens.")
     output_per_mtok: float = Field(0.0, ge=0, description="USD per million output tokens.")
@@ -260,6 +277,9 @@ class TierConfig(_Model):
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature.")
     prices: PriceConfig = PriceConfig()
     breaker: BreakerConfig = BreakerConfig()
+    budget: BudgetConfig | None = Field(
+        None, description="Spend caps: usd_per_day, calls_per_day, usd_per_run (any subset), scope run | database. "
+                          "An exhausted tier is skipped like an open breaker (failure kind `budget`).")
     params: dict[str, Any] = Field(default_factory=dict, description="Provider-specific settings (rules thresholds).")
 
 

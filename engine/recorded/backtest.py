@@ -45,13 +45,16 @@ from engine.core.clamp import clamp
 from engine.errors import ConfigError
 from engine.ports import Reviewer, RunReader, VerdictCache
 from engine.recorded.columns import SignalColumns, VerdictColumns, gc_paused
+from engine.recorded.estimate import ReviewerEstimate, estimate_reviewer
 from engine.recorded.scorecard import Scorecard, score_columns
 from engine.recorded.stored import StoredRun, load_stored
 from engine.types import ContextPack, PackRef, ReviewRecord, Verdict
 
 __all__ = [
     "BacktestColumn",
+    "BacktestEstimate",
     "BacktestResult",
+    "estimate_backtest",
     "prefetch_cache",
     "review_stored",
     "reviewer_config",
@@ -244,8 +247,9 @@ class BacktestColumn:
     review_s: float = 0.0  # reviewing (cascade + clamp), the figure signals/s is measured on
     score_s: float = 0.0
     cache_s: float = 0.0  # reading the verdict cache before reviewing (for benchmarks; not in ``to_dict``)
-    events: list[str] = field(default_factory=list)  # breaker transitions during the backtest
+    events: list[str] = field(default_factory=list)  # breaker transitions and budget events during the backtest
     warnings: list[str] = field(default_factory=list)
+    budgets: dict[str, dict[str, Any]] = field(default_factory=dict)  # per tier with a budget: caps and use
 
     @property
     def signals_per_s(self) -> float | None:
@@ -254,7 +258,8 @@ class BacktestColumn:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "config": self.config, "reviewed": self.reviewed,
                 "timing": {"review_s": self.review_s, "score_s": self.score_s, "signals_per_s": self.signals_per_s},
-                "events": self.events, "warnings": self.warnings, "scorecard": self.card.to_dict()}
+                "events": self.events, "warnings": self.warnings, "budgets": self.budgets,
+                "scorecard": self.card.to_dict()}
 
 
 @dataclass
@@ -273,6 +278,56 @@ class BacktestResult:
                            if self.total_s > 0 else None},
                 "modify_effect": "estimate: clamped size × stored shadow pnl (modified stops not simulated)",
                 "columns": [c.to_dict() for c in self.columns]}
+
+
+@dataclass
+class BacktestEstimate:
+    run_id: int
+    run_name: str
+    signals: int
+    columns: list[ReviewerEstimate]
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(c.cost_usd for c in self.columns)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "run": self.run_name, "signals": self.signals, "cost_usd": self.cost_usd,
+                "tokens": "estimated offline: 4 characters a token (see reviewer.tiers._common.approx_tokens)",
+                "columns": [c.to_dict() for c in self.columns]}
+
+
+def estimate_backtest(reader: RunReader, run_id: int, paths: Sequence[Path], *,
+                      build_reviewer: Callable[..., Reviewer], progress: Progress | None = None,
+                      env: Mapping[str, str] | None = None, only_priced: bool = False) -> BacktestEstimate | None:
+    """What ``run_backtest`` with the same arguments would send to each tier and cost (``engine.recorded.estimate``);
+    nothing is called. ``only_priced``: None, without reading the run, when no reviewer has a priced tier (the
+    estimate before a rules-only backtest would only cost time). Raises: ConfigError, StorageError."""
+    from engine.ports import PricedTier
+
+    info = reader.get_run(run_id)
+    configs = [reviewer_config(Path(p), info.config_json, run_id=run_id, env=env) for p in paths]
+    prepared: list[_Prepared] = []
+    try:
+        for loaded, _ in configs:
+            prepared.append(_prepare(reader, run_id, loaded, build_reviewer))
+        if only_priced and not any(isinstance(t, PricedTier) for p in prepared for t in p.reviewer.tiers):
+            return None
+        with gc_paused():
+            stored = load_stored(reader, run_id, lean=True)
+        hashes = {p.hash for p in stored.reviews.packs}
+        recorded = stored.recorded_columns()
+        columns = []
+        for name, path, p in zip(_column_names(paths), paths, prepared, strict=True):
+            if p.cache is not None:
+                p.cache.hashes = hashes
+            columns.append(estimate_reviewer(reader, run_id, stored.reviews.packs, p.reviewer, name=name,
+                                             config=str(path), recorded=recorded, progress=progress))
+    finally:
+        gc.unfreeze()
+        for p in prepared:
+            asyncio.run(p.reviewer.aclose())
+    return BacktestEstimate(run_id, info.name, len(stored.reviews), columns)
 
 
 def _column_names(paths: Sequence[Path]) -> list[str]:
@@ -357,10 +412,15 @@ class _Prepared:
 
 def _prepare(reader: RunReader, run_id: int, loaded: LoadedConfig,
              build_reviewer: Callable[..., Reviewer]) -> _Prepared:
+    from engine.recorded.spend import recorded_spend
+
     cfg = loaded.config
     with loaded.blaming():
         reviewer = build_reviewer(cfg.reviewer, cache=None, disabled=[t for t, _ in loaded.disabled_tiers])
     reviewer.mode = "active"  # a backtest asks what this reviewer would decide, whatever mode it ran in
+    # budgets: a backtest is no run (its own spend starts at 0, and its calls are not recorded as verdicts), but a
+    # tier whose daily budget is shared by the database (scope database) starts from what runs spent today
+    reviewer.seed_spend(recorded_spend(reader, None))
     t0 = time.perf_counter()
     with gc_paused():
         cache = prefetch_cache(reader, _tier_keys(reviewer), run_id) if cfg.reviewer.cache else None
@@ -391,8 +451,9 @@ def _reviewer_column(reader: RunReader, stored: StoredRun, reviewed: SignalColum
         with gc_paused():
             card = _score(stored, reviewed, VerdictColumns.of(reviews), window)
         events = [f"{e.subject}: {e.message}" for e in reviewer.drain_events()]
+        budgets = reviewer.budget_use()
         column = BacktestColumn(name, str(path), card, len(reviews), review_s=review_s,
                                 score_s=time.perf_counter() - t2, cache_s=prepared.cache_s, events=events,
-                                warnings=[*warnings, *(w for _, w in loaded.disabled_tiers)])
+                                warnings=[*warnings, *(w for _, w in loaded.disabled_tiers)], budgets=budgets)
         del reviews, cache  # freed while the collector is still off
     return column

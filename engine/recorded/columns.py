@@ -52,7 +52,7 @@ _OF_REALIZED = attrgetter("filled", "pnl_pct")
 _OF_ATTEMPT = attrgetter("tier", "ok", "kind", "latency_ms")
 _OK = attrgetter("ok")
 _NO_OUTCOME = (False, 0.0, "", False, None)  # a missing shadow outcome's facts (masked out by ``shadow_known``)
-_NOT_CALLS = ("cache", "breaker_open", "deadline", "cancelled")  # attempts that say nothing of a tier's speed
+_NOT_CALLS = ("cache", "breaker_open", "budget", "deadline", "cancelled")  # attempts that say nothing of a tier's speed
 
 
 

@@ -114,6 +114,7 @@ class Scorecard:
     trailing: dict[str, Any] = field(default_factory=dict)  # the retire rule's window, as of the last signal
     retire: list[dict[str, Any]] = field(default_factory=list)  # retire events: when and why
     events: dict[str, int] = field(default_factory=dict)  # timeline events by kind
+    spend: dict[str, Any] = field(default_factory=dict)  # cost per day and tier, budget use, budget events
     account: dict[str, Any] = field(default_factory=dict)  # netting | hedging, market type per symbol
 
     @property
@@ -138,7 +139,7 @@ class Scorecard:
                        "net_pct": self.modify_loss_avoided_pct - self.modify_gain_given_up_pct, **self.modify},
             "rates": {"success": self.success_rate.to_dict(), "fallthrough": self.fallthrough_rate.to_dict(),
                       "fallback": self.fallback_rate.to_dict()},
-            "tiers": self.tiers, "latency": self.latency, "cost": self.cost, "pnl": self.pnl,
+            "tiers": self.tiers, "latency": self.latency, "cost": self.cost, "spend": self.spend, "pnl": self.pnl,
             "counterfactual": self.counterfactual, "trailing": self.trailing,
             "retire": self.retire, "retired": self.retired, "events": self.events,
             "account": self.account, "breakdown": self.breakdown,
@@ -461,9 +462,15 @@ def run_scorecard(reader: RunReader, run_id: int, *, stored: StoredRun | None = 
     # hash-checked stored reviews serve as columns, without building a review object per signal.
     if stored is None:
         stored = load_stored(reader, run_id, realized=True, lean=True)
-    return score_columns(stored.signal_columns(), stored.recorded_columns(),
+    if events is None:
+        events = records.load_events()
+    card = score_columns(stored.signal_columns(), stored.recorded_columns(),
                          records.load_trades() if trades is None else trades,
                          signals=reader.count_signals(run_id),  # blocked ones too: only their number
                          starting_equity=run.starting_equity,
-                         events=records.load_events() if events is None else events,
+                         events=events,
                          window_days=float(stored_value(run.config_json, "scoring.retire.window_days", 14.0)))
+    from engine.recorded.spend import spend_summary
+
+    card.spend = spend_summary(reader, run_id, run.config_json, events)
+    return card

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from engine.clock import monotonic_s
 from engine.errors import BadReply, ConfigError, ReviewError, TierTimeout, TierUnavailable, one_line
 from engine.ports import PriceSettings, TierSettings
-from engine.types import ContextPack, Verdict
+from engine.types import CallEstimate, ContextPack, Verdict
 from reviewer.prompt import PromptTemplate, get_prompt
 from reviewer.reply import MAX_RAW_CHARS, parse_reply, to_verdict
 
@@ -24,6 +25,7 @@ __all__ = [
     "LLMParams",
     "LLMTier",
     "TokenBucket",
+    "approx_tokens",
     "cost_usd",
     "endpoint_of",
     "kind_for_status",
@@ -61,6 +63,22 @@ def kind_for_status(code: int) -> str:
     if code >= 500:  # 500, 502, 503 (unavailable), 504, 529 (Anthropic: overloaded), ...
         return "server"
     return f"http_{code}"
+
+
+# Providers cache a static prompt prefix of at least this many tokens (Anthropic: Sonnet/Opus; OpenAI: automatic)
+CACHE_MIN_TOKENS = 1024
+CHARS_PER_TOKEN = 4
+
+
+def approx_tokens(text: str) -> int:
+    """Tokens of ``text`` as estimated offline: one per 4 characters, rounded up.
+
+    No provider's tokenizer is available offline (tiktoken downloads its tables; Anthropic's is not published).
+    On tradevet's prompts — English instructions and canonical JSON, mostly ASCII — 4 characters a token is the
+    usual BPE figure; the fake LLM server in tests reports usage by the same rule, so ``--estimate`` is checked
+    against it exactly, and a real provider's count may differ by some 10-20 %.
+    """
+    return math.ceil(len(text) / CHARS_PER_TOKEN) if text else 0
 
 
 def cost_usd(prices: PriceSettings, *, fresh_input: int, cached_input: int, output: int,
@@ -239,6 +257,32 @@ class LLMTier:
         if self.cfg.base_url:
             kw["base_url"] = self.cfg.base_url
         return kw
+
+    def estimate_call(self, pack: ContextPack, *, output_tokens: int, cache_warm: bool) -> CallEstimate:
+        """What one call for ``pack`` would use and cost (``engine.ports.PricedTier``), from the request it would send:
+        the static prefix (system prompt, tool definition) and the rendered user message, ``approx_tokens`` each;
+        the prefix is a cache write on a cold cache and a cache read on a warm one when the provider caches it."""
+        prefix, rest, cacheable = self._prompt_parts(pack)
+        p, r = approx_tokens(prefix), approx_tokens(rest)
+        read = write = 0
+        if cacheable and p >= CACHE_MIN_TOKENS:
+            read, write = (self._cached_share(p), 0) if cache_warm else (0, self._cache_write(p))
+        fresh = p + r - read - write
+        return CallEstimate(input_tokens=p + r, cached_tokens=read, cache_write_tokens=write,
+                            output_tokens=output_tokens, cost_usd=self._price(fresh, read, write, output_tokens))
+
+    def _prompt_parts(self, pack: ContextPack) -> tuple[str, str, bool]:
+        """(static prefix text, per-pack text, whether the provider caches the prefix) of the request for ``pack``."""
+        raise NotImplementedError
+
+    def _cached_share(self, prefix_tokens: int) -> int:
+        return prefix_tokens
+
+    def _cache_write(self, prefix_tokens: int) -> int:
+        return prefix_tokens
+
+    def _price(self, fresh: int, read: int, write: int, output: int) -> float:
+        return cost_usd(self.cfg.prices, fresh_input=fresh, cached_input=read, output=output, cache_write=write)
 
     def _new_client(self) -> Any:
         raise NotImplementedError

@@ -64,6 +64,17 @@ class AnthropicTier(LLMTier):
             kw["output_config"] = {"format": {"type": "json_schema", "schema": REPLY_SCHEMA}}
         return kw
 
+    def _prompt_parts(self, pack: ContextPack) -> tuple[str, str, bool]:
+        tools = json.dumps([self._tool], sort_keys=True) if self.params.structured_output == "tool" else ""
+        return self.prompt.system + tools, self.prompt.render(pack), True  # the system block has cache_control
+
+    def _price(self, fresh: int, read: int, write: int, output: int) -> float:
+        write_price = self.params.cache_write_per_mtok
+        if write_price is None:
+            write_price = self.cfg.prices.input_per_mtok * CACHE_WRITE_MULTIPLIER
+        return cost_usd(self.cfg.prices, fresh_input=fresh, cached_input=read, output=output, cache_write=write,
+                        cache_write_per_mtok=write_price)
+
     async def _call(self, client: Any, pack: ContextPack) -> Call:
         msg = await client.messages.create(**self.request_kwargs(pack))
         return self._read(msg)

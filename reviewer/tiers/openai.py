@@ -73,6 +73,15 @@ class OpenAITier(LLMTier):
         # routes every review to the same cache shard, so the shared system prompt is a cache hit
         return {"prompt_cache_key": f"tradevet-{self.prompt_version}"}
 
+    def _prompt_parts(self, pack: ContextPack) -> tuple[str, str, bool]:
+        return self.prompt.system, self.prompt.render(pack), True  # OpenAI caches a stable prefix by itself
+
+    def _cached_share(self, prefix_tokens: int) -> int:
+        return prefix_tokens // 128 * 128  # OpenAI caches in 128-token steps
+
+    def _cache_write(self, prefix_tokens: int) -> int:
+        return 0  # an OpenAI cache write is billed as ordinary input
+
     async def _call(self, client: Any, pack: ContextPack) -> Call:
         resp = await client.chat.completions.create(**self.request_kwargs(pack))
         return self._read(resp)

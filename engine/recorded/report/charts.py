@@ -197,7 +197,32 @@ def chart_cost(d: dict[str, Any]) -> str:
                      f"{t['cost_usd']:,.4f}"] for n, t in tiers.items()], "tier-cost")
     return chart_box("tier-cost", "Cost per tier", esc(sub),
                   hbars(rows, lambda v: f"${v:,.4f}", "tier cost chart", "no paid calls: every tier cost $0",
-                         w=HALF_W), "", table)
+                         w=HALF_W), "", table + _spend_tables(d["card"].get("spend") or {}))
+
+
+def _spend_tables(spend: dict[str, Any]) -> str:
+    """Cost per UTC day and tier (wall clock of the calls), each budget's caps and use, the budget events."""
+    if not spend:
+        return ""
+    days = html_table(["day (UTC)", "tier", "calls", "cost $"],
+                      [[x["day"] or "unknown", x["tier"], f"{x['calls']:,}", f"{x['cost_usd']:,.4f}"]
+                       for x in spend.get("by_day", [])], "cost-per-day")
+    budgets = spend.get("budgets", {})
+    out = days
+    if budgets:
+        def caps(c: dict[str, Any]) -> str:
+            return ", ".join(f"{k} {v:g}" for k, v in c.items() if k != "scope" and v is not None)
+
+        out += html_table(["tier", "caps", "scope", "run calls", "run cost $", "busiest day", "tightest cap used",
+                           "times exhausted"],
+                          [[n, caps(b["caps"]), b["caps"].get("scope", "run"), f"{b['run_calls']:,}",
+                            f"{b['run_usd']:,.4f}", b["busiest_day"] or "—",
+                            "—" if b.get("used_share") is None else f"{b['used_share']:.0%}", b["exhausted"]]
+                           for n, b in budgets.items()], "tier-budgets")
+    events = spend.get("events", [])
+    if events:
+        out += html_table(["tier", "budget event"], [[e["tier"], e["message"]] for e in events], "budget-events")
+    return out
 
 
 def chart_timeline(d: dict[str, Any]) -> str:
