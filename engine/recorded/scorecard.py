@@ -57,6 +57,7 @@ from engine.recorded.columns import (
     columns,
     gc_paused,
 )
+from engine.recorded.gatewarn import gate_summary, gate_warnings
 from engine.recorded.stored import StoredRun, load_stored
 from engine.stats import hypergeom_range, hypergeom_sf, wilson
 from engine.types import Event, Outcome, ReviewRecord, Trade, ms_to_dt
@@ -114,6 +115,10 @@ class Scorecard:
     trailing: dict[str, Any] = field(default_factory=dict)  # the retire rule's window, as of the last signal
     retire: list[dict[str, Any]] = field(default_factory=list)  # retire events: when and why
     events: dict[str, int] = field(default_factory=dict)  # timeline events by kind
+    # --- gates of a recorded run (run_scorecard; a backtest re-reviews reviewed signals only): per gate the
+    # signals that reached it and those it blocked, and a warning line per gate that blocked ≥ 95 % of them
+    gates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def veto_pvalue(self) -> float | None:
@@ -140,7 +145,7 @@ class Scorecard:
             "tiers": self.tiers, "latency": self.latency, "cost": self.cost, "pnl": self.pnl,
             "counterfactual": self.counterfactual, "trailing": self.trailing,
             "retire": self.retire, "retired": self.retired, "events": self.events,
-            "breakdown": self.breakdown,
+            "breakdown": self.breakdown, "gates": self.gates, "warnings": self.warnings,
         }
 
 
@@ -447,9 +452,12 @@ def run_scorecard(reader: RunReader, run_id: int, *, stored: StoredRun | None = 
     # hash-checked stored reviews serve as columns, without building a review object per signal.
     if stored is None:
         stored = load_stored(reader, run_id, realized=True, lean=True)
-    return score_columns(stored.signal_columns(), stored.recorded_columns(),
+    card = score_columns(stored.signal_columns(), stored.recorded_columns(),
                          records.load_trades() if trades is None else trades,
                          signals=reader.count_signals(run_id),  # blocked ones too: only their number
                          starting_equity=run.starting_equity,
                          events=records.load_events() if events is None else events,
                          window_days=float(stored_value(run.config_json, "scoring.retire.window_days", 14.0)))
+    card.gates = gate_summary(records.load_gate_results())
+    card.warnings = gate_warnings(card.gates)
+    return card

@@ -146,6 +146,14 @@ def _analysis(d: dict[str, Any]) -> str:
                                   ""], rows, "analysis") + "</section>")
 
 
+def _gate_warnings(d: dict[str, Any]) -> str:
+    lines = d["card"].get("warnings") or []
+    if not lines:
+        return ""
+    return ('<section class="card banner" id="gate-warnings"><header><h2>Gates that blocked nearly everything'
+            '</h2></header><ul>' + "".join(f"<li>{esc(x)}</li>" for x in lines) + "</ul></section>")
+
+
 def _retire_banner(d: dict[str, Any]) -> str:
     retire = d["card"].get("retire") or []
     if not retire:
@@ -230,7 +238,7 @@ def render_html(d: dict[str, Any]) -> str:
             f"config <code>{esc(run['config_hash'])}"
             f"</code> · {esc(run['db'])} · generated {esc(d['generated_at'])}")
     sections = [
-        _retire_banner(d), _kpis(d),
+        _retire_banner(d), _gate_warnings(d), _kpis(d),
         chart_equity(d),
         '<div class="grid2">', chart_precision(d), chart_rates(d), "</div>",
         chart_mix(d),
