@@ -195,7 +195,7 @@ def _print_scorecard(card: Any, *, title: str) -> None:
                          f"max drawdown {p['max_drawdown_pct']:.2f} %, final equity {p['final_equity']:.2f}")
     con.print(t)
     for line in card.warnings:
-        con.print(f"[yellow]warning:[/] {line}", highlight=False)
+        con.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
     if card.tiers:
         tt = Table(title="tiers", title_justify="left")
         for col in ("tier", "answered", "failures", "p50 ms", "p95 ms", "tokens in/out", "cost $"):
