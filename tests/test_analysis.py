@@ -134,3 +134,7 @@ def test_analyze_command_on_a_recorded_run(tmp_path: Path, capsys: pytest.Captur
     assert {"regime_tag", "vol_percentile", "side", "style", "gate:min_volume"} <= fields
     assert main(["analyze", "--run", "an", "--db", db]) == 0
     assert "informative fields" in capsys.readouterr().out
+    page = tmp_path / "r.html"
+    assert main(["report", "--run", "an", "--db", db, "--out", str(page)]) == 0
+    html = page.read_text(encoding="utf-8")
+    assert 'id="analysis"' in html and 'id="table-analysis"' in html and "Benjamini–Hochberg" in html
