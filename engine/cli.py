@@ -196,6 +196,8 @@ def _print_scorecard(card: Any, *, title: str) -> None:
         t.add_row("PnL", f"{p['pnl']:+.2f}  ({p['return_pct']:+.2f} %), fees {p['fees']:.2f}, "
                          f"max drawdown {p['max_drawdown_pct']:.2f} %, final equity {p['final_equity']:.2f}")
     con.print(t)
+    for line in card.warnings:
+        con.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
     if card.tiers:
         tt = Table(title="tiers", title_justify="left")
         for col in ("tier", "answered", "failures", "p50 ms", "p95 ms", "tokens in/out", "cost $"):
@@ -580,6 +582,64 @@ def signals_import(
     else:
         typer.echo(f"imported run {s.run_id} ({s.name}) from {file} (source run {s.source_run}) into {where}: "
                    f"{s.signals} signals ({s.reviewed} reviewed), {s.bars} bars, {s.trades} trades")
+
+
+@app.command()
+def analyze(
+    run: RunOpt,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    alpha: Annotated[float, typer.Option("--alpha", min=0.0001, max=0.5,
+                                         help="False discovery rate across fields (Benjamini–Hochberg).")] = 0.05,
+    permutations: Annotated[int, typer.Option("--permutations", min=99, help="Label permutations per test.")]
+    = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the permutations.")] = 0,
+    styles: Annotated[bool, typer.Option("--styles/--no-styles", help="Also print the tables per strategy style.")]
+    = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Which context fields predict outcomes: loss rate and mean R per bucket, a test per field, FDR-controlled."""
+    from engine.recorded.analysis import analyze as run_analysis
+
+    store = _open_store(db, config)
+    try:
+        info = store.resolve_run(run)
+        result = run_analysis(store, info.id, alpha=alpha, permutations=permutations, seed=seed)
+    finally:
+        store.close()
+    if as_json:
+        _emit_json(result.to_dict())
+        return
+    _print_analysis(result, title=f"run {info.id} ({info.name})", styles=styles)
+
+
+def _print_analysis(result: Any, *, title: str, styles: bool = False) -> None:
+    from rich.table import Table
+
+    con = _console()
+    con.print(f"[bold]feature analysis[/] — {title}: {result.reviewed} reviewed, {result.scored} scored, "
+              f"{result.ambiguous} ambiguous (apart); permutation chi-square, {result.permutations} permutations, "
+              f"BH q ≤ {result.alpha:g} = informative")
+    scopes = list(result.buckets) if styles else ["all"]
+    for scope in scopes:
+        tests = {t.field: t for t in result.tests if t.scope == scope}
+        t = Table(title=f"scope: {scope}", title_justify="left")
+        for col in ("field", "bucket", "scored", "loss rate [95 % CI]", "mean R", "ambig.", "p", "q", ""):
+            t.add_column(col)
+        for name, buckets in result.buckets[scope].items():
+            ft = tests.get(name)
+            for i, b in enumerate(buckets):
+                d = b.to_dict()
+                lr = "—" if d["loss_rate"] is None else (
+                    f"{d['loss_rate'] * 100:.1f} % [{d['ci95'][0] * 100:.1f}–{d['ci95'][1] * 100:.1f}]")
+                first = i == 0
+                t.add_row(name if first else "", b.label, f"{b.scored}/{b.reviewed}", lr,
+                          "—" if b.mean_r is None else f"{b.mean_r:+.2f}", str(b.ambiguous),
+                          pvalue(ft.p_value) if first and ft else "", pvalue(ft.q_value) if first and ft else "",
+                          "informative" if first and ft and ft.informative else "")
+        con.print(t)
+    found = result.informative("all")
+    con.print("informative fields (all signals): " + (", ".join(found) if found else "none"))
 
 
 @app.command()

@@ -96,6 +96,8 @@ def pack_json_generic(pack: ContextPack) -> str:
         "gate_note": pack.gate_note,
         "equity": _num(pack.equity),
     }
+    if pack.version != "context-v1":  # context-v1 packs were written without it (their hashes are kept)
+        d["version"] = pack.version
     trades = "[" + ",".join(_summary_json(t) for t in pack.recent_trades) + "]"
     parts = []
     for key in sorted(d):
@@ -198,9 +200,13 @@ def _stats_json(t: TradeStats) -> str:
 
 
 def _regime_json(r: RegimeInfo) -> str:
-    return (f'{{"k":{_ji(r.k)},"lookback_bars":{_ji(r.lookback_bars)},"realized_vol_ann":{_jn(r.realized_vol_ann)},'
-            f'"tag":{_jstr(str(r.tag))},"variance_ratio":{_jn(r.variance_ratio)},'
-            f'"vol_percentile":{_jn(r.vol_percentile)}}}')
+    if r.block_bars is None:  # the fixed-threshold tag (context-v1): no z, no blocks
+        return (f'{{"k":{_ji(r.k)},"lookback_bars":{_ji(r.lookback_bars)},'
+                f'"realized_vol_ann":{_jn(r.realized_vol_ann)},"tag":{_jstr(str(r.tag))},'
+                f'"variance_ratio":{_jn(r.variance_ratio)},"vol_percentile":{_jn(r.vol_percentile)}}}')
+    return (f'{{"block_bars":{_ji(r.block_bars)},"k":{_ji(r.k)},"lookback_bars":{_ji(r.lookback_bars)},'
+            f'"realized_vol_ann":{_jn(r.realized_vol_ann)},"tag":{_jstr(str(r.tag))},'
+            f'"variance_ratio":{_jn(r.variance_ratio)},"vol_percentile":{_jn(r.vol_percentile)},"z":{_jn(r.z)}}}')
 
 
 def _correlated_json(c: CorrelatedPosition) -> str:
@@ -251,8 +257,9 @@ def seal(pack: ContextPack) -> tuple[str, str]:
         head = (f'{{"correlated_positions":[{",".join([_correlated_json(c) for c in pack.correlated])}],'
                 f'"equity":{_jn(pack.equity)},"gate_note":{_js(pack.gate_note)},'
                 f'"news":[{",".join([_news_json(n) for n in pack.news])}],"recent_trades":')
+        version = "" if pack.version == "context-v1" else f',"version":{_js(pack.version)}'
         tail = (f',"regime":{_regime_json(pack.regime)},"signal":{_signal_json(pack.signal)},'
-                f'"trade_stats":{_stats_json(pack.trade_stats)}}}')
+                f'"trade_stats":{_stats_json(pack.trade_stats)}{version}}}')
     except _Slow:
         text = pack_json_generic(pack)
         return text, content_hash(text)

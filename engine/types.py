@@ -21,6 +21,7 @@ from engine.packjson import _num, canonical_json, content_hash, seal
 __all__ = [
     "DECISION_FIELDS",
     "OUTCOME_FIELDS",
+    "PACK_VERSION",
     "VERDICT_FIELDS",
     "Action",
     "Bar",
@@ -321,11 +322,15 @@ class RegimeInfo:
     variance_ratio: float | None
     realized_vol_ann: float | None  # annualised realized volatility of 1-bar log returns
     vol_percentile: float | None  # 0..100 within its own trailing history
-    lookback_bars: int
-    k: int
+    lookback_bars: int  # bars of returns behind the tag
+    k: int  # horizon of the variance ratio in bars
+    # method lo_mackinlay (context-v2): the heteroskedasticity-robust z of the ratio and the block length; both
+    # None for the fixed-threshold tag of context-v1 packs, whose JSON (and hash) they then leave as it was
+    z: float | None = None
+    block_bars: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "tag": str(self.tag),
             "variance_ratio": _num(self.variance_ratio),
             "realized_vol_ann": _num(self.realized_vol_ann),
@@ -333,12 +338,17 @@ class RegimeInfo:
             "lookback_bars": self.lookback_bars,
             "k": self.k,
         }
+        if self.block_bars is not None:
+            d["z"] = _num(self.z)
+            d["block_bars"] = self.block_bars
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RegimeInfo:
         return cls(
             RegimeTag(d["tag"]), d["variance_ratio"], d["realized_vol_ann"], d["vol_percentile"],
-            int(d["lookback_bars"]), int(d["k"]),
+            int(d["lookback_bars"]), int(d["k"]), d.get("z"),
+            None if d.get("block_bars") is None else int(d["block_bars"]),
         )
 
 
@@ -399,6 +409,12 @@ class NewsFlag:
         return cls(NewsCategory(d["category"]), float(d["age_min"]), d["headline"], d["source"])
 
 
+# The context pack's version: part of the pack's JSON, hence of its hash and of every verdict-cache key, so a
+# verdict given on a pack of an older version is never reused. context-v1: no version key, regime tag from the
+# 1-bar variance ratio at fixed thresholds; context-v2: the tag from the Lo–MacKinlay z at the trade's horizon.
+PACK_VERSION = "context-v2"
+
+
 @dataclass(frozen=True, slots=True)
 class ContextPack:
     """Everything the reviewer sees, strictly as of ``signal.created_ms``; ``hash`` covers all of it."""
@@ -411,6 +427,7 @@ class ContextPack:
     news: tuple[NewsFlag, ...]
     gate_note: str
     equity: float
+    version: str = PACK_VERSION  # what the pack's fields mean (the regime tag's definition): see PACK_VERSION
     json: str = field(default="", compare=False)
     hash: str = field(default="", compare=False)
 
@@ -428,6 +445,8 @@ class ContextPack:
             "news": [n.to_dict() for n in self.news],
             "gate_note": self.gate_note,
             "equity": _num(self.equity),
+            # context-v1 packs were written without a version: theirs stays out, so their JSON and hash are kept
+            **({} if self.version == "context-v1" else {"version": self.version}),
         }
 
     @classmethod
@@ -456,6 +475,7 @@ class ContextPack:
             news=tuple(NewsFlag.from_dict(n) for n in d["news"]),
             gate_note=d["gate_note"],
             equity=float(d["equity"]),
+            version=d.get("version", "context-v1"),
         )
 
 

@@ -1,4 +1,12 @@
-"""RulesTier: a deterministic reviewer over the context pack — the baseline every LLM tier must beat."""
+"""RulesTier: a deterministic reviewer over the context pack — the baseline every LLM tier must beat.
+
+Calibrated on the feature analysis of the dev data (``tradevet analyze``, rules-v2): a rule *vetoes* only
+where its field was informative there — a very low volatility percentile (the ATR stop then sits inside the
+noise and the costs: the shadow trades of vetoed signals lost more often than all on 6 of 7 dev data sets) and
+adverse news against a long (hard evidence; the dev data carry no news, so it rests on the demo's) — and the
+rules whose fields did not predict outcomes (loss streak, strategy/regime mismatch, correlated exposure) cut
+the size or stay silent. Every threshold, and which rules veto, stays a ``RulesParams`` setting.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +23,7 @@ from engine.types import ContextPack, CorrelatedPosition, NewsCategory, RegimeTa
 
 __all__ = ["RULES_VERSION", "Finding", "RulesParams", "RulesTier", "judge"]
 
-RULES_VERSION = "rules-v1"
+RULES_VERSION = "rules-v2"  # v2: vetoes only on fields found informative (see the module docstring)
 
 _ADVERSE = frozenset({NewsCategory.HACK, NewsCategory.DELISTING, NewsCategory.REGULATORY, NewsCategory.OUTAGE})
 _POSITIVE = frozenset({NewsCategory.LISTING, NewsCategory.PARTNERSHIP})
@@ -27,6 +35,7 @@ _CONF_NEWS_VETO = 0.9
 _CONF_CORR_VETO = 0.7
 _CONF_STREAK_VETO = 0.65
 _CONF_REGIME_VETO = 0.6
+_CONF_LOW_VOL_VETO = 0.6
 _CONF_CORR_MODIFY = 0.6
 _CONF_NEWS_MODIFY = 0.6
 _CONF_STREAK_MODIFY = 0.55
@@ -42,14 +51,23 @@ class RulesParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     modify_streak: int = Field(3, ge=1, description="Strategy loss streak at or above which the size is cut.")
-    veto_streak: int = Field(5, ge=1, description="Strategy loss streak at or above which the signal is vetoed.")
+    veto_streak: int = Field(5, ge=1, description="Strategy loss streak at or above which the signal is vetoed "
+                                                  "(with streak_veto; else the size is cut).")
+    streak_veto: bool = Field(
+        False, description="Veto on a fresh veto-length streak (off: loss streaks did not predict losses on the "
+                           "dev data, so a streak only cuts the size).")
     streak_fresh_h: float = Field(
         6, gt=0, description="A veto-length streak vetoes only if its last loss closed within this many hours "
                              "(afterwards it only cuts the size, so the strategy can trade its way out)."
     )
     streak_size_pct: float = Field(50, gt=0, le=100, description="Size after a loss-streak cut.")
     chop_size_pct: float = Field(60, gt=0, le=100, description="Size of a trend/breakout signal in a chop regime.")
-    regime_veto: bool = Field(True, description="Veto trend/breakout in mean_reverting (and see below).")
+    regime_veto: bool = Field(
+        False, description="Veto trend/breakout in mean_reverting (and see below); off: the regime tag did not "
+                           "predict losses on the dev data, so a mismatch cuts the size to chop_size_pct.")
+    chop_modify: bool = Field(
+        False, description="Cut trend/breakout signals in chop to chop_size_pct (off: chop is the usual state at "
+                           "the trade's horizon and did not predict losses).")
     mean_reversion_in_trend: Literal["veto", "modify"] = Field(
         "modify", description="What a mean-reversion signal in a trending regime gets (modify: chop_size_pct)."
     )
@@ -57,13 +75,17 @@ class RulesParams(BaseModel):
     corr_budget_pct: float = Field(
         15, ge=0, description="Correlated exposure moving with the signal (% of equity) beyond which the size is cut."
     )
-    corr_veto_pct: float = Field(
-        35, ge=0, description="Correlated exposure moving with the signal (% of equity) beyond which it is vetoed."
+    corr_veto_pct: float | None = Field(
+        None, ge=0, description="Correlated exposure moving with the signal (% of equity) beyond which it is "
+                                "vetoed (null: never; the exposure did not predict losses on the dev data)."
     )
     corr_size_pct: float = Field(50, gt=0, le=100, description="Size after a correlated-concentration cut.")
     news_max_age_min: float = Field(240, gt=0, description="News older than this (minutes) is ignored.")
     news_size_pct: float = Field(50, gt=0, le=100, description="Size of a short against positive news.")
     high_vol_pct: float = Field(95, ge=0, le=100, description="Vol percentile at or above which the stop tightens.")
+    low_vol_veto_pct: float | None = Field(
+        7, ge=0, le=100, description="Vol percentile at or below which the signal is vetoed (null: never): in a "
+                                      "market this quiet the stop sits inside the noise and the costs.")
     stop_tighten_frac: float = Field(
         0.3, gt=0, lt=1, description="Fraction of the entry–stop distance the stop moves toward the entry."
     )
@@ -73,7 +95,7 @@ class RulesParams(BaseModel):
     def _order(self) -> RulesParams:
         if self.veto_streak < self.modify_streak:
             raise ValueError(f"veto_streak must be >= modify_streak (got {self.veto_streak} < {self.modify_streak})")
-        if self.corr_veto_pct < self.corr_budget_pct:
+        if self.corr_veto_pct is not None and self.corr_veto_pct < self.corr_budget_pct:
             raise ValueError(
                 f"corr_veto_pct must be >= corr_budget_pct (got {self.corr_veto_pct} < {self.corr_budget_pct})"
             )
@@ -135,7 +157,7 @@ def findings(pack: ContextPack, p: RulesParams) -> list[Finding]:
     s = pack.signal
 
     streak = pack.trade_stats.loss_streak
-    if streak >= p.veto_streak and _streak_is_fresh(pack, p.streak_fresh_h):
+    if p.streak_veto and streak >= p.veto_streak and _streak_is_fresh(pack, p.streak_fresh_h):
         out.append(Finding(VerdictKind.VETO, _CONF_STREAK_VETO,
                            f"fresh loss streak of {streak} (≥ {p.veto_streak})"))
     elif streak >= p.modify_streak:
@@ -144,9 +166,13 @@ def findings(pack: ContextPack, p: RulesParams) -> list[Finding]:
 
     style, regime = _style(s.tags), pack.regime.tag
     if style in _TREND_STYLES:
-        if regime is RegimeTag.MEAN_REVERTING and p.regime_veto:
-            out.append(Finding(VerdictKind.VETO, _CONF_REGIME_VETO, f"{style} signal in a mean_reverting regime"))
-        elif regime is RegimeTag.CHOP:
+        if regime is RegimeTag.MEAN_REVERTING:
+            if p.regime_veto:
+                out.append(Finding(VerdictKind.VETO, _CONF_REGIME_VETO, f"{style} signal in a mean_reverting regime"))
+            else:
+                out.append(Finding(VerdictKind.MODIFY, _CONF_CHOP_MODIFY, f"{style} signal in a mean_reverting regime",
+                                   size_pct=p.chop_size_pct))
+        elif regime is RegimeTag.CHOP and p.chop_modify:
             out.append(Finding(VerdictKind.MODIFY, _CONF_CHOP_MODIFY, f"{style} signal in a chop regime",
                                size_pct=p.chop_size_pct))
     elif style == "mean_reversion" and regime is RegimeTag.TRENDING:
@@ -159,7 +185,7 @@ def findings(pack: ContextPack, p: RulesParams) -> list[Finding]:
                                size_pct=p.chop_size_pct))
 
     exposure = sum(c.size_pct_equity for c in pack.correlated if _same_risk(c, s.side, p.corr_threshold))
-    if exposure > p.corr_veto_pct:
+    if p.corr_veto_pct is not None and exposure > p.corr_veto_pct:
         out.append(Finding(VerdictKind.VETO, _CONF_CORR_VETO,
                            f"correlated {s.side}-side exposure {exposure:.0f} % of equity (> {p.corr_veto_pct:g} %)"))
     elif exposure > p.corr_budget_pct:
@@ -177,6 +203,9 @@ def findings(pack: ContextPack, p: RulesParams) -> list[Finding]:
                            f"positive news ({', '.join(positive)}) against a short", size_pct=p.news_size_pct))
 
     pct = pack.regime.vol_percentile
+    if pct is not None and p.low_vol_veto_pct is not None and pct <= p.low_vol_veto_pct:
+        out.append(Finding(VerdictKind.VETO, _CONF_LOW_VOL_VETO,
+                           f"volatility percentile {pct:.0f} (≤ {p.low_vol_veto_pct:g}): the stop is inside the noise"))
     if pct is not None and pct >= p.high_vol_pct:
         stop = _tighter_stop(pack, p.stop_tighten_frac)
         if stop is not None:

@@ -72,7 +72,7 @@ def ref_regime(closes: np.ndarray, cfg: RegimeConfig) -> tuple[float, float, flo
     return float(vr), ann, pct
 
 
-BIG = RegimeConfig(lookback=1000, k=8, vol_history=3)
+BIG = RegimeConfig(method="fixed", lookback=1000, k=8, vol_history=3)
 
 
 @pytest.mark.parametrize(
@@ -98,7 +98,7 @@ def test_regime_tags_on_synthetic_paths(phi: float, tag: RegimeTag, seed: int) -
 @pytest.mark.parametrize(("phi", "tag"), [(0.6, RegimeTag.TRENDING), (-0.6, RegimeTag.MEAN_REVERTING)])
 @pytest.mark.parametrize("seed", range(4))
 def test_regime_with_the_default_lookback(phi: float, tag: RegimeTag, seed: int) -> None:
-    cfg = RegimeConfig()
+    cfg = RegimeConfig(method="fixed")
     closes = ar_closes(phi, 2500, seed)
     info = regime_of(closes, cfg, TF)
     assert info.tag is tag
@@ -106,7 +106,7 @@ def test_regime_with_the_default_lookback(phi: float, tag: RegimeTag, seed: int)
 
 
 def test_regime_uses_only_the_trailing_window() -> None:
-    cfg = RegimeConfig(lookback=200, k=5, vol_history=2)
+    cfg = RegimeConfig(method="fixed", lookback=200, k=5, vol_history=2)
     tail = ar_closes(-0.5, 2 * 200 + 200 + 1, 9)
     head = ar_closes(0.7, 3000, 8) * 1.0
     joined = np.concatenate([head, tail * head[-1] / tail[0]])
@@ -115,7 +115,7 @@ def test_regime_uses_only_the_trailing_window() -> None:
 
 
 def test_regime_needs_lookback_plus_one_closes() -> None:
-    cfg = RegimeConfig(lookback=50, k=5)
+    cfg = RegimeConfig(method="fixed", lookback=50, k=5)
     closes = ar_closes(0.0, 51, 4)
     short = regime_of(closes[:-1], cfg, TF)
     assert (short.tag, short.variance_ratio, short.realized_vol_ann, short.vol_percentile) == (
@@ -128,12 +128,12 @@ def test_regime_needs_lookback_plus_one_closes() -> None:
 
 
 def test_regime_of_a_flat_price_is_unknown() -> None:
-    info = regime_of(np.full(200, 42.0), RegimeConfig(lookback=50, k=5), TF)
+    info = regime_of(np.full(200, 42.0), RegimeConfig(method="fixed", lookback=50, k=5), TF)
     assert info.tag is RegimeTag.UNKNOWN and info.variance_ratio is None and info.realized_vol_ann == 0.0
 
 
 def test_vol_percentile_ranks_a_calm_window_low_and_a_wild_one_high() -> None:
-    cfg = RegimeConfig(lookback=100, k=5, vol_history=10)
+    cfg = RegimeConfig(method="fixed", lookback=100, k=5, vol_history=10)
     rng = np.random.default_rng(0)
     wild_then_calm = np.concatenate([rng.normal(0, 0.03, 1000), rng.normal(0, 0.003, 101)])
     calm_then_wild = np.concatenate([rng.normal(0, 0.003, 1000), rng.normal(0, 0.03, 101)])
@@ -174,7 +174,8 @@ def test_trade_stats(pnls: list[float], count: int, win_rate: float | None, stre
 
 def ctx_config(**kw) -> ContextConfig:  # type: ignore[no-untyped-def]
     base = {"recent_trades": 20, "news_window_h": 4, "correlated_top": 5,
-            "regime": {"lookback": 48, "k": 4, "vol_history": 5}, "correlation": {"lookback": 100}}
+            "regime": {"lookback": 48, "k": 4, "vol_history": 5, "test_lookback": 192, "horizon_bars": 24},
+            "correlation": {"lookback": 100}}
     base.update(kw)
     return ContextConfig.model_validate(base)
 

@@ -17,7 +17,7 @@ import pytest
 
 import engine.core.context as context_mod
 import engine.packjson as packjson
-from engine.core.context import ContextBuilder, regime_of
+from engine.core.context import ContextBuilder, regime_closes, regime_of
 from engine.core.market import MarketState
 from engine.packjson import pack_json_generic
 from engine.types import (
@@ -216,7 +216,7 @@ def test_rolling_variances_are_the_plain_numpy_definition_bit_for_bit() -> None:
 def test_the_builder_regime_is_the_full_computation_live_and_rebuilt() -> None:
     cfg = ctx_config(regime={"lookback": 24, "k": 4, "vol_history": 6})
     rc = cfg.regime
-    n_closes = rc.vol_history * rc.lookback + rc.lookback + 1
+    n_closes = regime_closes(rc)
     symbols = {SYM: 1, "ETH/USDT": 2}
     m = MarketState(TF)
     paths = {s: _path("plain", 900, seed) for s, seed in symbols.items()}

@@ -80,16 +80,16 @@ def test_min_volume_pass_and_block() -> None:
     w = World()
     feed_volume(w, 288, volume=10.0, close=500.0)  # 288 × 5 000 = 1.44M over exactly one day
     ok = MinVolume({"min_quote_volume_24h": 1_000_000}).evaluate(signal(), w.view)
-    assert ok == GateResult("min_volume", True, "24h quote volume 1.4M ≥ 1.0M")
+    assert ok == GateResult("min_volume", True, "24h quote volume 1.4M USDT ≥ 1.0M USDT")
     no = MinVolume({"min_quote_volume_24h": 2_000_000}).evaluate(signal(), w.view)
-    assert no == GateResult("min_volume", False, "24h quote volume 1.4M < 2.0M")
+    assert no == GateResult("min_volume", False, "24h quote volume 1.4M USDT < 2.0M USDT")
 
 
 def test_min_volume_pro_rates_a_short_history() -> None:
     w = World()
     feed_volume(w, 144, volume=10.0, close=500.0)  # half a day: 720k, i.e. 1.44M a day
     r = MinVolume({"min_quote_volume_24h": 1_000_000}).evaluate(signal(), w.view)
-    assert r == GateResult("min_volume", True, "24h quote volume 1.4M ≥ 1.0M (pro-rated from 12.0h)")
+    assert r == GateResult("min_volume", True, "24h quote volume 1.4M USDT ≥ 1.0M USDT (pro-rated from 12.0h)")
 
 
 def test_min_volume_counts_only_the_last_day() -> None:
@@ -99,7 +99,7 @@ def test_min_volume_counts_only_the_last_day() -> None:
     for i in range(288, 576):
         w.market.append(flat_bar(i, 100.0, volume=10.0))  # ... then a quiet day: 288k
     r = MinVolume({"min_quote_volume_24h": 1_000_000}).evaluate(signal(), w.view)
-    assert r == GateResult("min_volume", False, "24h quote volume 288.0k < 1.0M")
+    assert r == GateResult("min_volume", False, "24h quote volume 288.0k USDT < 1.0M USDT")
 
 
 # ---------------------------------------------------------------------------------------- positions
@@ -404,12 +404,12 @@ def test_real_gates_make_the_documented_note() -> None:
                          GateConfig(kind="cooldown")])
     results, note = evaluate_gates(gates, signal(), w.view)
     assert all(r.passed for r in results)
-    assert note == "24h quote volume 1.4M ≥ 1.0M; 1/5 slots used; no cooldown"
+    assert note == "24h quote volume 1.4M USDT ≥ 1.0M USDT; 1/5 slots used; no cooldown"
 
 
 def test_money_format_boundaries() -> None:
     w = World()
     feed_volume(w, 288, volume=1.0, close=1.0)  # 288
     r = MinVolume({"min_quote_volume_24h": 999}).evaluate(signal(), w.view)
-    assert r.reason == "24h quote volume 288 < 999"
+    assert r.reason == "24h quote volume 288 USDT < 999 USDT"
     assert math.isclose(w.market.history(SYM).quote_volume_24h(), 288.0)

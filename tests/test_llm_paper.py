@@ -63,7 +63,7 @@ def test_paper_run_with_llm_yaml_gets_verdicts_from_every_tier(tmp_path: Path, k
         assert {"server", "rate_limit", "bad_reply"} <= failures
         assert card.tiers["sonnet"]["input_tokens"] > 0 and card.tiers["sonnet"]["cost_usd"] > 0
         reviews = store.recorder(res.run_id).load_reviews()
-        assert {r.verdict.prompt_version for r in reviews if r.verdict.tier == "sonnet"} == {"v1-2026-11"}
+        assert {r.verdict.prompt_version for r in reviews if r.verdict.tier == "sonnet"} == {"v2-2026-12"}
     finally:
         store.close()
 

@@ -57,20 +57,29 @@ def make_pack(*, side: Side = Side.LONG, style: str | None = "trend", regime: Re
     )
 
 
+# the rules of rules-v1, every one switched on: most tests below check each rule's logic this way; the
+# calibrated defaults (rules-v2: vetoes only on low volatility and adverse news) have their own tests at the end
+V1 = {"streak_veto": True, "regime_veto": True, "chop_modify": True, "corr_veto_pct": 35, "low_vol_veto_pct": None}
+
+
 def review(pack: ContextPack, **params: object) -> Verdict:
-    tier = RulesTier(TierConfig(name="rules", provider="rules", params=params), None)
+    tier = RulesTier(TierConfig(name="rules", provider="rules", params={**V1, **params}), None)
     return asyncio.run(tier.review(pack))
+
+
+def review_default(pack: ContextPack) -> Verdict:
+    return asyncio.run(RulesTier(TierConfig(name="rules", provider="rules"), None).review(pack))
 
 
 # ------------------------------------------------------------------------------------------ accept
 
 
 def test_accept_when_nothing_fires() -> None:
-    v = review(make_pack())
+    v = review_default(make_pack())
     assert v.verdict is ACCEPT and v.confidence == 0.55
     assert v.modified_size_pct is None and v.modified_sl is None
     assert v.rationale.startswith("Accept: no rule fired") and v.rationale.endswith(".")
-    assert (v.source, v.tier, v.model, v.prompt_version) == ("rules", "rules", "rules-v1", "rules-v1")
+    assert (v.source, v.tier, v.model, v.prompt_version) == ("rules", "rules", "rules-v2", "rules-v2")
     assert (v.input_tokens, v.output_tokens, v.cost_usd) == (0, 0, 0.0)
 
 
@@ -112,7 +121,8 @@ def test_strategy_regime_mismatch_vetoes(style: str, regime: RegimeTag) -> None:
     v = review(make_pack(style=style, regime=regime))
     assert (v.verdict, v.confidence) == (VETO, 0.6)
     assert f"{style} signal in a {regime} regime" in v.rationale
-    assert review(make_pack(style=style, regime=regime), regime_veto=False).verdict is ACCEPT
+    cut = review(make_pack(style=style, regime=regime), regime_veto=False)
+    assert cut.verdict is MODIFY and cut.modified_size_pct == 60
 
 
 def test_mean_reversion_in_a_trend_is_cut_by_default_and_vetoed_on_request() -> None:
@@ -285,3 +295,29 @@ def test_changed_params_change_the_cache_key() -> None:
     assert default.prompt_version == explicit_default.prompt_version == RULES_VERSION
     assert tuned.prompt_version.startswith(RULES_VERSION + "+") and tuned.prompt_version != RULES_VERSION
     assert tuned.model == default.model == RULES_VERSION
+
+
+# ------------------------------------------------------------------------ calibrated defaults (rules-v2)
+
+
+def test_by_default_only_low_volatility_and_adverse_news_veto() -> None:
+    low = review_default(make_pack(vol_pct=5.0))
+    assert low.verdict is VETO and "volatility percentile 5 (≤ 7)" in low.rationale
+    assert review_default(make_pack(vol_pct=7.0)).verdict is VETO  # at the threshold
+    assert review_default(make_pack(vol_pct=7.5)).verdict is ACCEPT
+    assert review_default(make_pack(news=[(NewsCategory.HACK, 30.0)])).verdict is VETO
+    # the fields that did not predict losses on the dev data cut the size instead of vetoing
+    streak = review_default(make_pack(streak=7, losses_closed_h_ago=[5, 4, 3, 2, 1]))
+    assert streak.verdict is MODIFY and streak.modified_size_pct == 50
+    mismatch = review_default(make_pack(style="breakout", regime=RegimeTag.MEAN_REVERTING))
+    assert mismatch.verdict is MODIFY and mismatch.modified_size_pct == 60
+    crowded = review_default(make_pack(correlated=[(Side.LONG, 50.0, 0.9)]))
+    assert crowded.verdict is MODIFY and crowded.modified_size_pct == 50
+    # chop, the usual state at the trade's horizon, is silent
+    assert review_default(make_pack(style="trend", regime=RegimeTag.CHOP)).verdict is ACCEPT
+
+
+def test_the_low_volatility_veto_is_a_setting() -> None:
+    assert review(make_pack(vol_pct=3.0), low_vol_veto_pct=None).verdict is ACCEPT
+    assert review(make_pack(vol_pct=3.0), low_vol_veto_pct=2).verdict is ACCEPT
+    assert review(make_pack(vol_pct=None), low_vol_veto_pct=10).verdict is ACCEPT  # unknown vol: no veto

@@ -170,11 +170,29 @@ class GateConfig(_Model):
 
 
 class RegimeConfig(_Model):
-    lookback: int = Field(96, ge=8, description="Bars of 1-bar log returns for realized vol and the variance ratio.")
-    k: int = Field(8, ge=2, description="Horizon (bars) of the k-bar returns in the variance ratio.")
-    trend_above: float = Field(1.25, gt=0, description="VR at or above → trending.")
-    revert_below: float = Field(0.8, gt=0, description="VR at or below → mean_reverting.")
+    method: Literal["lo_mackinlay", "fixed"] = Field(
+        "lo_mackinlay",
+        description="lo_mackinlay: the variance ratio at the strategy's horizon, from block returns, tagged by its "
+                    "heteroskedasticity-robust z (|z| > z_crit); fixed: the 1-bar VR over `lookback` against "
+                    "trend_above / revert_below (the tag of context packs before context-v2).",
+    )
+    lookback: int = Field(96, ge=8, description="Bars of 1-bar log returns for realized vol and its percentile "
+                                                "(and the variance ratio of method fixed).")
+    k: int = Field(8, ge=2, description="method fixed: horizon (bars) of the k-bar returns in the variance ratio.")
+    trend_above: float = Field(1.25, gt=0, description="method fixed: VR at or above → trending.")
+    revert_below: float = Field(0.8, gt=0, description="method fixed: VR at or below → mean_reverting.")
     vol_history: int = Field(20, ge=2, description="Trailing windows (×lookback) for the vol percentile.")
+    test_lookback: int = Field(480, ge=16, description="method lo_mackinlay: bars of returns the test reads "
+                                                       "(the tag is unknown before that many bars).")
+    horizon_bars: int | None = Field(
+        None, ge=2, description="method lo_mackinlay: horizon of the variance ratio in bars (null: the time stop, "
+                                "execution.max_bars_held — the horizon the strategies trade at).")
+    block_bars: int = Field(4, ge=1, description="method lo_mackinlay: returns are summed over non-overlapping "
+                                                 "blocks of this many bars (damps bid–ask bounce).")
+    skip_lags: int = Field(1, ge=0, description="method lo_mackinlay: the first block-return autocorrelations left "
+                                                "out of the ratio (adjacent blocks share a bounce).")
+    z_crit: float = Field(1.645, gt=0, description="method lo_mackinlay: |z| above this → trending (VR > 1) or "
+                                                   "mean_reverting (VR < 1), else chop.")
 
     @model_validator(mode="after")
     def _order(self) -> RegimeConfig:
@@ -184,6 +202,14 @@ class RegimeConfig(_Model):
             )
         if self.k >= self.lookback:
             raise ValueError(f"k must be < lookback (got k={self.k}, lookback={self.lookback})")
+        if self.horizon_bars is not None:
+            blocks = self.horizon_bars // self.block_bars
+            if blocks < self.skip_lags + 2:
+                raise ValueError(f"horizon_bars // block_bars must be >= skip_lags + 2 (got {self.horizon_bars} // "
+                                 f"{self.block_bars} = {blocks}, skip_lags {self.skip_lags})")
+            if self.test_lookback < 4 * self.horizon_bars:
+                raise ValueError(f"test_lookback must be >= 4 × horizon_bars (got {self.test_lookback} < "
+                                 f"4 × {self.horizon_bars})")
         return self
 
 

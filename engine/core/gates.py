@@ -7,12 +7,12 @@ replay reads them off the ``SimClock``.
 
 from __future__ import annotations
 
-import functools
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.config import GateConfig
@@ -24,6 +24,7 @@ from engine.ports import Clock
 from engine.types import GateResult, Signal
 
 __all__ = [
+    "DEFAULT_MIN_QUOTE_VOLUME",
     "GATES",
     "Cooldown",
     "CorrelationCap",
@@ -35,6 +36,7 @@ __all__ = [
     "MinVolume",
     "build_gates",
     "evaluate_gates",
+    "quote_of",
 ]
 
 _DAY_MS = 86_400_000
@@ -85,17 +87,58 @@ def _money(x: float) -> str:
         return f"{x / 1e6:.1f}M"
     if a >= 1e3:
         return f"{x / 1e3:.1f}k"
-    return f"{x:.0f}"
+    if a >= 100 or a == 0:
+        return f"{x:.0f}"
+    # three significant digits, never an exponent (a thin BTC market trades 0.0213 BTC a day)
+    return np.format_float_positional(x, precision=3, fractional=False, trim="-")
+
+
+# 24h quote volume below which a symbol is too thin to paper-trade believably, per quote currency: about
+# 1M US dollars' worth (BTC and ETH at their 2021–2025 prices; an older or smaller market may sit below these
+# levels as a whole, which the relative criterion covers).
+DEFAULT_MIN_QUOTE_VOLUME: dict[str, float] = {
+    **dict.fromkeys(("USD", "USDT", "USDC", "BUSD", "TUSD", "FDUSD", "DAI", "EUR", "GBP"), 1_000_000.0),
+    "BTC": 15.0, "ETH": 300.0, "BNB": 2_000.0, "JPY": 150_000_000.0, "KRW": 1_300_000_000.0,
+}
+_RELATIVE_MIN_SYMBOLS = 3  # the median of fewer symbols says nothing about the market
+
+
+def quote_of(symbol: str) -> str:
+    """'ETH/BTC' → 'BTC', 'BTC/USDT:USDT' → 'USDT', 'ETH-BTC' → 'BTC'."""
+    pair = symbol.split(":", 1)[0]
+    sep = "/" if "/" in pair else "-"
+    return pair.rsplit(sep, 1)[-1].upper() if sep in pair else ""
 
 
 class MinVolume(_GateBase):
+    """Blocks symbols whose 24h quote volume is too thin, in units that fit the market.
+
+    The threshold of a symbol is, in its quote currency: ``min_quote_volume_24h`` when set (one number for every
+    symbol), else ``by_quote`` for its quote currency (a default map for the usual quotes); when the run has at
+    least three symbols in that quote, it is lowered to ``relative`` × their median 24h quote volume if that is
+    smaller (the liquid part of an older or smaller market passes, its thin tail does not), and for a quote the
+    map does not know that relative level is the threshold. A symbol whose source has no volume data at all (FX
+    files) passes, and its note says so.
+    """
+
     name = "min_volume"
 
     class Params(_Params):
-        min_quote_volume_24h: float = Field(1_000_000, ge=0, description="Minimum 24h volume in the quote currency.")
+        min_quote_volume_24h: float | None = Field(
+            None, ge=0, description="Minimum 24h volume in the quote currency, for every symbol (null: by_quote).")
+        by_quote: dict[str, float] = Field(
+            default_factory=lambda: dict(DEFAULT_MIN_QUOTE_VOLUME),
+            description="Minimum 24h quote volume per quote currency (used when min_quote_volume_24h is null).")
+        relative: float = Field(
+            0.1, ge=0, description="A symbol passes at this × the median 24h quote volume of the run's symbols in "
+                                   "the same quote (at least 3 of them) when that is below the threshold; 0: off.")
 
     def evaluate(self, signal: Signal, view: GateView) -> GateResult:
         h = view.market.history(signal.symbol)
+        quote = quote_of(signal.symbol)
+        unit = f" {quote}" if quote else ""
+        if not h.has_volume():
+            return self.ok("no volume data: min_volume not applied")
         qv = h.quote_volume_24h()
         covered_ms = min(_DAY_MS, len(h) * view.timeframe_ms)
         note = ""
@@ -103,14 +146,26 @@ class MinVolume(_GateBase):
             # less than a day of history: pro-rate, and say so
             qv *= _DAY_MS / covered_ms
             note = f" (pro-rated from {covered_ms / 3_600_000:.1f}h)"
-        need = self.params.min_quote_volume_24h
+        need, why = self._threshold(quote, view)
+        if need is None:
+            return self.ok(f"24h quote volume {_money(qv)}{unit}; no threshold for quote {quote or '?'}{note}")
         if qv < need:
-            return self.block(f"24h quote volume {_money(qv)} < {self._need}{note}")
-        return self.ok(f"24h quote volume {_money(qv)} ≥ {self._need}{note}")
+            return self.block(f"24h quote volume {_money(qv)}{unit} < {_money(need)}{unit}{why}{note}")
+        return self.ok(f"24h quote volume {_money(qv)}{unit} ≥ {_money(need)}{unit}{why}{note}")
 
-    @functools.cached_property
-    def _need(self) -> str:  # the threshold as the notes show it (params are frozen)
-        return _money(self.params.min_quote_volume_24h)
+    def _threshold(self, quote: str, view: GateView) -> tuple[float | None, str]:
+        p = self.params
+        if p.min_quote_volume_24h is not None:
+            return p.min_quote_volume_24h, ""
+        need = p.by_quote.get(quote)
+        if p.relative > 0:
+            peers = [hh.quote_volume_24h() for sym, hh in view.market.histories.items()
+                     if quote_of(sym) == quote and hh.count and hh.has_volume()]
+            if len(peers) >= _RELATIVE_MIN_SYMBOLS:
+                rel = p.relative * float(np.median(peers))
+                if need is None or rel < need:
+                    return rel, f" ({p.relative:g}× the median of {len(peers)} {quote} symbols)"
+        return need, ""
 
 
 class MaxOpenPositions(_GateBase):

@@ -314,6 +314,7 @@ class SymbolHistory:
         self._qv_total = 0.0
         self._preloaded = 0  # > 0: the whole series is known (see preload); append only advances
         self._qv_series: memoryview | None = None
+        self._first_volume = -1  # bar count at which the first bar with volume > 0 arrived (-1: none yet)
 
     def preload(self, cols: dict[str, np.ndarray]) -> None:
         """Hand over the whole series in advance (a finite replay): ``close_ms`` (int64), ``high``, ``low``,
@@ -335,6 +336,8 @@ class SymbolHistory:
             raise ValueError(f"{self.symbol}: preloaded columns differ in length")
         self._close_ms, self._open, self._high, self._low, self._close, self._volume = arrays
         self._preloaded = len(cms)
+        nz = np.flatnonzero(arrays[5] > 0)
+        self._first_volume_preloaded = int(nz[0]) + 1 if len(nz) else -1
         self._check = tuple(memoryview(a) for a in (cms, arrays[2], arrays[3], arrays[4], arrays[5]))
 
     @property
@@ -369,6 +372,8 @@ class SymbolHistory:
         self._volume[i] = bar.volume
         self._n = i + 1
         self.count += 1
+        if self._first_volume < 0 and bar.volume > 0:
+            self._first_volume = self.count
         pc = self._prev_close
         h, lo, c = bar.high, bar.low, bar.close
         for ind in self._ind_list:
@@ -463,6 +468,12 @@ class SymbolHistory:
                 self._lr_cache.clear()
             hit = self._lr_cache[key] = compute()
         return hit
+
+    def has_volume(self) -> bool:
+        """Has any bar so far carried volume? (False: the source has no volume data, e.g. FX.)"""
+        if self._preloaded:
+            return 0 < self._first_volume_preloaded <= self.count
+        return self._first_volume > 0
 
     def quote_volume_24h(self) -> float:
         if self._preloaded:

@@ -72,7 +72,8 @@ class Pipeline:
         self.portfolio = Portfolio(self.timeframe_ms, recent_keep=max(256, cfg.context.recent_trades))
         self.executor = PaperExecutor(cfg.execution, self.portfolio, limits, self.timeframe_ms)
         self.shadow = ShadowBook(cfg.execution, self.timeframe_ms)
-        self.context = ContextBuilder(cfg.context, self.market, self.portfolio, news, self.timeframe_ms)
+        self.context = ContextBuilder(cfg.context, self.market, self.portfolio, news, self.timeframe_ms,
+                                      cfg.execution.max_bars_held)
         self.gates = list(gates)
         self.view = GateView(clock, self.market, self.portfolio, self.executor, self.timeframe_ms,
                              cfg.context.correlation.lookback)

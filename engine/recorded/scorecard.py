@@ -57,6 +57,7 @@ from engine.recorded.columns import (
     columns,
     gc_paused,
 )
+from engine.recorded.gatewarn import gate_summary, gate_warnings
 from engine.recorded.stored import StoredRun, load_stored
 from engine.stats import hypergeom_range, hypergeom_sf, wilson
 from engine.types import Event, Outcome, ReviewRecord, Trade, ms_to_dt
@@ -116,6 +117,10 @@ class Scorecard:
     events: dict[str, int] = field(default_factory=dict)  # timeline events by kind
     spend: dict[str, Any] = field(default_factory=dict)  # cost per day and tier, budget use, budget events
     account: dict[str, Any] = field(default_factory=dict)  # netting | hedging, market type per symbol
+    # --- gates of a recorded run (run_scorecard; a backtest re-reviews reviewed signals only): per gate the
+    # signals that reached it and those it blocked, and a warning line per gate that blocked ≥ 95 % of them
+    gates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def veto_pvalue(self) -> float | None:
@@ -142,7 +147,7 @@ class Scorecard:
             "tiers": self.tiers, "latency": self.latency, "cost": self.cost, "spend": self.spend, "pnl": self.pnl,
             "counterfactual": self.counterfactual, "trailing": self.trailing,
             "retire": self.retire, "retired": self.retired, "events": self.events,
-            "account": self.account, "breakdown": self.breakdown,
+            "account": self.account, "breakdown": self.breakdown, "gates": self.gates, "warnings": self.warnings,
         }
 
 
@@ -473,4 +478,6 @@ def run_scorecard(reader: RunReader, run_id: int, *, stored: StoredRun | None = 
     from engine.recorded.spend import spend_summary
 
     card.spend = spend_summary(reader, run_id, run.config_json, events)
+    card.gates = gate_summary(records.load_gate_results())
+    card.warnings = gate_warnings(card.gates)
     return card

@@ -28,7 +28,8 @@ def report_data(reader: RunReader, run_id: int, *, window_days: float | None = N
 
     run = reader.get_run(run_id)
     rec = reader.records(run_id)
-    stored = load_stored(reader, run_id, realized=True)  # hash-checked; packs as scoring needs them; read once
+    # hash-checked; packs as scoring needs them, with their JSON for the feature analysis; read once
+    stored = load_stored(reader, run_id, realized=True, keep_json=True)
     outcomes = stored.outcomes
     trades = rec.load_trades()
     events = rec.load_events()
@@ -86,7 +87,15 @@ def report_data(reader: RunReader, run_id: int, *, window_days: float | None = N
         "errors": [{"tier": t, "kind": k, "error": e, "count": n} for (t, k, e), n in errors.most_common(10)],
         "vetoes_best": best,
         "vetoes_worst": worst,
+        "analysis": _analysis(reader, run_id, stored),
     }
+
+
+def _analysis(reader: RunReader, run_id: int, stored: Any) -> dict[str, Any] | None:
+    from engine.recorded.analysis import analyze
+
+    a = analyze(reader, run_id, permutations=999, stored=stored)
+    return a.to_dict() if a.reviewed else None
 
 
 def _thin(path: Sequence[tuple[int, float]]) -> list[tuple[int, float]]:

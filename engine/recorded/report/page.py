@@ -119,6 +119,41 @@ def _breakdown(d: dict[str, Any]) -> str:
             '</h2></header>' + "".join(parts) + "</section>")
 
 
+def _analysis(d: dict[str, Any]) -> str:
+    """Which context fields predict outcomes (``engine.recorded.analysis``), all signals."""
+    a = d.get("analysis")
+    if not a:
+        return ""
+    tests = {t["field"]: t for t in a["tests"] if t["scope"] == "all"}
+    rows = []
+    for name, buckets in a["buckets"].get("all", {}).items():
+        t = tests.get(name) or {}
+        for i, b in enumerate(buckets):
+            lr = "—" if b["loss_rate"] is None else (
+                f"{b['loss_rate'] * 100:.1f} % [{b['ci95'][0] * 100:.1f}–{b['ci95'][1] * 100:.1f}]")
+            first = i == 0
+            rows.append([name if first else "", b["label"], f"{b['scored']}/{b['reviewed']}", lr,
+                         num_text(b["mean_r"], 2, True), b["ambiguous"],
+                         pvalue(t.get("p_value")) if first else "", pvalue(t.get("q_value")) if first else "",
+                         "informative" if first and t.get("informative") else ""])
+    found = [f for f, t in tests.items() if t["informative"]]
+    intro = (f"<p>Shadow-trade loss rate (Wilson 95 %) and mean R per bucket of each context field; {a['scored']} "
+             f"scored signals, {a['ambiguous']} ambiguous apart. Test per field: chi-square, p from "
+             f"{a['permutations']} seeded permutations; Benjamini–Hochberg q ≤ {a['alpha']:g} = informative. "
+             f"Informative here: <b>{esc(', '.join(found) or 'none')}</b>.</p>")
+    return ('<section class="card" id="analysis"><header><h2>Which context fields predict outcomes</h2></header>'
+            + intro + html_table(["field", "bucket", "scored/reviewed", "loss rate", "mean R", "ambiguous", "p", "q",
+                                  ""], rows, "analysis") + "</section>")
+
+
+def _gate_warnings(d: dict[str, Any]) -> str:
+    lines = d["card"].get("warnings") or []
+    if not lines:
+        return ""
+    return ('<section class="card banner" id="gate-warnings"><header><h2>Gates that blocked nearly everything'
+            '</h2></header><ul>' + "".join(f"<li>{esc(x)}</li>" for x in lines) + "</ul></section>")
+
+
 def _retire_banner(d: dict[str, Any]) -> str:
     retire = d["card"].get("retire") or []
     if not retire:
@@ -204,7 +239,7 @@ def render_html(d: dict[str, Any]) -> str:
             f"</code> · {esc(run['db'])} · generated {esc(d['generated_at'])}"
             f"<br>{esc(d['card'].get('account', {}).get('summary', ''))}")
     sections = [
-        _retire_banner(d), _kpis(d),
+        _retire_banner(d), _gate_warnings(d), _kpis(d),
         chart_equity(d),
         '<div class="grid2">', chart_precision(d), chart_rates(d), "</div>",
         chart_mix(d),
@@ -214,7 +249,7 @@ def render_html(d: dict[str, Any]) -> str:
                       "reviewer avoided. Rationales as the reviewer wrote them.", d["vetoes_best"]),
         vetoes_table("vetoes-worst", "Worst vetoes", "Vetoed signals whose shadow trade gained the most: the gains "
                       "the reviewer gave up.", d["vetoes_worst"]),
-        _figures(d), _breakdown(d),
+        _figures(d), _breakdown(d), _analysis(d),
     ]
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
