@@ -112,8 +112,9 @@ def test_a_btc_quoted_replay_trades_with_the_defaults_or_warns_in_one_line(
     card = json.loads(capsys.readouterr().out)["scorecard"]
     if explicit:
         assert card["reviewed"] == 0
-        (line,) = card["warnings"]
-        assert line.startswith(f"min_volume blocked {card['signals']:,} of {card['signals']:,} signals "
+        (line,) = [w for w in card["warnings"] if w.startswith("min_volume")]
+        reached = card["gates"]["min_volume"]["reached"]  # what the account's rules let through (no spot shorts)
+        assert line.startswith(f"min_volume blocked {reached:,} of {reached:,} signals "
                                "(threshold 1,000,000 BTC per 24 h; median 24h quote volume here ")
         assert line.endswith(" BTC)")
         assert main(["score", "--run", "btc", "--db", f"sqlite:///{tmp_path / 'b.db'}"]) == 0

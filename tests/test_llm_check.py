@@ -35,7 +35,7 @@ def local_config(tmp_path: Path, base_url: str, **tier: Any) -> Path:
     local = data["reviewer"]["tiers"][0]
     local.update({"base_url": base_url, "timeout_s": 5, **tier})
     data["run"] = {"name": "check", "db_url": f"sqlite:///{tmp_path / 'check.db'}"}
-    data["market"] = {"symbols": ["BTC/USDT"], "synthetic": {"bars": 150}}
+    data["market"] = {"symbols": ["BTC/USDT"], "synthetic": {"bars": 150}, "type": "futures"}  # shorts reviewed too
     f = tmp_path / "local-test.yaml"
     f.write_text(yaml.safe_dump(data))
     return f

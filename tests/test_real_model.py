@@ -88,7 +88,7 @@ def local_config(tmp_path: Path, base_url: str, *, bars: int, name: str, **tier:
     # a generous deadline: the test is about real replies, and a shared CI machine can be slow
     data["reviewer"]["tiers"][0].update({"base_url": base_url, "timeout_s": 300, **tier})
     data["run"] = {"name": name, "db_url": f"sqlite:///{tmp_path / (name + '.db')}"}
-    data["market"] = {"symbols": ["BTC/USDT"], "synthetic": {"bars": bars}}
+    data["market"] = {"symbols": ["BTC/USDT"], "synthetic": {"bars": bars}, "type": "futures"}  # shorts reviewed too
     f = tmp_path / f"{name}.yaml"
     f.write_text(yaml.safe_dump(data))
     return f

@@ -168,7 +168,8 @@ def test_the_scorecard_of_a_recorded_run_is_the_one_scored_from_its_reviews(tmp_
     fast.spend = full.spend
     # the gate figures come from the recorded gate results, which only a recorded run has
     d_fast, d_full = fast.to_dict(), full.to_dict()
-    assert d_fast.pop("gates")["min_volume"]["reached"] == store_signals(url, res.run_id)
+    gates = d_fast.pop("gates")  # the account's rules come first: what they refuse never reaches min_volume
+    assert gates["min_volume"]["reached"] == store_signals(url, res.run_id) - gates["account"]["blocked"] > 0
     assert d_full.pop("gates") == {} and d_full.pop("warnings") == [] and isinstance(d_fast.pop("warnings"), list)
     assert json.dumps(d_fast, sort_keys=True) == json.dumps(d_full, sort_keys=True)
 
