@@ -181,11 +181,26 @@ def _print_scorecard(card: Any, *, title: str) -> None:
     mix = ", ".join(f"{k} {card.verdicts.get(k, 0)}" for k in ("accept", "modify", "veto"))
     t.add_row("verdicts", mix)
     t.add_row("answered by", ", ".join(f"{k} {v}" for k, v in sorted(card.sources.items())) or "—")
+    lift = card.lift or {}
+    if lift.get("value") is not None:
+        lci = lift.get("ci95")
+        t.add_row("lift over chance (95 % CI)",
+                  f"{lift['value'] * 100:+.1f} pts "
+                  f"({'—' if not lci else f'{lci[0] * 100:+.1f} to {lci[1] * 100:+.1f}'}), "
+                  f"exact p-value {pvalue(lift.get('p_value'))} = veto precision − base loss rate")
+    else:
+        t.add_row("lift over chance", "— (no scored vetoes)")
     t.add_row("veto precision (95 % CI)", rate(card.veto_precision.to_dict()))
     t.add_row("base loss rate = random veto", rate(card.base_loss_rate.to_dict()))
     t.add_row("accept precision", rate(card.accept_precision.to_dict()))
-    t.add_row("modify: loss avoided / gain given up",
-              f"{card.modify_loss_avoided_pct:+.2f} % / {card.modify_gain_given_up_pct:+.2f} % (per unit size)")
+    imp = card.modify.get("improvement") or {}
+    if imp.get("mean_pct") is not None:
+        ici = imp.get("ci95")
+        t.add_row("modify improvement per trade (95 % CI)",
+                  f"{imp['mean_pct']:+.3f} % ({'—' if not ici else f'{ici[0]:+.3f} to {ici[1]:+.3f}'}), "
+                  f"n = {imp['n']} (pnl % per unit size, bootstrap)")
+    else:
+        t.add_row("modify improvement per trade", "— (no finished modified trades)")
     t.add_row("fallthrough rate (alarm > 5 %)", rate(card.fallthrough_rate.to_dict()))
     t.add_row("fallback rate (target < 1 %)", rate(card.fallback_rate.to_dict()))
     p = card.pnl
@@ -368,6 +383,13 @@ def _print_verdict_quality(card: Any) -> None:
         vp = tr["veto_precision"]
         t.add_row(f"trailing {tr['window_days']:g} days veto precision",
                   f"{pct(vp['value'])} ({vp['k']}/{vp['n']})" if vp["n"] else "— (n = 0)")
+    rr = card.retire_rule
+    if rr:
+        state = ("would retire: " + ", ".join(rr["failed"]) if rr["retire"] else
+                 "keeps its place" if rr["enough"] else f"too few scored vetoes ({rr['vetoes']} < {rr['min_vetoes']})")
+        t.add_row("retire rule now (vs chance)",
+                  f"{state}; p-value {pvalue(rr.get('p_value'))} at alpha {rr['alpha']:g}"
+                  + (f", floor {rr['below']:g}" if rr.get("below") is not None else ""))
     if lat:
         p50, p95 = lat.get("p50_ms"), lat.get("p95_ms")
         t.add_row("cascade latency p50 / p95",

@@ -206,7 +206,11 @@ def test_score_json_keeps_the_old_keys_and_adds_the_new(flaky_run: tuple[str, in
                 "tiers", "pnl", "breakdown"):
         assert key in card
     assert card["random_veto"]["method"] == "hypergeometric" and 0 <= card["random_veto"]["p_value"] <= 1
-    assert card["retired"] is False and card["retire"] == []
+    # a scripted reviewer vetoes blind: the retire rule against chance retires it (the old 0.5 floor did not)
+    assert card["retired"] is True and len(card["retire"]) == 1
+    check = card["retire"][0]["window"]["check"]
+    assert check["retire"] and "not_significant" in check["failed"] and check["p_value"] > check["alpha"]
+    assert card["lift"]["value"] == pytest.approx(card["veto_precision"]["value"] - card["base_loss_rate"]["value"])
     assert {"gate_only_pnl", "realized_pnl", "reviewer_value_est"} <= set(card["counterfactual"])
 
 

@@ -9,6 +9,9 @@ Conventions (the figures are only as good as these; each is also stated where it
   95 % interval. It is a property of the verdict: a low-confidence veto that the clamp turned into the
   gate decision, or a veto given in shadow mode, still counts.
 - **Base loss rate** = scored reviewed signals that lost / scored reviewed signals (same population).
+- **Lift** (the headline) = veto precision − base loss rate, with Newcombe's hybrid score interval (from the
+  two Wilson intervals; conservative, the vetoes being part of the base) and the exact one-sided p-value of
+  the random-veto test below.
 - **Random veto** at the same veto rate: vetoing n of the N scored signals at random catches a
   hypergeometric number of the K losers. Its expectation is the base loss rate; the p-value is the exact
   one-sided P(X ≥ k) of catching at least as many losers as the reviewer did ("vetoed signals lose more
@@ -41,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from engine.config import stored_value
-from engine.core.scored import TrailingCounts, trailing_at
+from engine.core.scored import TrailingCounts, retire_check, trailing_at
 from engine.ports import RunReader
 from engine.recorded.columns import (
     _NOT_CALLS,
@@ -58,10 +61,10 @@ from engine.recorded.columns import (
     gc_paused,
 )
 from engine.recorded.stored import StoredRun, load_stored
-from engine.stats import hypergeom_range, hypergeom_sf, wilson
+from engine.stats import bootstrap_mean, hypergeom_range, hypergeom_sf, newcombe_diff, wilson
 from engine.types import Event, Outcome, ReviewRecord, Trade, ms_to_dt
 
-__all__ = ["Rate", "Scorecard", "run_scorecard", "score", "score_columns"]
+__all__ = ["Rate", "RetireParams", "Scorecard", "run_scorecard", "score", "score_columns"]
 
 _DAY_MS = 86_400_000
 
@@ -114,6 +117,9 @@ class Scorecard:
     trailing: dict[str, Any] = field(default_factory=dict)  # the retire rule's window, as of the last signal
     retire: list[dict[str, Any]] = field(default_factory=list)  # retire events: when and why
     events: dict[str, int] = field(default_factory=dict)  # timeline events by kind
+    lift: dict[str, Any] = field(default_factory=dict)  # precision − base, interval, exact p: the headline
+    retire_rule: dict[str, Any] = field(default_factory=dict)  # the retire check on the window as of the end
+    value: dict[str, Any] = field(default_factory=dict)  # reviewer-off and random-reviewer replays (``value``)
 
     @property
     def veto_pvalue(self) -> float | None:
@@ -125,6 +131,7 @@ class Scorecard:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "lift": self.lift, "retire_rule": self.retire_rule, "value": self.value,
             "signals": self.signals, "blocked": self.blocked, "reviewed": self.reviewed, "executed": self.executed,
             "verdicts": self.verdicts, "sources": self.sources,
             "veto_precision": self.veto_precision.to_dict(), "base_loss_rate": self.base_loss_rate.to_dict(),
@@ -201,6 +208,16 @@ class _Tally:
         self.latencies = [sorted_lat[bounds[i]:bounds[i + 1]] for i in range(groups)]
 
     # ------------------------------------------------------------------------------------- figures
+    def lift(self, i: int) -> dict[str, Any]:
+        """Veto precision − base loss rate, its interval and the exact one-sided p-value (module docstring)."""
+        prec, base = self.veto_rate(i), self.base(i)
+        value = None if prec.value is None or base.value is None else prec.value - base.value
+        ci = newcombe_diff(prec.k, prec.n, base.k, base.n)
+        return {"value": value, "ci95": list(ci) if ci is not None else None,
+                "p_value": self.random_veto(i)["p_value"], "precision": prec.value, "base": base.value,
+                "vetoes": prec.n, "scored": base.n,
+                "method": "precision − base; Newcombe hybrid score interval; exact hypergeometric p (one-sided)"}
+
     def veto_rate(self, i: int) -> Rate:
         return Rate(self.veto_k[i], self.veto_n[i])
 
@@ -233,7 +250,7 @@ class _Tally:
             "reviewed": self.reviewed[i], "vetoes": self.vetoes[i], "modifies": self.modifies[i],
             "accepts": self.accepts[i],
             "veto_precision": self.veto_rate(i).to_dict(), "base_loss_rate": self.base(i).to_dict(),
-            "p_value": self.random_veto(i)["p_value"],
+            "p_value": self.random_veto(i)["p_value"], "lift": self.lift(i)["value"],
             "accept_precision": Rate(self.accept_k[i], self.accept_n[i]).to_dict(),
             "ambiguous": self.amb_n[i], "modify_net_pct": self.mod_avoided[i] - self.mod_given_up[i],
             "fallthrough": Rate(self.through[i], self.live[i]).to_dict(),
@@ -250,7 +267,8 @@ class _Tally:
 
 def score(reviews: Sequence[ReviewRecord], outcomes: Iterable[Outcome], trades: Sequence[Trade], *,
           signals: int, starting_equity: float, first_tier: str | None = None, events: Sequence[Event] = (),
-          window_days: float = 14.0, modify_estimate: bool = False) -> Scorecard:
+          window_days: float = 14.0, modify_estimate: bool = False, retire: RetireParams | None = None
+          ) -> Scorecard:
     """Compute the scorecard from what was recorded (nothing is recomputed from market data).
 
     ``modify_estimate``: there are no realized trades for these decisions (a backtest): a decision's
@@ -262,23 +280,40 @@ def score(reviews: Sequence[ReviewRecord], outcomes: Iterable[Outcome], trades: 
     with gc_paused():
         return score_columns(SignalColumns.of(list(map(_PACK, reviews)), outcomes), VerdictColumns.of(reviews),
                              trades, signals=signals, starting_equity=starting_equity, events=events,
-                             window_days=window_days, modify_estimate=modify_estimate)
+                             window_days=window_days, modify_estimate=modify_estimate, retire=retire)
+
+
+@dataclass(frozen=True)
+class RetireParams:
+    """The retire rule's settings the scorecard judges the trailing window with (``scoring.retire``)."""
+
+    min_vetoes: int = 50
+    alpha: float = 0.05
+    below: float | None = None
+
+    @classmethod
+    def stored(cls, config_json: str) -> RetireParams:
+        """From a run's stored config; a run recorded before ``alpha`` existed judged with the floor it had."""
+        below = stored_value(config_json, "scoring.retire.below", None)
+        return cls(int(stored_value(config_json, "scoring.retire.min_vetoes", 50)),
+                   float(stored_value(config_json, "scoring.retire.alpha", 0.05)),
+                   None if below is None else float(below))
 
 
 def score_columns(reviewed: SignalColumns, verdicts: VerdictColumns, trades: Sequence[Trade], *, signals: int,
                   starting_equity: float, events: Sequence[Event] = (), window_days: float = 14.0,
-                  modify_estimate: bool = False) -> Scorecard:
+                  modify_estimate: bool = False, retire: RetireParams | None = None) -> Scorecard:
     """``score`` of reviews given as columns: the reviewed signals with their outcomes (``SignalColumns``,
     shared by every reviewer a backtest compares) and one reviewer's verdicts and decisions, in the same order.
     """
     with gc_paused():
         return _score(columns(reviewed, verdicts, modify_estimate), verdicts, trades, signals=signals,
                       starting_equity=starting_equity, events=events, window_days=window_days,
-                      modify_estimate=modify_estimate)
+                      modify_estimate=modify_estimate, retire=retire or RetireParams())
 
 
 def _score(c: Columns, v: VerdictColumns, trades: Sequence[Trade], *, signals: int, starting_equity: float,
-           events: Sequence[Event], window_days: float, modify_estimate: bool) -> Scorecard:
+           events: Sequence[Event], window_days: float, modify_estimate: bool, retire: RetireParams) -> Scorecard:
     total = _Tally(c, np.zeros(c.n, dtype=np.intp), 1)
     breakdown: dict[str, dict[str, dict[str, Any]]] = {}
     for dim, groups in c.groups.items():
@@ -294,12 +329,14 @@ def _score(c: Columns, v: VerdictColumns, trades: Sequence[Trade], *, signals: i
     sc.ambiguous_vetoes = total.amb_vetoes[0]
     sc.ambiguous = total.ambiguous(0)
     sc.random_veto = total.random_veto(0)
+    sc.lift = total.lift(0)
     mod = total.modify(0)
     sc.modify_loss_avoided_pct, sc.modify_gain_given_up_pct = mod["loss_avoided_pct"], mod["gain_given_up_pct"]
     sc.modify = {"n": mod["n"], "losers": mod["losers"], "winners": mod["winners"],
                  "method": "estimate: clamped size × shadow pnl (modified stops not simulated)" if modify_estimate
                  else "realized: size × realized pnl against the shadow trade",
-                 "unit": "pnl % points per unit of signal size, summed"}
+                 "unit": "pnl % points per unit of signal size, summed",
+                 "improvement": _modify_improvement(c)}
     sc.success_rate = Rate(total.live[0] - total.fallback[0], total.live[0])
     sc.fallthrough_rate = Rate(total.through[0], total.live[0])
     sc.fallback_rate = Rate(total.fallback[0], total.live[0])
@@ -316,14 +353,18 @@ def _score(c: Columns, v: VerdictColumns, trades: Sequence[Trade], *, signals: i
         end = max(int(c.created_ms.max()), int(c.shadow_closed_ms.max()), *(e.at_ms for e in retires))
         *at_retire, at_end = _trailing(c, window_days, [*sorted(e.at_ms for e in retires), end])
         sc.trailing = _trailing_dict(at_end, window_days)
+        sc.retire_rule = _check_dict(at_end, retire, window_days)
     else:
         at_retire = []
         sc.trailing = {"window_days": window_days, "since_ms": None, "veto_precision": Rate(0, 0).to_dict(),
                        "base_loss_rate": Rate(0, 0).to_dict()}
-    # each retire event beside the window recomputed from the stored rows at its time: the same figures
-    recomputed = {t.until_ms: _trailing_dict(t, window_days) for t in at_retire}
+        sc.retire_rule = _check_dict(TrailingCounts(0, 0, 0, 0, 0, 0), retire, window_days)
+    # each retire event beside the window recomputed from the stored rows at its time, and the same check
+    recomputed = {t.until_ms: {**_trailing_dict(t, window_days), "check": _check_dict(t, retire, window_days)}
+                  for t in at_retire}
     sc.retire = [{"at_ms": e.at_ms, "at": ms_to_dt(e.at_ms).isoformat(), "message": e.message,
-                  "data": {k: v for k, v in e.data}, "window": recomputed.get(e.at_ms, sc.trailing)}
+                  "data": {k: v for k, v in e.data},
+                  "window": recomputed.get(e.at_ms, {**sc.trailing, "check": sc.retire_rule})}
                  for e in retires]
     sc.events = dict(sorted(Counter(e.kind for e in events).items()))
     sc.breakdown = breakdown
@@ -429,6 +470,22 @@ def _trailing(c: Columns, window_days: float, times: Sequence[int]) -> list[Trai
                        ((closed[i], created[i], veto[i], lost[i]) for i in scored))
 
 
+def _check_dict(t: TrailingCounts, retire: RetireParams, window_days: float) -> dict[str, Any]:
+    check = retire_check(t, min_vetoes=retire.min_vetoes, alpha=retire.alpha, below=retire.below)
+    return {**check.to_dict(), "window_days": window_days,
+            "message": check.message(window_days) if check.retire else None}
+
+
+def _modify_improvement(c: Columns) -> dict[str, Any]:
+    """Per modified trade: mean of (loss avoided − return given up), pnl % points per unit of signal size, with a
+    seeded percentile bootstrap interval (2,000 resamples; the same run gives the same interval)."""
+    deltas = c.modify_delta[c.modified].tolist()
+    mean = math.fsum(deltas) / len(deltas) if deltas else None
+    ci = bootstrap_mean(deltas, seed=len(deltas))
+    return {"n": len(deltas), "mean_pct": mean, "ci95": list(ci) if ci is not None else None,
+            "method": "per-trade mean of (modified pnl − as-emitted pnl), percentile bootstrap, 2000 resamples"}
+
+
 def _trailing_dict(t: TrailingCounts, window_days: float) -> dict[str, Any]:
     return {"window_days": window_days, "since_ms": t.since_ms, "until_ms": t.until_ms,
             "veto_precision": Rate(t.veto_lost, t.vetoes).to_dict(), "base_loss_rate": Rate(t.lost, t.scored).to_dict()}
@@ -452,4 +509,5 @@ def run_scorecard(reader: RunReader, run_id: int, *, stored: StoredRun | None = 
                          signals=reader.count_signals(run_id),  # blocked ones too: only their number
                          starting_equity=run.starting_equity,
                          events=records.load_events() if events is None else events,
-                         window_days=float(stored_value(run.config_json, "scoring.retire.window_days", 14.0)))
+                         window_days=float(stored_value(run.config_json, "scoring.retire.window_days", 14.0)),
+                         retire=RetireParams.stored(run.config_json))

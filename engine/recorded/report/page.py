@@ -39,7 +39,13 @@ def _kpis(d: dict[str, Any]) -> str:
     rates = c["rates"]
     good = vp.get("value") is not None and base.get("value") is not None and vp["value"] > base["value"]
     p = rv.get("p_value")
+    lift = c.get("lift") or {}
+    lci = lift.get("ci95")
     cards = [
+        ("Lift over chance", "—" if lift.get("value") is None else f"{lift['value'] * 100:+.1f} pts",
+         f"95 % CI {'—' if not lci else f'{lci[0] * 100:+.1f} to {lci[1] * 100:+.1f}'} · exact p {pvalue(p)} · "
+         f"precision {pct(vp.get('value'))} vs base {pct(base.get('value'))}",
+         "" if lift.get("value") is None else "good" if lift["value"] > 0 and p is not None and p < 0.05 else "bad"),
         ("Veto precision", pct(vp.get("value")),
          f"95 % CI {pct(vp['ci95'][0]) if vp.get('ci95') else '—'}–{pct(vp['ci95'][1]) if vp.get('ci95') else '—'}"
          f" · {vp['k']}/{vp['n']} scored vetoes", "good" if good and p is not None and p < 0.05 else ""),
