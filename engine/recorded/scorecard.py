@@ -16,12 +16,10 @@ Conventions (the figures are only as good as these; each is also stated where it
   hypergeometric number of the K losers. Its expectation is the base loss rate; the p-value is the exact
   one-sided P(X ≥ k) of catching at least as many losers as the reviewer did ("vetoed signals lose more
   often than all reviewed signals").
-- **Gate-only counterfactual** (reviewer off: every reviewed signal executed as emitted) =
-  Σ shadow pnl % / 100 × signal size_hint × equity at the signal time (the pack's ``equity``) — the
-  executor's own sizing rule (notional = equity × size_hint × size %), applied to each signal
-  independently: no compounding, no buying-power cuts, no exchange minimums, and the gates' view is the
-  recorded one. The realized side is shown both as booked (trades) and in the same convention, so the
-  reviewer's value is read off like for like.
+- **Reviewer value in money** comes from real replays of the run (``engine.recorded.value``, ``tradevet value``):
+  the reviewer-off replay and random-reviewer replays, stored as counterfactual runs of this one. The scorecard
+  reports them (``value``; ``counterfactual`` holds the reviewer-off replay) when they exist. The old "gate-only"
+  sum of shadow trades — no position limits, no buying power, no compounding; not a possible run — is gone.
 - Cost and tokens count real calls only: a verdict served from the cache cost nothing this time.
 
 Computation. The scorecard is counted over arrays, one per fact of the reviewed signals (``SignalColumns``:
@@ -61,6 +59,7 @@ from engine.recorded.columns import (
     gc_paused,
 )
 from engine.recorded.stored import StoredRun, load_stored
+from engine.recorded.value import value_summary
 from engine.stats import bootstrap_mean, hypergeom_range, hypergeom_sf, newcombe_diff, wilson
 from engine.types import Event, Outcome, ReviewRecord, Trade, ms_to_dt
 
@@ -113,7 +112,7 @@ class Scorecard:
     modify: dict[str, Any] = field(default_factory=dict)  # counts, method (realized | estimate), quote amounts
     latency: dict[str, Any] = field(default_factory=dict)  # whole-cascade latency of live reviews
     cost: dict[str, Any] = field(default_factory=dict)  # tokens and USD of real calls (cache hits are free)
-    counterfactual: dict[str, Any] = field(default_factory=dict)  # gate-only vs realized
+    counterfactual: dict[str, Any] = field(default_factory=dict)  # the reviewer-off replay (``value``), if run
     trailing: dict[str, Any] = field(default_factory=dict)  # the retire rule's window, as of the last signal
     retire: list[dict[str, Any]] = field(default_factory=list)  # retire events: when and why
     events: dict[str, int] = field(default_factory=dict)  # timeline events by kind
@@ -196,10 +195,6 @@ class _Tally:
         self.live, self.through, self.fallback = count(live), count(live & c.through), count(live & c.fallback)
         self.in_tokens, self.out_tokens = total(paid, c.input_tokens), total(paid, c.output_tokens)
         self.cached_tokens, self.cost = total(paid, c.cached_tokens), total(paid, c.cost_usd)
-        has = c.has_shadow_pnl
-        with np.errstate(all="ignore"):
-            self.gate_only = total(has, c.shadow_pnl * c.weight)
-            self.reviewed_est = total(c.has_effect, c.effect * c.weight)
         # each group's latencies of live reviews, sorted (only their order statistics are reported)
         lat, lat_codes = c.latency_ms[live], codes[live]
         order = np.lexsort((lat, lat_codes))
@@ -257,7 +252,6 @@ class _Tally:
             "fallback": Rate(self.fallback[i], self.live[i]).to_dict(),
             "latency_p50_ms": _sorted_percentile(lat, 50), "latency_p95_ms": _sorted_percentile(lat, 95),
             "input_tokens": self.in_tokens[i], "output_tokens": self.out_tokens[i], "cost_usd": self.cost[i],
-            "gate_only_pnl": self.gate_only[i], "reviewed_est_pnl": self.reviewed_est[i],
         }
 
 
@@ -346,7 +340,6 @@ def _score(c: Columns, v: VerdictColumns, trades: Sequence[Trade], *, signals: i
                "cached_tokens": total.cached_tokens[0], "cache_hits": int(np.count_nonzero(c.cached))}
     sc.tiers = _tiers(c, v)
     sc.pnl = _pnl(trades, starting_equity)
-    sc.counterfactual = _counterfactual(total, c, sc.pnl, starting_equity, modify_estimate)
     retires = [e for e in events if e.kind == "retire"]
     if c.n:
         # as of the end of what was recorded: the last signal, or the last shadow trade to close after it
@@ -439,27 +432,6 @@ def _pnl(trades: Sequence[Trade], starting_equity: float) -> dict[str, Any]:
 
 
 
-def _counterfactual(total: _Tally, c: Columns, pnl: dict[str, Any], starting_equity: float,
-                    estimate: bool) -> dict[str, Any]:
-    filled = int(np.count_nonzero(c.has_shadow_pnl))
-    gate_only, reviewed_est = total.gate_only[0], total.reviewed_est[0]
-
-    def ret(x: float | None) -> float | None:
-        return None if x is None or not starting_equity else x / starting_equity * 100
-
-    realized = None if estimate else pnl.get("pnl")
-    return {
-        "gate_only_pnl": gate_only, "gate_only_return_pct": ret(gate_only),
-        "reviewed_est_pnl": reviewed_est, "reviewed_est_return_pct": ret(reviewed_est),
-        "reviewer_value_est": reviewed_est - gate_only,
-        "realized_pnl": realized, "realized_return_pct": ret(realized),
-        "signals": c.n, "shadow_filled": filled,
-        "convention": "shadow pnl % × size_hint × equity at the signal time, per signal, no compounding; "
-                      + ("decisions estimated as clamped size × shadow pnl" if estimate
-                         else "reviewed_est: realized pnl % × size_hint × size % × equity at the signal time"),
-    }
-
-
 def _trailing(c: Columns, window_days: float, times: Sequence[int]) -> list[TrailingCounts]:
     """The retire rule's trailing window as of each of ``times`` (``engine.core.scored``: signals created in
     (t − window, t] whose scored shadow outcome had closed by t), from the stored rows."""
@@ -504,10 +476,16 @@ def run_scorecard(reader: RunReader, run_id: int, *, stored: StoredRun | None = 
     # hash-checked stored reviews serve as columns, without building a review object per signal.
     if stored is None:
         stored = load_stored(reader, run_id, realized=True, lean=True)
-    return score_columns(stored.signal_columns(), stored.recorded_columns(),
-                         records.load_trades() if trades is None else trades,
+    trades = records.load_trades() if trades is None else trades
+    card = score_columns(stored.signal_columns(), stored.recorded_columns(),
+                         trades,
                          signals=reader.count_signals(run_id),  # blocked ones too: only their number
                          starting_equity=run.starting_equity,
                          events=records.load_events() if events is None else events,
                          window_days=float(stored_value(run.config_json, "scoring.retire.window_days", 14.0)),
                          retire=RetireParams.stored(run.config_json))
+    # the reviewer's value in money: the counterfactual replays stored for this run (``tradevet value``)
+    card.value = value_summary(reader, run_id, real_trades=trades)
+    card.counterfactual = dict(card.value.get("reviewer_off") or {}) if card.value else {
+        "replayed": False, "how": f"tradevet value --run {run_id}"}
+    return card
