@@ -133,15 +133,16 @@ def runs(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -
         if as_json:
             _emit_json([{"id": r.id, "name": r.name, "status": r.status, "config_hash": r.config_hash,
                          "seed": r.seed, "reviewer_mode": r.reviewer_mode, "created_at": str(r.created_at),
-                         "last_slice_ms": r.last_slice_ms} for r in rows])
+                         "last_slice_ms": r.last_slice_ms, "kind": r.kind, "parent_id": r.parent_id} for r in rows])
             return
         from rich.table import Table
 
         t = Table(title=f"runs in {store.url_masked}")
-        for col in ("id", "name", "status", "mode", "config", "seed", "created"):
+        for col in ("id", "name", "status", "mode", "config", "seed", "created", "of"):
             t.add_column(col)
         for r in rows:
-            t.add_row(str(r.id), r.name, r.status, r.reviewer_mode, r.config_hash, str(r.seed), str(r.created_at)[:19])
+            t.add_row(str(r.id), r.name, r.status, r.reviewer_mode, r.config_hash, str(r.seed), str(r.created_at)[:19],
+                      "" if r.parent_id is None else f"{r.kind} of {r.parent_id}")
         _console().print(t)
     finally:
         store.close()

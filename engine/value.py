@@ -109,8 +109,9 @@ def replay_task(task: ReplayTask) -> ReplayDone:
     from engine.errors import DataError
 
     open_storage = _storage_package().open_storage
-    logging.getLogger("tradevet.pipeline").setLevel(logging.ERROR)  # a replay's retire line is not news
-
+    quiet = logging.getLogger("tradevet")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the parent run said these warnings already (data gaps, the retire line)
     store = open_storage(task.db_url)
     try:
         for child in store.child_runs(task.parent_id):
@@ -173,6 +174,7 @@ def replay_task(task: ReplayTask) -> ReplayDone:
         return ReplayDone(task.spec.label, run_id, RunMetrics.of(trades, task.starting_equity).to_dict(), False)
     finally:
         store.close()
+        quiet.setLevel(level)
 
 
 def _storage_package() -> Any:

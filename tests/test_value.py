@@ -211,3 +211,28 @@ def test_percentile_and_p_value_of_the_real_run_among_the_random() -> None:
     assert best["max_drawdown_pct"]["percentile"] == 100.0  # lower drawdown is better
     mid = compare(base[4], base)
     assert mid["pnl"]["percentile"] == pytest.approx(45.0) and mid["pnl"]["p_value"] == pytest.approx(7 / 11)
+
+
+def test_the_report_draws_the_reviewer_off_line_and_the_random_band_in_chromium(
+        coin: tuple[str, int, Path], coin_valued: dict[str, Any], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_report import CHROMIUM, _chromium, _section
+
+    url, run_id, _ = coin
+    out = tmp_path / "value.html"
+    assert main(["report", "--run", str(run_id), "--db", url, "--out", str(out)]) == 0
+    page = out.read_text(encoding="utf-8")
+    kpis = page[page.index('<div class="kpis">'):]
+    assert kpis.index("Lift over chance") < kpis.index("Veto precision")  # the lift leads the first card
+    equity = _section(page, "equity")
+    assert 'class="series reviewer-off"' in equity and 'class="band random-band"' in equity
+    assert f"{coin_valued['random']['n']} random reviewers" in equity and "gate-only" not in page
+    # and `score` says the same in one line each
+    assert main(["score", "--run", str(run_id), "--db", url]) == 0
+    text = capsys.readouterr().out
+    assert "PnL vs reviewer off" in text and "random reviewers" in text and "lift over chance" in text
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (/usr/bin/chromium)")
+    dom = _chromium(["--dump-dom", out.resolve().as_uri()], tmp_path / "profile")
+    shown = _section(dom.stdout, "equity")
+    assert 'class="series reviewer-off"' in shown and "random-band" in shown and "Uncaught" not in dom.stderr
