@@ -808,7 +808,13 @@ def main(argv: list[str] | None = None) -> int:
 
     install()  # secrets registered while loading the config never reach a log line
     try:
-        app(args=argv, standalone_mode=False)
+        # outside standalone mode typer turns Ctrl-C inside a command into Exit(130), and any typer.Exit into
+        # its code, and *returns* it: without this, an interrupted command would exit 0
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int) and not isinstance(rv, bool) and rv:
+            if rv == 130:
+                typer.echo("interrupted", err=True)
+            return rv
     except TradevetError as e:
         typer.echo(f"error: {e}", err=True)
         return exit_code_for(e)

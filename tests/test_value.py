@@ -236,3 +236,16 @@ def test_the_report_draws_the_reviewer_off_line_and_the_random_band_in_chromium(
     dom = _chromium(["--dump-dom", out.resolve().as_uri()], tmp_path / "profile")
     shown = _section(dom.stdout, "equity")
     assert 'class="series reviewer-off"' in shown and "random-band" in shown and "Uncaught" not in dom.stderr
+
+
+def test_ctrl_c_in_the_command_exits_130(coin: tuple[str, int, Path], monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import engine.value
+
+    def interrupted(*a: Any, **k: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine.value, "run_value", interrupted)
+    url, run_id, _ = coin
+    assert main(["value", "--run", str(run_id), "--db", url, "--no-progress"]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
