@@ -8,8 +8,11 @@ kind ``counterfactual`` linked to the parent; only that run's id and metrics tra
 
 - the workers must reach the database: a SQLite file only works with workers on this machine (a cluster whose
   address or workers are elsewhere is refused with one line); a PostgreSQL URL works from anywhere;
-- a replay that finished before (same label, same config) is not run again: the replays are deterministic, so it
-  is the same run. One left half-written (a dead worker, an interrupted command) is deleted and run again;
+- a live run (``market.source: ccxt``) is replayed from the bars and news it recorded
+  (``engine.inputs.feeds.recorded``), not from the exchange;
+- a replay that finished before (same label, same config, for a live run the same last bar) is not run again:
+  the replays are deterministic, so it is the same run. One left half-written (a dead worker, an interrupted
+  command) is deleted and run again;
 - a worker that dies mid-replay fails its task (the local cluster allows it no silent retry); the task is
   resubmitted once and the command says so; a second death is an error;
 - Ctrl-C cancels the tasks, closes a local cluster (its workers with it) and deletes the replays not finished:
@@ -67,6 +70,8 @@ class ReplayTask:
     mix: VerdictMix | None
     mix_rates: dict[str, Any] | None
     spec: ReplaySpec
+    recorded: bool = False  # replay the parent's recorded bars (a live run) instead of its configured source
+    parent_last_slice_ms: int | None = None
 
     @property
     def run_name(self) -> str:
@@ -81,9 +86,10 @@ class ReplayDone:
     reused: bool
 
 
-def loaded_from_stored(config_json: str, *, reviewer_mode: str | None = None) -> LoadedConfig:
+def loaded_from_stored(config_json: str, *, reviewer_mode: str | None = None, recorded: bool = False) -> LoadedConfig:
     """A run's stored effective config, validated again, with its reviewer tiers left out (a replay replaces the
-    reviewer, so no tier — and no API key — is needed); ``reviewer_mode`` overrides the mode. Raises: ConfigError."""
+    reviewer, so no tier — and no API key — is needed); ``reviewer_mode`` overrides the mode; ``recorded``: the
+    news come with the recorded feed (``news.source: synthetic``). Raises: ConfigError."""
     try:
         data = json.loads(config_json) if config_json else None
     except ValueError:
@@ -96,6 +102,8 @@ def loaded_from_stored(config_json: str, *, reviewer_mode: str | None = None) ->
     if reviewer_mode is not None:
         reviewer["mode"] = reviewer_mode
     data["reviewer"] = reviewer
+    if recorded:
+        data["news"] = {**dict(data.get("news") or {}), "source": "synthetic"}
     return load_config(overrides=data, include_default=False, env={})
 
 
@@ -117,19 +125,28 @@ def replay_task(task: ReplayTask) -> ReplayDone:
         for child in store.child_runs(task.parent_id):
             if child.name != task.run_name:
                 continue
-            if child.status == "finished" and child.config_hash == task.config_hash:
+            same_data = not task.recorded or child.last_slice_ms == task.parent_last_slice_ms  # a live run goes on
+            if child.status == "finished" and child.config_hash == task.config_hash and same_data:
                 trades = store.records(child.id).load_trades()
                 return ReplayDone(task.spec.label, child.id, RunMetrics.of(trades, task.starting_equity).to_dict(),
                                   True)
             store.delete_run(child.id)  # half-written: a dead worker, an interrupted command
         off = task.spec.reviewer == "off"
-        loaded = loaded_from_stored(task.config_json, reviewer_mode="off" if off else None)
+        loaded = loaded_from_stored(task.config_json, reviewer_mode="off" if off else None,
+                                    recorded=task.recorded)
         cfg = loaded.config
         reviewer = None
         if not off:
             assert task.mix is not None
             reviewer = SampledReviewer(task.mix, seed=task.spec.seed, index=task.spec.index, mode=cfg.reviewer.mode)
-        feed = build_feed(loaded)
+        if task.recorded:  # a live run: its recorded bars and news, slice by slice
+            from engine.inputs.feeds.recorded import RecordedFeed
+
+            records = store.records(task.parent_id)
+            feed: Any = RecordedFeed(records.load_bars(), cfg.market.symbols, cfg.market.timeframe,
+                                     records.load_news())
+        else:
+            feed = build_feed(loaded)
         pipeline = build_pipeline(loaded, feed=feed, reviewer=reviewer)
         stored = json.loads(task.config_json)
         stored["counterfactual"] = {"of": task.parent_id, "reviewer": task.spec.reviewer, "seed": task.spec.seed,
@@ -277,13 +294,14 @@ def run_value(store: RunStore, run_id: int, *, db_url: str, n: int = 50, seed: i
         raise ConfigError(f"run {run_id} ({info.name}) is itself a counterfactual replay: value its parent run "
                           f"{info.parent_id}")
     source = stored_value(info.config_json, "market.source", None)
-    if source not in ("synthetic", "files"):
-        raise ConfigError(f"run {run_id} ({info.name}): market.source {source!r} cannot be replayed yet (expected "
-                          "synthetic or files)")
-    if info.status != "finished":
-        raise ConfigError(f"run {run_id} ({info.name}) is {info.status}: only a finished run can be replayed "
-                          "(resume it first)")
-    loaded_from_stored(info.config_json)  # a config error here, once, not on every worker
+    if source not in ("synthetic", "files", "ccxt"):
+        raise ConfigError(f"run {run_id} ({info.name}): market.source {source!r} cannot be replayed (expected "
+                          "synthetic, files or ccxt)")
+    recorded = source == "ccxt"  # a live run: replayed from the bars it recorded
+    if info.status != "finished" and not (recorded and info.status == "stopped"):
+        raise ConfigError(f"run {run_id} ({info.name}) is {info.status}: only a finished run (or a stopped live run) "
+                          "can be replayed")
+    loaded_from_stored(info.config_json, recorded=recorded)  # a config error here, once, not on every worker
     reviews = store.records(run_id).load_reviews()
     mix = VerdictMix.of(reviews)
     if not mix.shapes:
@@ -292,7 +310,9 @@ def run_value(store: RunStore, run_id: int, *, db_url: str, n: int = 50, seed: i
     rates = mix.rates()
     specs = [ReplaySpec("off"), *(ReplaySpec("random", seed, k) for k in range(n))]
     tasks = [ReplayTask(db_url, run_id, info.name, info.config_json, info.config_hash, info.seed,
-                        info.starting_equity, mix if s.reviewer == "random" else None, rates, s) for s in specs]
+                        info.starting_equity, mix if s.reviewer == "random" else None, rates, s, recorded,
+                        info.last_slice_ms)
+             for s in specs]
     try:
         with _client(cluster, db_url, workers) as client:
             _gather(client, tasks, progress, say)

@@ -37,13 +37,13 @@ def coin(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, int, Path]:
     d = tmp_path_factory.mktemp("coin")
     url, run_id = _record(d / "coin.db", {"name": "coin", "provider": "tests.value_hooks:CoinTier",
                                           "params": {"veto": 0.4}})
+    shutil.copy(d / "coin.db", d / "pristine.db")  # before any replay: tests that replay it again copy this
     return url, run_id, d
 
 
 @pytest.fixture(scope="module")
 def coin_valued(coin: tuple[str, int, Path]) -> dict[str, Any]:
-    url, run_id, d = coin
-    shutil.copy(d / "coin.db", d / "pristine.db")  # before any replay: the determinism test replays it again
+    url, run_id, _ = coin
     with open_storage(url) as store:
         return run_value(store, run_id, db_url=url, n=19, workers=2)
 
@@ -249,3 +249,48 @@ def test_ctrl_c_in_the_command_exits_130(coin: tuple[str, int, Path], monkeypatc
     url, run_id, _ = coin
     assert main(["value", "--run", str(run_id), "--db", url, "--no-progress"]) == 130
     assert capsys.readouterr().err.strip() == "interrupted"
+
+
+def test_a_live_run_is_replayed_from_its_recorded_bars(coin: tuple[str, int, Path], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recorded feed steps through the same slices as the source: the reviewer-off replay of a run from its
+    recorded bars (what a live run gets) is the replay from its configured source, fill for fill."""
+    from engine.app import build_feed
+    from engine.inputs.feeds.recorded import RecordedFeed
+    from engine.value import ReplaySpec, ReplayTask, loaded_from_stored, replay_task
+
+    _, run_id, d = coin
+    runs = {}
+    for recorded in (False, True):
+        db = tmp_path / f"rec-{recorded}.db"
+        shutil.copy(d / "pristine.db", db)
+        with open_storage(f"sqlite:///{db}") as store:
+            info = store.get_run(run_id)
+        if recorded:  # a recorded run knows no exchange minimums; give it the source's to compare like for like
+            limits = build_feed(loaded_from_stored(info.config_json)).limits()
+            monkeypatch.setattr(RecordedFeed, "limits", lambda self, limits=limits: limits)
+        done = replay_task(ReplayTask(f"sqlite:///{db}", run_id, info.name, info.config_json, info.config_hash,
+                                      info.seed, info.starting_equity, None, None, ReplaySpec("off"), recorded,
+                                      info.last_slice_ms))
+        with open_storage(f"sqlite:///{db}") as store:
+            runs[recorded] = (done, store.recorder(done.run_id).load_fills(), store.recorder(done.run_id).load_trades())
+    (a, fills_a, trades_a), (b, fills_b, trades_b) = runs[False], runs[True]
+    assert fills_a == fills_b and trades_a == trades_b and len(trades_a) > 10
+    assert a.metrics == b.metrics
+
+
+def test_value_of_a_stopped_live_run_replays_what_it_recorded(coin: tuple[str, int, Path], tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    _, run_id, d = coin
+    shutil.copy(d / "pristine.db", tmp_path / "live.db")
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    with open_storage(url) as store:
+        cfg = json.loads(store.get_run(run_id).config_json)
+        cfg["market"]["source"] = "ccxt"  # as if it had been a live run: there is no exchange to replay from
+        with store.engine.begin() as conn:
+            conn.execute(text("UPDATE runs SET config_json = :c, status = 'stopped' WHERE id = :i"),
+                         {"c": json.dumps(cfg, sort_keys=True), "i": run_id})
+        v = run_value(store, run_id, db_url=url, n=2, workers=2)
+        assert v["random"]["n"] == 2 and v["reviewer_off"]["trades"] > 10
+        assert all(c.status == "finished" for c in store.child_runs(run_id))
