@@ -177,11 +177,6 @@ def _print_scorecard(card: Any, *, title: str) -> None:
     t = Table(title=title, show_header=False, title_justify="left")
     t.add_column("figure", style="bold")
     t.add_column("value")
-    t.add_row("signals", f"{card.signals}  (blocked by gates {card.blocked}, reviewed {card.reviewed}, "
-                         f"executed {card.executed})")
-    mix = ", ".join(f"{k} {card.verdicts.get(k, 0)}" for k in ("accept", "modify", "veto"))
-    t.add_row("verdicts", mix)
-    t.add_row("answered by", ", ".join(f"{k} {v}" for k, v in sorted(card.sources.items())) or "—")
     lift = card.lift or {}
     if lift.get("value") is not None:
         lci = lift.get("ci95")
@@ -191,6 +186,11 @@ def _print_scorecard(card: Any, *, title: str) -> None:
                   f"exact p-value {pvalue(lift.get('p_value'))} = veto precision − base loss rate")
     else:
         t.add_row("lift over chance", "— (no scored vetoes)")
+    t.add_row("signals", f"{card.signals}  (blocked by gates {card.blocked}, reviewed {card.reviewed}, "
+                         f"executed {card.executed})")
+    mix = ", ".join(f"{k} {card.verdicts.get(k, 0)}" for k in ("accept", "modify", "veto"))
+    t.add_row("verdicts", mix)
+    t.add_row("answered by", ", ".join(f"{k} {v}" for k, v in sorted(card.sources.items())) or "—")
     t.add_row("veto precision (95 % CI)", rate(card.veto_precision.to_dict()))
     t.add_row("base loss rate = random veto", rate(card.base_loss_rate.to_dict()))
     t.add_row("accept precision", rate(card.accept_precision.to_dict()))
