@@ -22,6 +22,7 @@ pytest.importorskip("distributed")
 
 BARS = 2000
 RETIRE = {"retire": {"min_vetoes": 20, "window_days": 30}}
+COIN = {"name": "coin", "provider": "tests.value_hooks:CoinTier", "params": {"veto": 0.4}}
 
 
 def _record(path: Path, tier: dict[str, Any]) -> tuple[str, int]:
@@ -35,8 +36,7 @@ def _record(path: Path, tier: dict[str, Any]) -> tuple[str, int]:
 def coin(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, int, Path]:
     """A run whose reviewer is random by construction (vetoes by a hash of the signal id)."""
     d = tmp_path_factory.mktemp("coin")
-    url, run_id = _record(d / "coin.db", {"name": "coin", "provider": "tests.value_hooks:CoinTier",
-                                          "params": {"veto": 0.4}})
+    url, run_id = _record(d / "coin.db", COIN)
     shutil.copy(d / "coin.db", d / "pristine.db")  # before any replay: tests that replay it again copy this
     return url, run_id, d
 
@@ -294,3 +294,31 @@ def test_value_of_a_stopped_live_run_replays_what_it_recorded(coin: tuple[str, i
         v = run_value(store, run_id, db_url=url, n=2, workers=2)
         assert v["random"]["n"] == 2 and v["reviewer_off"]["trades"] > 10
         assert all(c.status == "finished" for c in store.child_runs(run_id))
+
+
+@pytest.mark.postgres
+def test_postgresql_and_a_cluster_by_address_give_the_local_sqlite_distribution(
+        coin: tuple[str, int, Path], coin_valued: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    """Workers reach PostgreSQL by URL: the same run recorded there, valued on a cluster by address, gives the
+    distribution valued locally on SQLite, bit for bit."""
+    import os
+
+    import dask
+    from distributed import LocalCluster
+
+    from tests.test_crash import pg_database
+
+    if not os.environ.get("TRADEVET_PG_URL"):
+        pytest.skip("TRADEVET_PG_URL is not set")
+    with pg_database("value") as url:
+        loaded = load_config(overrides={"run": {"name": "val", "db_url": url}, "market": {"synthetic": {"bars": BARS}},
+                                        "reviewer": {"tiers": [COIN]}, "scoring": RETIRE}, env={})
+        pg_run = run_replay(loaded).run_id
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+                LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                             dashboard_address=None) as cluster:
+            assert main(["value", "--run", str(pg_run), "--db", url, "-n", "19", "--cluster",
+                         cluster.scheduler_address, "--json", "--no-progress"]) == 0
+        got = json.loads(capsys.readouterr().out)["value"]
+    assert got["random"]["fingerprint"] == coin_valued["random"]["fingerprint"]
+    assert got["reviewer_off"]["pnl"] == coin_valued["reviewer_off"]["pnl"]
