@@ -249,7 +249,7 @@ def _client(cluster: str | None, db_url: str, workers: int | None) -> Iterator[A
         with dask.config.set({"distributed.scheduler.allowed-failures": 0, "distributed.worker.daemon": False,
                               "distributed.logging.distributed": "error"}):
             lc = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                              dashboard_address=None, silence_logs=logging.ERROR)
+                              dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
             client = Client(lc)
         try:
             yield client

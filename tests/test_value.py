@@ -102,7 +102,7 @@ def test_same_seed_same_distribution_locally_and_on_a_cluster_by_address(
     other = f"sqlite:///{d / 'again.db'}"
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
             LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                         dashboard_address=None) as cluster:
+                         dashboard_address="127.0.0.1:0") as cluster:
         assert main(["value", "--run", str(run_id), "--db", other, "-n", "19", "--cluster", cluster.scheduler_address,
                      "--json", "--no-progress"]) == 0
     again = json.loads(capsys.readouterr().out)["value"]
@@ -147,7 +147,7 @@ def test_a_dead_worker_fails_its_replay_which_is_retried_once_and_said(
     said: list[str] = []
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
             LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                         dashboard_address=None) as cluster, Client(cluster) as client:
+                         dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         client.register_plugin(KillWorkerOnce("random-s7-001"))
         with open_storage(url) as store:
             v = run_value(store, run_id, db_url=url, n=3, cluster=cluster.scheduler_address, say=said.append)
@@ -316,7 +316,7 @@ def test_postgresql_and_a_cluster_by_address_give_the_local_sqlite_distribution(
         pg_run = run_replay(loaded).run_id
         with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
                 LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                             dashboard_address=None) as cluster:
+                             dashboard_address="127.0.0.1:0") as cluster:
             assert main(["value", "--run", str(pg_run), "--db", url, "-n", "19", "--cluster",
                          cluster.scheduler_address, "--json", "--no-progress"]) == 0
         got = json.loads(capsys.readouterr().out)["value"]
