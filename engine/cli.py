@@ -133,15 +133,16 @@ def runs(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -
         if as_json:
             _emit_json([{"id": r.id, "name": r.name, "status": r.status, "config_hash": r.config_hash,
                          "seed": r.seed, "reviewer_mode": r.reviewer_mode, "created_at": str(r.created_at),
-                         "last_slice_ms": r.last_slice_ms} for r in rows])
+                         "last_slice_ms": r.last_slice_ms, "kind": r.kind, "parent_id": r.parent_id} for r in rows])
             return
         from rich.table import Table
 
         t = Table(title=f"runs in {store.url_masked}")
-        for col in ("id", "name", "status", "mode", "config", "seed", "created"):
+        for col in ("id", "name", "status", "mode", "config", "seed", "created", "of"):
             t.add_column(col)
         for r in rows:
-            t.add_row(str(r.id), r.name, r.status, r.reviewer_mode, r.config_hash, str(r.seed), str(r.created_at)[:19])
+            t.add_row(str(r.id), r.name, r.status, r.reviewer_mode, r.config_hash, str(r.seed), str(r.created_at)[:19],
+                      "" if r.parent_id is None else f"{r.kind} of {r.parent_id}")
         _console().print(t)
     finally:
         store.close()
@@ -176,6 +177,15 @@ def _print_scorecard(card: Any, *, title: str) -> None:
     t = Table(title=title, show_header=False, title_justify="left")
     t.add_column("figure", style="bold")
     t.add_column("value")
+    lift = card.lift or {}
+    if lift.get("value") is not None:
+        lci = lift.get("ci95")
+        t.add_row("lift over chance (95 % CI)",
+                  f"{lift['value'] * 100:+.1f} pts "
+                  f"({'—' if not lci else f'{lci[0] * 100:+.1f} to {lci[1] * 100:+.1f}'}), "
+                  f"exact p-value {pvalue(lift.get('p_value'))} = veto precision − base loss rate")
+    else:
+        t.add_row("lift over chance", "— (no scored vetoes)")
     t.add_row("signals", f"{card.signals}  (blocked by gates {card.blocked}, reviewed {card.reviewed}, "
                          f"executed {card.executed})")
     if card.account:
@@ -186,8 +196,14 @@ def _print_scorecard(card: Any, *, title: str) -> None:
     t.add_row("veto precision (95 % CI)", rate(card.veto_precision.to_dict()))
     t.add_row("base loss rate = random veto", rate(card.base_loss_rate.to_dict()))
     t.add_row("accept precision", rate(card.accept_precision.to_dict()))
-    t.add_row("modify: loss avoided / gain given up",
-              f"{card.modify_loss_avoided_pct:+.2f} % / {card.modify_gain_given_up_pct:+.2f} % (per unit size)")
+    imp = card.modify.get("improvement") or {}
+    if imp.get("mean_pct") is not None:
+        ici = imp.get("ci95")
+        t.add_row("modify improvement per trade (95 % CI)",
+                  f"{imp['mean_pct']:+.3f} % ({'—' if not ici else f'{ici[0]:+.3f} to {ici[1]:+.3f}'}), "
+                  f"n = {imp['n']} (pnl % per unit size, bootstrap)")
+    else:
+        t.add_row("modify improvement per trade", "— (no finished modified trades)")
     t.add_row("fallthrough rate (alarm > 5 %)", rate(card.fallthrough_rate.to_dict()))
     t.add_row("fallback rate (target < 1 %)", rate(card.fallback_rate.to_dict()))
     p = card.pnl
@@ -372,6 +388,13 @@ def _print_verdict_quality(card: Any) -> None:
         vp = tr["veto_precision"]
         t.add_row(f"trailing {tr['window_days']:g} days veto precision",
                   f"{pct(vp['value'])} ({vp['k']}/{vp['n']})" if vp["n"] else "— (n = 0)")
+    rr = card.retire_rule
+    if rr:
+        state = ("would retire: " + ", ".join(rr["failed"]) if rr["retire"] else
+                 "keeps its place" if rr["enough"] else f"too few scored vetoes ({rr['vetoes']} < {rr['min_vetoes']})")
+        t.add_row("retire rule now (vs chance)",
+                  f"{state}; p-value {pvalue(rr.get('p_value'))} at alpha {rr['alpha']:g}"
+                  + (f", floor {rr['below']:g}" if rr.get("below") is not None else ""))
     if lat:
         p50, p95 = lat.get("p50_ms"), lat.get("p95_ms")
         t.add_row("cascade latency p50 / p95",
@@ -389,11 +412,19 @@ def _print_verdict_quality(card: Any) -> None:
         t.add_row(f"budget of {tier}", f"{caps} (scope {b['caps'].get('scope', 'run')}): "
                   f"{'—' if share is None else f'{share:.0%}'} of the tightest cap used; "
                   f"run ${b['run_usd']:.4f} in {b['run_calls']} calls; exhausted {b['exhausted']} times")
-    if cf:
-        real = cf.get("realized_pnl")
-        t.add_row("PnL vs gate-only (reviewer off)",
-                  f"{'—' if real is None else f'{real:+.2f}'} vs {cf['gate_only_pnl']:+.2f}  "
-                  f"(same convention: {cf['reviewed_est_pnl']:+.2f}, reviewer value {cf['reviewer_value_est']:+.2f})")
+    value = card.value or {}
+    off, rnd = value.get("reviewer_off"), value.get("random")
+    if off:
+        t.add_row("PnL vs reviewer off (real replay)",
+                  f"{card.pnl.get('pnl', 0.0):+.2f} vs {off['pnl']:+.2f}: reviewer value "
+                  f"{off['reviewer_value_pnl']:+.2f} (run {off['run_id']})")
+    if rnd:
+        c = rnd["compare"]["pnl"]
+        t.add_row(f"PnL vs {rnd['n']} random reviewers",
+                  f"percentile {c['percentile']:.0f}, empirical p-value {pvalue(c['p_value'])} (seed {rnd['seed']}; "
+                  "tradevet value for drawdown, Sharpe, profit factor)")
+    if not value and cf:
+        t.add_row("reviewer value in money", f"not replayed yet: {cf.get('how', 'tradevet value --run RUN')}")
     con.print(t)
     for e in card.spend.get("events", []):
         con.print(f"[bold yellow]budget[/] {e['tier']}: {e['message']}", highlight=False, markup=True)
@@ -516,8 +547,8 @@ def _print_backtest(result: Any) -> None:
     row("modify estimate (net, % pts)",
         lambda c: f"{c.card.modify_loss_avoided_pct - c.card.modify_gain_given_up_pct:+.2f} over "
                   f"{c.card.modify.get('n', 0)}")
-    row("est. PnL vs gate-only", lambda c: f"{c.card.counterfactual['reviewed_est_pnl']:+.2f} vs "
-        f"{c.card.counterfactual['gate_only_pnl']:+.2f}")
+    row("lift over chance", lambda c: "—" if c.card.lift.get("value") is None
+        else f"{c.card.lift['value'] * 100:+.1f} pts (p {pvalue(c.card.lift.get('p_value'))})")
     row("fallthrough", lambda c: rate(c.card.fallthrough_rate.to_dict()))
     row("fallback", lambda c: rate(c.card.fallback_rate.to_dict()))
     row("cost $", lambda c: f"{c.card.cost['usd']:.4f}")
@@ -640,6 +671,85 @@ def _print_analysis(result: Any, *, title: str, styles: bool = False) -> None:
         con.print(t)
     found = result.informative("all")
     con.print("informative fields (all signals): " + (", ".join(found) if found else "none"))
+
+
+@app.command()
+def value(
+    run: RunOpt,
+    n: Annotated[int, typer.Option("-n", "--replays", help="Random-reviewer replays (seeded, reproducible).")] = 50,
+    cluster: Annotated[str | None, typer.Option(
+        "--cluster", help="Dask scheduler address, e.g. tcp://HOST:8786 (default: a LocalCluster on this machine).")]
+    = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="Workers of the LocalCluster (default: the machine's cores).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the random reviewers (default: the run's).")]
+    = None,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Is the reviewer worth it? Replay the run with the reviewer off and with N random reviewers (on Dask)."""
+    from engine.errors import ConfigError
+    from engine.value import run_value
+
+    if n < 1:
+        raise ConfigError(f"-n: the number of random-reviewer replays must be at least 1 (got {n})")
+    url = db or _load(config).config.run.db_url
+    store = _open_store(url, None)
+    try:
+        info = store.resolve_run(run)
+
+        def say(line: str) -> None:
+            typer.echo(line, err=True)
+
+        if progress and not as_json:
+            with _progress_bars(eta=True) as bars:
+                result = run_value(store, info.id, db_url=url, n=n, seed=seed, cluster=cluster, workers=workers,
+                                   progress=(lambda d, t: bars("replays", d, t)) if bars is not None else None, say=say)
+        else:
+            result = run_value(store, info.id, db_url=url, n=n, seed=seed, cluster=cluster, workers=workers, say=say)
+        if as_json:
+            _emit_json({"run_id": info.id, "run": info.name, "value": result})
+        else:
+            _print_value(result, title=f"reviewer value of run {info.id} ({info.name})")
+    finally:
+        store.close()
+
+
+def _print_value(v: dict[str, Any], *, title: str) -> None:
+    """The real run against the reviewer-off replay and the random-reviewer distribution."""
+    from rich.table import Table
+
+    if not v:
+        _console().print(f"{title}: no counterfactual replays yet (tradevet value --run RUN)")
+        return
+    off, rnd, real = v.get("reviewer_off"), v.get("random"), v["real"]
+    t = Table(title=title, title_justify="left")
+    for col in ("metric", "reviewer (real)", "reviewer off", "random p5 / p50 / p95", "percentile", "p-value"):
+        t.add_column(col)
+    names = {"pnl": "PnL", "max_drawdown_pct": "max drawdown %", "sharpe": "Sharpe (hourly, ann.)",
+             "profit_factor": "profit factor"}
+
+    def f(x: Any) -> str:
+        return "—" if x is None else f"{x:,.2f}"
+
+    for key, label in names.items():
+        cmp_ = (rnd or {}).get("compare", {}).get(key, {})
+        r = cmp_.get("random", {})
+        t.add_row(label, f(real.get(key)), f((off or {}).get(key)),
+                  f"{f(r.get('p5'))} / {f(r.get('p50'))} / {f(r.get('p95'))}" if rnd else "—",
+                  "—" if cmp_.get("percentile") is None else f"{cmp_['percentile']:.0f}",
+                  pvalue(cmp_.get("p_value")))
+    _console().print(t)
+    if off:
+        _console().print(f"reviewer value vs reviewer off: {off['reviewer_value_pnl']:+,.2f} (run {off['run_id']})",
+                         highlight=False)
+    if rnd:
+        mix = rnd.get("mix") or {}
+        _console().print(f"random reviewers: {rnd['n']} replays, seed {rnd['seed']}, verdict mix accept "
+                         f"{pct(mix.get('accept'))} / modify {pct(mix.get('modify'))} / veto {pct(mix.get('veto'))}; "
+                         f"distribution fingerprint {rnd['fingerprint']}", highlight=False)
 
 
 @app.command()
@@ -822,10 +932,13 @@ def main(argv: list[str] | None = None) -> int:
 
     install()  # secrets registered while loading the config never reach a log line
     try:
-        # without standalone mode a `typer.Exit(code)` comes back as the return value, not as an exception
-        returned = app(args=argv, standalone_mode=False)
-        if isinstance(returned, int) and not isinstance(returned, bool) and returned:
-            return returned
+        # outside standalone mode typer turns Ctrl-C inside a command into Exit(130), and any typer.Exit into
+        # its code, and *returns* it: without this, an interrupted command would exit 0
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int) and not isinstance(rv, bool) and rv:
+            if rv == 130:
+                typer.echo("interrupted", err=True)
+            return rv
     except TradevetError as e:
         typer.echo(f"error: {e}", err=True)
         return exit_code_for(e)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["Z95", "hypergeom_range", "hypergeom_sf", "percentile", "wilson"]
+__all__ = ["Z95", "binom_sf", "bootstrap_mean", "hypergeom_range", "hypergeom_sf", "newcombe_diff", "percentile",
+           "wilson"]
 
 Z95 = 1.959963984540054
 
@@ -98,3 +99,49 @@ def hypergeom_range(N: int, K: int, n: int, mass: float = 0.95) -> tuple[int, in
             break
         acc += w[i]
     return lo, hi
+
+
+def binom_sf(k: int, n: int, p: float) -> float:
+    """P(X ≥ k) for X ~ Binomial(n, p): the exact one-sided tail, summed in log space (relative 1e-12 or so)."""
+    if n < 0:
+        raise ValueError(f"binomial needs n >= 0 (got {n})")
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    if p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    lp, lq = math.log(p), math.log1p(-p)
+    terms = [math.exp(_log_comb(n, i) + i * lp + (n - i) * lq) for i in range(k, n + 1)]
+    return min(1.0, math.fsum(terms))
+
+
+def newcombe_diff(k1: int, n1: int, k2: int, n2: int, z: float = Z95) -> tuple[float, float] | None:
+    """Newcombe's hybrid score interval for p1 − p2 from the two Wilson intervals; None without trials."""
+    if n1 <= 0 or n2 <= 0:
+        return None
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = wilson(k1, n1, z)
+    l2, u2 = wilson(k2, n2, z)
+    d = p1 - p2
+    return (d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2))
+
+
+def bootstrap_mean(values: Sequence[float], *, seed: int, resamples: int = 2000,
+                   mass: float = 0.95) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the mean of ``values`` (seeded: the same values and seed give the same
+    interval, bit for bit); None for fewer than two values."""
+    import random
+
+    n = len(values)
+    if n < 2:
+        return None
+    rng = random.Random(seed)
+    xs = list(values)
+    means = sorted(math.fsum(rng.choices(xs, k=n)) / n for _ in range(resamples))
+    tail = (1 - mass) / 2 * 100
+    lo, hi = percentile(means, tail), percentile(means, 100 - tail)
+    assert lo is not None and hi is not None
+    return (lo, hi)

@@ -723,6 +723,8 @@ class RunInfo:
     created_at: datetime  # wall clock, UTC
     last_slice_ms: int | None
     starting_equity: float
+    kind: str = "run"  # run | counterfactual (a replay of ``parent_id`` with another reviewer)
+    parent_id: int | None = None
 
 
 VERDICT_FIELDS: tuple[str, ...] = (

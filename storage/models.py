@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "RUN_KINDS",
     "RUN_MODES",
     "RUN_SCOPED_TABLES",
     "RUN_STATUSES",
@@ -50,6 +51,7 @@ __all__ = [
 
 RUN_STATUSES = ("running", "finished", "failed", "stopped")
 RUN_MODES = ("active", "shadow", "off")
+RUN_KINDS = ("run", "counterfactual")
 
 # Deterministic constraint names, so that later migrations (batch mode on SQLite) can address them.
 NAMING = {
@@ -82,6 +84,7 @@ class RunRow(Base):
         CheckConstraint(f"status IN {RUN_STATUSES!r}", name="status"),
         CheckConstraint(f"reviewer_mode IN {RUN_MODES!r}", name="reviewer_mode"),
         Index("ix_runs_name_id", "name", "id"),
+        Index("ix_runs_parent_id", "parent_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)  # what `--run 12` names
@@ -95,6 +98,11 @@ class RunRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # wall clock: last status/slice write
     last_slice_ms: Mapped[int | None] = mapped_column(BigInteger)  # close of the newest recorded slice; resume point
     starting_equity: Mapped[float] = mapped_column(Float)  # first deposit of the run's ledger (quote currency)
+    # run: a run of its own; counterfactual: a replay of ``parent_id`` with another reviewer (``tradevet value``).
+    # Added by 0003 as plain columns (SQLite cannot add a constraint in place): the store checks the kind, and
+    # deletes a run's counterfactuals with it.
+    kind: Mapped[str] = mapped_column(String(16), server_default="run")
+    parent_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the run a counterfactual replays
 
 
 class BarRow(Base):

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 
 from engine.errors import StorageError
 from engine.ports import PackCheck, Recorder
@@ -25,7 +25,7 @@ from storage.cache import SqlVerdictCache
 from storage.child import shareable
 from storage.database import Database
 from storage.db import is_memory
-from storage.models import RUN_MODES, RUN_SCOPED_TABLES, RUN_STATUSES, Base, RunRow
+from storage.models import RUN_KINDS, RUN_MODES, RUN_SCOPED_TABLES, RUN_STATUSES, Base, RunRow
 from storage.recorder import RunRecorder
 
 __all__ = ["RESUMABLE", "Storage"]
@@ -40,7 +40,7 @@ _CLAIM_CLASS = 0x74766E  # first key of the PostgreSQL advisory locks that claim
 def _info(r: RunRow) -> RunInfo:
     return RunInfo(r.id, r.name, r.status, r.config_json, r.config_hash, int(r.seed), r.reviewer_mode,
                    _aware(r.created_at), None if r.last_slice_ms is None else int(r.last_slice_ms),
-                   float(r.starting_equity))
+                   float(r.starting_equity), r.kind or "run", None if r.parent_id is None else int(r.parent_id))
 
 
 def _now() -> datetime:
@@ -80,17 +80,23 @@ class Storage(Database):
     # ---------------------------------------------------------------------------------------- runs
 
     def create_run(self, name: str, config_json: str, config_hash: str, seed: int, reviewer_mode: str,
-                   starting_equity: float) -> int:
-        """Insert a run with status ``running``. Returns its id."""
+                   starting_equity: float, *, kind: str = "run", parent_id: int | None = None) -> int:
+        """Insert a run with status ``running``. Returns its id. ``kind``/``parent_id``: a counterfactual
+        replay of another run (``tradevet value``)."""
         _check(reviewer_mode, RUN_MODES, "reviewer_mode")
+        _check(kind, RUN_KINDS, "kind")
+        if (kind == "counterfactual") != (parent_id is not None):
+            raise ValueError(f"a counterfactual run needs a parent run and only it has one (got kind {kind!r}, "
+                             f"parent {parent_id})")
         now = _now()
+        values: dict[str, Any] = {
+            "name": name, "status": "running", "config_json": config_json, "config_hash": config_hash, "seed": seed,
+            "reviewer_mode": reviewer_mode, "created_at": now, "updated_at": now, "last_slice_ms": None,
+            "starting_equity": starting_equity}
+        if kind != "run":  # left to the column's server default otherwise (as on a database before 0003)
+            values.update(kind=kind, parent_id=parent_id)
         with self.write_session(f"cannot create run {name!r}") as s:
-            row = RunRow(name=name, status="running", config_json=config_json, config_hash=config_hash, seed=seed,
-                         reviewer_mode=reviewer_mode, created_at=now, updated_at=now, last_slice_ms=None,
-                         starting_equity=starting_equity)
-            s.add(row)
-            s.flush()
-            return int(row.id)
+            return int(s.execute(insert(RunRow).values(**values).returning(RunRow.id)).scalar_one())
 
     def get_run(self, run_id: int) -> RunInfo:
         """Raises: StorageError when there is no such run."""
@@ -126,6 +132,19 @@ class Storage(Database):
             names = list(s.scalars(select(RunRow.name).group_by(RunRow.name).order_by(func.max(RunRow.id).desc())))
         shown = ", ".join(names[:10]) + (f", … ({len(names) - 10} more)" if len(names) > 10 else "")
         raise StorageError(f"no run {ref!r} in {self.url_masked} (known: {shown or 'none'})")
+
+    def child_runs(self, parent_id: int, kind: str = "counterfactual") -> list[RunInfo]:
+        """The runs of ``kind`` linked to ``parent_id``, oldest first."""
+        with self.read_session(f"cannot list the {kind} runs of run {parent_id}") as s:
+            return [_info(r) for r in s.scalars(select(RunRow).where(RunRow.parent_id == parent_id,
+                                                                     RunRow.kind == kind).order_by(RunRow.id))]
+
+    def delete_run(self, run_id: int) -> None:
+        """Delete a run, everything it recorded (the foreign keys cascade) and its counterfactual runs."""
+        with self.write_session(f"cannot delete run {run_id}") as s:
+            children = list(s.scalars(select(RunRow.id).where(RunRow.parent_id == run_id)))
+            for rid in [*children, run_id]:
+                s.execute(delete(RunRow).where(RunRow.id == rid))
 
     def list_runs(self) -> list[RunInfo]:
         """Every run, oldest first."""

@@ -3,20 +3,24 @@
 Kept only as the oracle of tests/test_scoring_columns.py: ``engine.recorded.scorecard.score`` must give exactly the
 scorecard this gives (the same JSON text: same keys in the same order, same doubles to the last bit).
 Copied from engine/scoring.py at commit 8156b09 (what that change left untouched is imported, not copied);
-do not "improve" it.
+do not "improve" it. (Figures added since — lift, the retire check, the per-trade modify improvement — are
+written out plainly here too, as their oracle.)
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.core.scored import is_finished
+from engine.core.scored import TrailingCounts, is_finished, retire_check
 from engine.recorded.columns import split_outcomes as _split
-from engine.recorded.scorecard import _DAY_MS, Rate, Scorecard, _pnl, account_of  # pieces kept as they were
-from engine.stats import hypergeom_range, hypergeom_sf, percentile
+
+# the pieces the vectorisation left as they were
+from engine.recorded.scorecard import _DAY_MS, Rate, RetireParams, Scorecard, _pnl, account_of
+from engine.stats import bootstrap_mean, hypergeom_range, hypergeom_sf, newcombe_diff, percentile
 from engine.types import Event, Outcome, ReviewRecord, Trade, VerdictKind, ms_to_dt
 
 
@@ -93,9 +97,9 @@ class _Acc:
     """Running tallies for one group of reviewed signals (the whole run, or one tier/strategy/regime/symbol)."""
 
     __slots__ = ("accept_k", "accept_n", "amb_lost", "amb_n", "amb_veto_lost", "amb_vetoes", "base_k", "base_n",
-                 "cached_tokens", "cost", "fallback", "gate_only", "in_tokens", "latencies", "live", "mod_avoided",
-                 "mod_given_up", "mod_losers", "mod_winners", "out_tokens", "reviewed", "reviewed_est", "through",
-                 "verdicts", "veto_k", "veto_n")
+                 "cached_tokens", "cost", "fallback", "in_tokens", "latencies", "live", "mod_avoided",
+                 "mod_deltas", "mod_given_up", "mod_losers", "mod_winners", "out_tokens", "reviewed",
+                 "through", "verdicts", "veto_k", "veto_n")
 
     def __init__(self) -> None:
         self.reviewed = 0
@@ -104,11 +108,11 @@ class _Acc:
         self.amb_n = self.amb_lost = self.amb_vetoes = self.amb_veto_lost = 0
         self.mod_avoided = self.mod_given_up = 0.0
         self.mod_losers = self.mod_winners = 0
+        self.mod_deltas: list[float] = []
         self.live = self.through = self.fallback = 0
         self.latencies: list[float] = []
         self.in_tokens = self.out_tokens = self.cached_tokens = 0
         self.cost = 0.0
-        self.gate_only = self.reviewed_est = 0.0
 
     def add(self, f: _Facts) -> None:
         self.reviewed += 1
@@ -131,6 +135,7 @@ class _Acc:
                 self.amb_veto_lost += f.lost
         if f.modify_delta is not None:
             shadow_lost, delta = f.modify_delta
+            self.mod_deltas.append(delta)
             if shadow_lost:
                 self.mod_losers += 1
                 self.mod_avoided += delta
@@ -147,10 +152,6 @@ class _Acc:
                 self.out_tokens += f.output_tokens
                 self.cached_tokens += f.cached_tokens
                 self.cost += f.cost_usd
-        if f.shadow_pnl_pct is not None:
-            self.gate_only += f.shadow_pnl_pct * f.weight
-        if f.effect_pct is not None:
-            self.reviewed_est += f.effect_pct * f.weight
 
     # ------------------------------------------------------------------------------------- figures
     @property
@@ -170,6 +171,15 @@ class _Acc:
         return {"expected": K / N, "range95": [lo / n, hi / n], "veto_rate": n / N, "p_value": hypergeom_sf(k, N, K, n),
                 "method": "hypergeometric"}
 
+    def lift(self) -> dict[str, Any]:
+        prec, base = self.veto, self.base
+        value = None if prec.value is None or base.value is None else prec.value - base.value
+        ci = newcombe_diff(prec.k, prec.n, base.k, base.n)
+        return {"value": value, "ci95": list(ci) if ci is not None else None,
+                "p_value": self.random_veto()["p_value"], "precision": prec.value, "base": base.value,
+                "vetoes": prec.n, "scored": base.n,
+                "method": "precision − base; Newcombe hybrid score interval; exact hypergeometric p (one-sided)"}
+
     def modify(self) -> dict[str, Any]:
         return {"n": self.mod_losers + self.mod_winners, "losers": self.mod_losers, "winners": self.mod_winners,
                 "loss_avoided_pct": self.mod_avoided, "gain_given_up_pct": self.mod_given_up,
@@ -187,14 +197,13 @@ class _Acc:
             "reviewed": self.reviewed, "vetoes": self.verdicts.get("veto", 0),
             "modifies": self.verdicts.get("modify", 0), "accepts": self.verdicts.get("accept", 0),
             "veto_precision": self.veto.to_dict(), "base_loss_rate": self.base.to_dict(),
-            "p_value": self.random_veto()["p_value"],
+            "p_value": self.random_veto()["p_value"], "lift": self.lift()["value"],
             "accept_precision": Rate(self.accept_k, self.accept_n).to_dict(),
             "ambiguous": self.amb_n, "modify_net_pct": self.mod_avoided - self.mod_given_up,
             "fallthrough": Rate(self.through, self.live).to_dict(),
             "fallback": Rate(self.fallback, self.live).to_dict(),
             "latency_p50_ms": percentile(lat, 50), "latency_p95_ms": percentile(lat, 95),
             "input_tokens": self.in_tokens, "output_tokens": self.out_tokens, "cost_usd": self.cost,
-            "gate_only_pnl": self.gate_only, "reviewed_est_pnl": self.reviewed_est,
         }
 
 
@@ -215,7 +224,8 @@ def score(reviews: Sequence[ReviewRecord], outcomes: Iterable[Outcome], trades: 
 
 def _score(reviews: Sequence[ReviewRecord], outcomes: Iterable[Outcome], trades: Sequence[Trade], *,
            signals: int, starting_equity: float, events: Sequence[Event], window_days: float,
-           modify_estimate: bool) -> Scorecard:
+           modify_estimate: bool, retire: RetireParams | None = None) -> Scorecard:
+    retire = retire or RetireParams()
     shadow, realized = _split(outcomes)
     facts = [_facts(r, shadow.get(r.pack.signal.id), realized.get(r.pack.signal.id), modify_estimate)
              for r in reviews]
@@ -241,12 +251,20 @@ def _score(reviews: Sequence[ReviewRecord], outcomes: Iterable[Outcome], trades:
     sc.ambiguous_vetoes = total.amb_vetoes
     sc.ambiguous = total.ambiguous()
     sc.random_veto = total.random_veto()
+    sc.lift = total.lift()
     mod = total.modify()
     sc.modify_loss_avoided_pct, sc.modify_gain_given_up_pct = mod["loss_avoided_pct"], mod["gain_given_up_pct"]
     sc.modify = {"n": mod["n"], "losers": mod["losers"], "winners": mod["winners"],
                  "method": "estimate: clamped size × shadow pnl (modified stops not simulated)" if modify_estimate
                  else "realized: size × realized pnl against the shadow trade",
-                 "unit": "pnl % points per unit of signal size, summed"}
+                 "unit": "pnl % points per unit of signal size, summed",
+                 "improvement": {"n": len(total.mod_deltas),
+                                 "mean_pct": math.fsum(total.mod_deltas) / len(total.mod_deltas)
+                                 if total.mod_deltas else None,
+                                 "ci95": (lambda ci: list(ci) if ci is not None else None)(
+                                     bootstrap_mean(total.mod_deltas, seed=len(total.mod_deltas))),
+                                 "method": "per-trade mean of (modified pnl − as-emitted pnl), percentile bootstrap, "
+                                           "2000 resamples"}}
     sc.success_rate = Rate(total.live - total.fallback, total.live)
     sc.fallthrough_rate = Rate(total.through, total.live)
     sc.fallback_rate = Rate(total.fallback, total.live)
@@ -256,13 +274,15 @@ def _score(reviews: Sequence[ReviewRecord], outcomes: Iterable[Outcome], trades:
                "cached_tokens": total.cached_tokens, "cache_hits": sum(1 for f in facts if f.cached)}
     sc.tiers = _tiers(reviews)
     sc.pnl = _pnl(trades, starting_equity)
-    sc.counterfactual = _counterfactual(total, facts, sc.pnl, starting_equity, modify_estimate)
     retires = [e for e in events if e.kind == "retire"]
     end = max([f.created_ms for f in facts] + [f.shadow_closed_ms for f in facts] + [e.at_ms for e in retires],
               default=None)
     sc.trailing = _trailing(facts, window_days, end)
+    sc.retire_rule = _check(facts, window_days, end, retire)
     sc.retire = [{"at_ms": e.at_ms, "at": ms_to_dt(e.at_ms).isoformat(), "message": e.message,
-                  "data": {k: v for k, v in e.data}, "window": _trailing(facts, window_days, e.at_ms)}
+                  "data": {k: v for k, v in e.data},
+                  "window": {**_trailing(facts, window_days, e.at_ms),
+                             "check": _check(facts, window_days, e.at_ms, retire)}}
                  for e in retires]
     sc.events = dict(sorted(Counter(e.kind for e in events).items()))
     sc.account = account_of(events)  # a description of the run's account, not a figure: the same reader
@@ -311,24 +331,13 @@ def _tiers(reviews: Sequence[ReviewRecord]) -> dict[str, dict[str, Any]]:
     }
 
 
-def _counterfactual(total: _Acc, facts: Sequence[_Facts], pnl: dict[str, Any], starting_equity: float,
-                    estimate: bool) -> dict[str, Any]:
-    filled = sum(1 for f in facts if f.shadow_pnl_pct is not None)
-
-    def ret(x: float | None) -> float | None:
-        return None if x is None or not starting_equity else x / starting_equity * 100
-
-    realized = None if estimate else pnl.get("pnl")
-    return {
-        "gate_only_pnl": total.gate_only, "gate_only_return_pct": ret(total.gate_only),
-        "reviewed_est_pnl": total.reviewed_est, "reviewed_est_return_pct": ret(total.reviewed_est),
-        "reviewer_value_est": total.reviewed_est - total.gate_only,
-        "realized_pnl": realized, "realized_return_pct": ret(realized),
-        "signals": len(facts), "shadow_filled": filled,
-        "convention": "shadow pnl % × size_hint × equity at the signal time, per signal, no compounding; "
-                      + ("decisions estimated as clamped size × shadow pnl" if estimate
-                         else "reviewed_est: realized pnl % × size_hint × size % × equity at the signal time"),
-    }
+def _check(facts: Sequence[_Facts], window_days: float, end: int | None, retire: RetireParams) -> dict[str, Any]:
+    t = _trailing(facts, window_days, end)
+    vp, base = t["veto_precision"], t["base_loss_rate"]
+    counts = TrailingCounts(t["since_ms"] or 0, t.get("until_ms", 0), vp["k"], vp["n"], base["k"], base["n"])
+    check = retire_check(counts, min_vetoes=retire.min_vetoes, alpha=retire.alpha, below=retire.below)
+    return {**check.to_dict(), "window_days": window_days,
+            "message": check.message(window_days) if check.retire else None}
 
 
 def _trailing(facts: Sequence[_Facts], window_days: float, end: int | None) -> dict[str, Any]:

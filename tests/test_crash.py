@@ -197,8 +197,9 @@ def database(backend: str, tmp_path: Path, tag: str) -> Iterator[str]:
 
 def _config(tmp_path: Path, url: str, tag: str, bars: int = BARS, **extra: Any) -> Path:
     f = tmp_path / f"{tag}.yaml"
+    # (the retire rule off: BARS is chosen so that the run ends with positions open, under these decisions)
     f.write_text(yaml.safe_dump({"run": {"name": "crash", "db_url": url}, "market": {"synthetic": {"bars": bars}},
-                                 **extra}))
+                                 "scoring": {"retire": {"enabled": False}}, **extra}))
     return f
 
 
@@ -672,7 +673,8 @@ def test_reading_reviews_back_right_after_a_run_is_linear_on_postgresql(tmp_path
         pytest.skip("TRADEVET_PG_URL is not set")
     with pg_database("plan") as url:
         run_replay(load_config(overrides={"run": {"name": "plan", "db_url": url},
-                                          "market": {"synthetic": {"bars": BARS}}}, env={}))
+                                          "market": {"synthetic": {"bars": BARS}},
+                                          "scoring": {"retire": {"enabled": False}}}, env={}))
         with open_storage(url) as store:
             seen: list[tuple[str, Any]] = []
 

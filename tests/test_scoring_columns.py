@@ -166,6 +166,8 @@ def test_the_scorecard_of_a_recorded_run_is_the_one_scored_from_its_reviews(tmp_
     # the recorded spend (per day, budgets) is read from storage, not scored from reviews: a rules run spent nothing
     assert fast.spend == {"by_day": [], "by_tier": {}, "budgets": {}, "events": []} and full.spend == {}
     fast.spend = full.spend
+    assert fast.value == {} and fast.counterfactual["replayed"] is False  # what the run's stored replays add: none
+    full.value, full.counterfactual = fast.value, fast.counterfactual
     # the gate figures come from the recorded gate results, which only a recorded run has
     d_fast, d_full = fast.to_dict(), full.to_dict()
     gates = d_fast.pop("gates")  # the account's rules come first: what they refuse never reaches min_volume

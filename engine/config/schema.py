@@ -369,7 +369,11 @@ class ExecutionConfig(_Model):
 
 
 class RetireConfig(_Model):
-    below: float = Field(0.5, ge=0, le=1, description="Veto precision below this retires the reviewer.")
+    alpha: float = Field(0.05, gt=0, lt=1, description=(
+        "Significance level of the retire rule: the reviewer is retired when its trailing veto precision does "
+        "not exceed the window's base loss rate at this level (one-sided exact binomial test), or falls below it."))
+    below: float | None = Field(None, ge=0, le=1, description=(
+        "Optional absolute floor: veto precision below this also retires the reviewer (null: no floor)."))
     window_days: float = Field(14, gt=0, description="Trailing window for the retire rule.")
     min_vetoes: int = Field(50, ge=1, description="Scored vetoes needed before the rule may fire.")
     enabled: bool = Field(True, description="Apply the retire rule during runs.")

@@ -22,7 +22,7 @@ from engine.core.executor import ExecutionReport, PaperExecutor, ShadowBook
 from engine.core.gates import Gate, GateView, evaluate_gates
 from engine.core.market import MarketState
 from engine.core.portfolio import Portfolio
-from engine.core.scored import TrailingWindow, is_scored
+from engine.core.scored import TrailingWindow, is_scored, retire_check
 from engine.ports import Clock, NewsSource, Reviewer, Strategy
 from engine.types import (
     Action,
@@ -296,8 +296,9 @@ class Pipeline:
 
     def _retire_check(self, shadow_out: Sequence[Outcome], t: int) -> list[Event]:
         """DESIGN §4: over the trailing window (``engine.core.scored``: signals created in (t − window, t] whose
-        scored shadow outcome is known at t), veto precision below the bar with enough scored vetoes → shadow
-        mode. The scorecard recomputes the same window from the stored rows at the event's time."""
+        scored shadow outcome is known at t), with enough scored vetoes, a veto precision that does not beat the
+        window's base loss rate significantly (``engine.core.scored.retire_check``) → shadow mode. The scorecard
+        recomputes the same window and the same check from the stored rows at the event's time."""
         rc = self.cfg.scoring.retire
         for o in shadow_out:
             waiting = self._awaiting.pop(o.signal_id, None)
@@ -307,15 +308,16 @@ class Pipeline:
         c = self._window.counts(t)
         if not rc.enabled or self.mode != "active" or c.vetoes < rc.min_vetoes:
             return []
-        precision = c.veto_lost / c.vetoes
-        if precision >= rc.below:
+        check = retire_check(c, min_vetoes=rc.min_vetoes, alpha=rc.alpha, below=rc.below)
+        if not check.retire:
             return []
         self.mode = "shadow"
         if self.reviewer is not None:
             self.reviewer.mode = "shadow"
-        msg = (f"veto precision {precision:.2f} over the last {rc.window_days:g} days is below {rc.below:g} "
-               f"({c.vetoes} scored vetoes): reviewer switched to shadow mode")
+        msg = check.message(rc.window_days)
         log.warning(msg)
         return [Event("retire", t, "reviewer", msg, (
-            ("precision", precision), ("vetoes", c.vetoes), ("vetoes_lost", c.veto_lost), ("scored", c.scored),
+            ("precision", c.precision), ("vetoes", c.vetoes), ("vetoes_lost", c.veto_lost), ("scored", c.scored),
+            ("base", c.base), ("lift", check.lift), ("p_value", check.p_value), ("alpha", rc.alpha),
+            ("below", rc.below), ("failed", ",".join(check.failed)),
             ("lost", c.lost), ("since_ms", c.since_ms), ("until_ms", c.until_ms)))]

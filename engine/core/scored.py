@@ -10,6 +10,10 @@ figures are the same numbers for the same run:
   assumed first, but the order is a guess); ambiguous outcomes are reported apart.
 - The **trailing window** at time ``t`` holds the reviewed signals *created* in ``(t − window, t]`` whose scored
   outcome is *known* at ``t`` (its trade closed at or before ``t``): what a rule deciding at ``t`` can see.
+- The **retire rule against chance** (``retire_check``) reads one window: with at least ``min_vetoes`` scored
+  vetoes, the reviewer is retired when its veto precision falls below the window's base loss rate, or does not
+  exceed it significantly (one-sided exact binomial test of the vetoes' losers against the base rate at
+  ``alpha``), or — optionally — falls below an absolute floor ``below``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["UNFINISHED_EXITS", "TrailingCounts", "TrailingWindow", "is_finished", "is_scored", "trailing_at"]
+from engine.stats import binom_sf
+
+__all__ = ["UNFINISHED_EXITS", "RetireCheck", "TrailingCounts", "TrailingWindow", "is_finished", "is_scored",
+           "retire_check", "trailing_at"]
 
 # Exit reasons of an outcome that did not finish: no exit yet, or marked out at the end of the data.
 UNFINISHED_EXITS = frozenset({"", "end"})
@@ -113,3 +120,77 @@ def trailing_at(times: Sequence[int], window_ms: int, outcomes: Iterable[tuple[i
             i += 1
         out.append(window.counts(t))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class RetireCheck:
+    """The retire rule's verdict on one trailing window (``retire_check``), with the numbers it read.
+
+    ``failed`` names the tests that failed, in this order: ``below_base`` (precision < base loss rate),
+    ``not_significant`` (the exact one-sided p-value of "vetoes lose more often than the base rate" is above
+    ``alpha``), ``below_floor`` (precision < ``below``). Empty when the reviewer keeps its place, or when the
+    window holds too few scored vetoes to judge (``enough`` false).
+    """
+
+    counts: TrailingCounts
+    min_vetoes: int
+    alpha: float
+    below: float | None
+    p_value: float | None
+    failed: tuple[str, ...]
+
+    @property
+    def enough(self) -> bool:
+        return self.counts.vetoes >= self.min_vetoes
+
+    @property
+    def retire(self) -> bool:
+        return bool(self.failed)
+
+    @property
+    def lift(self) -> float | None:
+        p, b = self.counts.precision, self.counts.base
+        return None if p is None or b is None else p - b
+
+    def message(self, window_days: float) -> str:
+        """One line: which tests failed, with the numbers (the retire event's message)."""
+        c = self.counts
+        prec, base = c.precision or 0.0, c.base or 0.0
+        why: list[str] = []
+        if "below_base" in self.failed:
+            why.append(f"veto precision {prec:.3f} is below the base loss rate {base:.3f}")
+        if "not_significant" in self.failed:
+            why.append(f"veto precision {prec:.3f} does not exceed the base loss rate {base:.3f} significantly "
+                       f"(exact one-sided binomial p = {self.p_value:.3g} > alpha {self.alpha:g})")
+        if "below_floor" in self.failed:
+            why.append(f"veto precision {prec:.3f} is below the floor {self.below:g}")
+        return (f"{'; '.join(why)} — over the last {window_days:g} days, {c.veto_lost}/{c.vetoes} scored vetoes "
+                f"lost, {c.lost}/{c.scored} of all scored reviewed signals: reviewer switched to shadow mode")
+
+    def to_dict(self) -> dict[str, object]:
+        c = self.counts
+        return {"vetoes": c.vetoes, "vetoes_lost": c.veto_lost, "scored": c.scored, "lost": c.lost,
+                "precision": c.precision, "base": c.base, "lift": self.lift, "p_value": self.p_value,
+                "alpha": self.alpha, "below": self.below, "min_vetoes": self.min_vetoes,
+                "enough": self.enough, "retire": self.retire, "failed": list(self.failed),
+                "since_ms": c.since_ms, "until_ms": c.until_ms}
+
+
+def retire_check(counts: TrailingCounts, *, min_vetoes: int, alpha: float, below: float | None = None
+                 ) -> RetireCheck:
+    """The one retire predicate (the live pipeline and the scorecard both call it; module docstring).
+
+    The p-value is P(X ≥ vetoes that lost) for X ~ Binomial(vetoes, base loss rate of the window): how often
+    vetoes at random, at the window's base rate, would catch as many losers.
+    """
+    prec, base = counts.precision, counts.base
+    p_value = binom_sf(counts.veto_lost, counts.vetoes, base) if prec is not None and base is not None else None
+    failed: list[str] = []
+    if counts.vetoes >= min_vetoes and prec is not None and base is not None and p_value is not None:
+        if prec < base:
+            failed.append("below_base")
+        if p_value > alpha:
+            failed.append("not_significant")
+        if below is not None and prec < below:
+            failed.append("below_floor")
+    return RetireCheck(counts, min_vetoes, alpha, below, p_value, tuple(failed))

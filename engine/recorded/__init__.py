@@ -11,7 +11,7 @@ _EXPORTS = {
     "SignalColumns": "columns", "VerdictColumns": "columns",
     "Rate": "scorecard", "Scorecard": "scorecard", "run_scorecard": "scorecard", "score": "scorecard",
     "score_columns": "scorecard",
-    "counterfactual_series": "series", "rolling_series": "series", "verdict_mix_series": "series",
+    "band_series": "series", "realized_series": "series", "rolling_series": "series", "verdict_mix_series": "series",
     "BacktestResult": "backtest", "run_backtest": "backtest",
     "export_run": "transfer", "import_file": "transfer",
     "render_html": "report", "report_data": "report", "write_report": "report",

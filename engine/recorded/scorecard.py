@@ -9,16 +9,17 @@ Conventions (the figures are only as good as these; each is also stated where it
   95 % interval. It is a property of the verdict: a low-confidence veto that the clamp turned into the
   gate decision, or a veto given in shadow mode, still counts.
 - **Base loss rate** = scored reviewed signals that lost / scored reviewed signals (same population).
+- **Lift** (the headline) = veto precision − base loss rate, with Newcombe's hybrid score interval (from the
+  two Wilson intervals; conservative, the vetoes being part of the base) and the exact one-sided p-value of
+  the random-veto test below.
 - **Random veto** at the same veto rate: vetoing n of the N scored signals at random catches a
   hypergeometric number of the K losers. Its expectation is the base loss rate; the p-value is the exact
   one-sided P(X ≥ k) of catching at least as many losers as the reviewer did ("vetoed signals lose more
   often than all reviewed signals").
-- **Gate-only counterfactual** (reviewer off: every reviewed signal executed as emitted) =
-  Σ shadow pnl % / 100 × signal size_hint × equity at the signal time (the pack's ``equity``) — the
-  executor's own sizing rule (notional = equity × size_hint × size %), applied to each signal
-  independently: no compounding, no buying-power cuts, no exchange minimums, and the gates' view is the
-  recorded one. The realized side is shown both as booked (trades) and in the same convention, so the
-  reviewer's value is read off like for like.
+- **Reviewer value in money** comes from real replays of the run (``engine.recorded.value``, ``tradevet value``):
+  the reviewer-off replay and random-reviewer replays, stored as counterfactual runs of this one. The scorecard
+  reports them (``value``; ``counterfactual`` holds the reviewer-off replay) when they exist. The old "gate-only"
+  sum of shadow trades — no position limits, no buying power, no compounding; not a possible run — is gone.
 - Cost and tokens count real calls only: a verdict served from the cache cost nothing this time.
 
 Computation. The scorecard is counted over arrays, one per fact of the reviewed signals (``SignalColumns``:
@@ -41,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from engine.config import stored_value
-from engine.core.scored import TrailingCounts, trailing_at
+from engine.core.scored import TrailingCounts, retire_check, trailing_at
 from engine.ports import RunReader
 from engine.recorded.columns import (
     _NOT_CALLS,
@@ -59,10 +60,11 @@ from engine.recorded.columns import (
 )
 from engine.recorded.gatewarn import gate_summary, gate_warnings
 from engine.recorded.stored import StoredRun, load_stored
-from engine.stats import hypergeom_range, hypergeom_sf, wilson
+from engine.recorded.value import value_summary
+from engine.stats import bootstrap_mean, hypergeom_range, hypergeom_sf, newcombe_diff, wilson
 from engine.types import Event, Outcome, ReviewRecord, Trade, ms_to_dt
 
-__all__ = ["Rate", "Scorecard", "run_scorecard", "score", "score_columns"]
+__all__ = ["Rate", "RetireParams", "Scorecard", "run_scorecard", "score", "score_columns"]
 
 _DAY_MS = 86_400_000
 
@@ -111,7 +113,7 @@ class Scorecard:
     modify: dict[str, Any] = field(default_factory=dict)  # counts, method (realized | estimate), quote amounts
     latency: dict[str, Any] = field(default_factory=dict)  # whole-cascade latency of live reviews
     cost: dict[str, Any] = field(default_factory=dict)  # tokens and USD of real calls (cache hits are free)
-    counterfactual: dict[str, Any] = field(default_factory=dict)  # gate-only vs realized
+    counterfactual: dict[str, Any] = field(default_factory=dict)  # the reviewer-off replay (``value``), if run
     trailing: dict[str, Any] = field(default_factory=dict)  # the retire rule's window, as of the last signal
     retire: list[dict[str, Any]] = field(default_factory=list)  # retire events: when and why
     events: dict[str, int] = field(default_factory=dict)  # timeline events by kind
@@ -121,6 +123,9 @@ class Scorecard:
     # signals that reached it and those it blocked, and a warning line per gate that blocked ≥ 95 % of them
     gates: dict[str, dict[str, Any]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    lift: dict[str, Any] = field(default_factory=dict)  # precision − base, interval, exact p: the headline
+    retire_rule: dict[str, Any] = field(default_factory=dict)  # the retire check on the window as of the end
+    value: dict[str, Any] = field(default_factory=dict)  # reviewer-off and random-reviewer replays (``value``)
 
     @property
     def veto_pvalue(self) -> float | None:
@@ -132,6 +137,7 @@ class Scorecard:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "lift": self.lift, "retire_rule": self.retire_rule, "value": self.value,
             "signals": self.signals, "blocked": self.blocked, "reviewed": self.reviewed, "executed": self.executed,
             "verdicts": self.verdicts, "sources": self.sources,
             "veto_precision": self.veto_precision.to_dict(), "base_loss_rate": self.base_loss_rate.to_dict(),
@@ -196,10 +202,6 @@ class _Tally:
         self.live, self.through, self.fallback = count(live), count(live & c.through), count(live & c.fallback)
         self.in_tokens, self.out_tokens = total(paid, c.input_tokens), total(paid, c.output_tokens)
         self.cached_tokens, self.cost = total(paid, c.cached_tokens), total(paid, c.cost_usd)
-        has = c.has_shadow_pnl
-        with np.errstate(all="ignore"):
-            self.gate_only = total(has, c.shadow_pnl * c.weight)
-            self.reviewed_est = total(c.has_effect, c.effect * c.weight)
         # each group's latencies of live reviews, sorted (only their order statistics are reported)
         lat, lat_codes = c.latency_ms[live], codes[live]
         order = np.lexsort((lat, lat_codes))
@@ -208,6 +210,16 @@ class _Tally:
         self.latencies = [sorted_lat[bounds[i]:bounds[i + 1]] for i in range(groups)]
 
     # ------------------------------------------------------------------------------------- figures
+    def lift(self, i: int) -> dict[str, Any]:
+        """Veto precision − base loss rate, its interval and the exact one-sided p-value (module docstring)."""
+        prec, base = self.veto_rate(i), self.base(i)
+        value = None if prec.value is None or base.value is None else prec.value - base.value
+        ci = newcombe_diff(prec.k, prec.n, base.k, base.n)
+        return {"value": value, "ci95": list(ci) if ci is not None else None,
+                "p_value": self.random_veto(i)["p_value"], "precision": prec.value, "base": base.value,
+                "vetoes": prec.n, "scored": base.n,
+                "method": "precision − base; Newcombe hybrid score interval; exact hypergeometric p (one-sided)"}
+
     def veto_rate(self, i: int) -> Rate:
         return Rate(self.veto_k[i], self.veto_n[i])
 
@@ -240,14 +252,13 @@ class _Tally:
             "reviewed": self.reviewed[i], "vetoes": self.vetoes[i], "modifies": self.modifies[i],
             "accepts": self.accepts[i],
             "veto_precision": self.veto_rate(i).to_dict(), "base_loss_rate": self.base(i).to_dict(),
-            "p_value": self.random_veto(i)["p_value"],
+            "p_value": self.random_veto(i)["p_value"], "lift": self.lift(i)["value"],
             "accept_precision": Rate(self.accept_k[i], self.accept_n[i]).to_dict(),
             "ambiguous": self.amb_n[i], "modify_net_pct": self.mod_avoided[i] - self.mod_given_up[i],
             "fallthrough": Rate(self.through[i], self.live[i]).to_dict(),
             "fallback": Rate(self.fallback[i], self.live[i]).to_dict(),
             "latency_p50_ms": _sorted_percentile(lat, 50), "latency_p95_ms": _sorted_percentile(lat, 95),
             "input_tokens": self.in_tokens[i], "output_tokens": self.out_tokens[i], "cost_usd": self.cost[i],
-            "gate_only_pnl": self.gate_only[i], "reviewed_est_pnl": self.reviewed_est[i],
         }
 
 
@@ -257,7 +268,8 @@ class _Tally:
 
 def score(reviews: Sequence[ReviewRecord], outcomes: Iterable[Outcome], trades: Sequence[Trade], *,
           signals: int, starting_equity: float, first_tier: str | None = None, events: Sequence[Event] = (),
-          window_days: float = 14.0, modify_estimate: bool = False) -> Scorecard:
+          window_days: float = 14.0, modify_estimate: bool = False, retire: RetireParams | None = None
+          ) -> Scorecard:
     """Compute the scorecard from what was recorded (nothing is recomputed from market data).
 
     ``modify_estimate``: there are no realized trades for these decisions (a backtest): a decision's
@@ -269,23 +281,40 @@ def score(reviews: Sequence[ReviewRecord], outcomes: Iterable[Outcome], trades: 
     with gc_paused():
         return score_columns(SignalColumns.of(list(map(_PACK, reviews)), outcomes), VerdictColumns.of(reviews),
                              trades, signals=signals, starting_equity=starting_equity, events=events,
-                             window_days=window_days, modify_estimate=modify_estimate)
+                             window_days=window_days, modify_estimate=modify_estimate, retire=retire)
+
+
+@dataclass(frozen=True)
+class RetireParams:
+    """The retire rule's settings the scorecard judges the trailing window with (``scoring.retire``)."""
+
+    min_vetoes: int = 50
+    alpha: float = 0.05
+    below: float | None = None
+
+    @classmethod
+    def stored(cls, config_json: str) -> RetireParams:
+        """From a run's stored config; a run recorded before ``alpha`` existed judged with the floor it had."""
+        below = stored_value(config_json, "scoring.retire.below", None)
+        return cls(int(stored_value(config_json, "scoring.retire.min_vetoes", 50)),
+                   float(stored_value(config_json, "scoring.retire.alpha", 0.05)),
+                   None if below is None else float(below))
 
 
 def score_columns(reviewed: SignalColumns, verdicts: VerdictColumns, trades: Sequence[Trade], *, signals: int,
                   starting_equity: float, events: Sequence[Event] = (), window_days: float = 14.0,
-                  modify_estimate: bool = False) -> Scorecard:
+                  modify_estimate: bool = False, retire: RetireParams | None = None) -> Scorecard:
     """``score`` of reviews given as columns: the reviewed signals with their outcomes (``SignalColumns``,
     shared by every reviewer a backtest compares) and one reviewer's verdicts and decisions, in the same order.
     """
     with gc_paused():
         return _score(columns(reviewed, verdicts, modify_estimate), verdicts, trades, signals=signals,
                       starting_equity=starting_equity, events=events, window_days=window_days,
-                      modify_estimate=modify_estimate)
+                      modify_estimate=modify_estimate, retire=retire or RetireParams())
 
 
 def _score(c: Columns, v: VerdictColumns, trades: Sequence[Trade], *, signals: int, starting_equity: float,
-           events: Sequence[Event], window_days: float, modify_estimate: bool) -> Scorecard:
+           events: Sequence[Event], window_days: float, modify_estimate: bool, retire: RetireParams) -> Scorecard:
     total = _Tally(c, np.zeros(c.n, dtype=np.intp), 1)
     breakdown: dict[str, dict[str, dict[str, Any]]] = {}
     for dim, groups in c.groups.items():
@@ -301,12 +330,14 @@ def _score(c: Columns, v: VerdictColumns, trades: Sequence[Trade], *, signals: i
     sc.ambiguous_vetoes = total.amb_vetoes[0]
     sc.ambiguous = total.ambiguous(0)
     sc.random_veto = total.random_veto(0)
+    sc.lift = total.lift(0)
     mod = total.modify(0)
     sc.modify_loss_avoided_pct, sc.modify_gain_given_up_pct = mod["loss_avoided_pct"], mod["gain_given_up_pct"]
     sc.modify = {"n": mod["n"], "losers": mod["losers"], "winners": mod["winners"],
                  "method": "estimate: clamped size × shadow pnl (modified stops not simulated)" if modify_estimate
                  else "realized: size × realized pnl against the shadow trade",
-                 "unit": "pnl % points per unit of signal size, summed"}
+                 "unit": "pnl % points per unit of signal size, summed",
+                 "improvement": _modify_improvement(c)}
     sc.success_rate = Rate(total.live[0] - total.fallback[0], total.live[0])
     sc.fallthrough_rate = Rate(total.through[0], total.live[0])
     sc.fallback_rate = Rate(total.fallback[0], total.live[0])
@@ -316,21 +347,24 @@ def _score(c: Columns, v: VerdictColumns, trades: Sequence[Trade], *, signals: i
                "cached_tokens": total.cached_tokens[0], "cache_hits": int(np.count_nonzero(c.cached))}
     sc.tiers = _tiers(c, v)
     sc.pnl = _pnl(trades, starting_equity)
-    sc.counterfactual = _counterfactual(total, c, sc.pnl, starting_equity, modify_estimate)
     retires = [e for e in events if e.kind == "retire"]
     if c.n:
         # as of the end of what was recorded: the last signal, or the last shadow trade to close after it
         end = max(int(c.created_ms.max()), int(c.shadow_closed_ms.max()), *(e.at_ms for e in retires))
         *at_retire, at_end = _trailing(c, window_days, [*sorted(e.at_ms for e in retires), end])
         sc.trailing = _trailing_dict(at_end, window_days)
+        sc.retire_rule = _check_dict(at_end, retire, window_days)
     else:
         at_retire = []
         sc.trailing = {"window_days": window_days, "since_ms": None, "veto_precision": Rate(0, 0).to_dict(),
                        "base_loss_rate": Rate(0, 0).to_dict()}
-    # each retire event beside the window recomputed from the stored rows at its time: the same figures
-    recomputed = {t.until_ms: _trailing_dict(t, window_days) for t in at_retire}
+        sc.retire_rule = _check_dict(TrailingCounts(0, 0, 0, 0, 0, 0), retire, window_days)
+    # each retire event beside the window recomputed from the stored rows at its time, and the same check
+    recomputed = {t.until_ms: {**_trailing_dict(t, window_days), "check": _check_dict(t, retire, window_days)}
+                  for t in at_retire}
     sc.retire = [{"at_ms": e.at_ms, "at": ms_to_dt(e.at_ms).isoformat(), "message": e.message,
-                  "data": {k: v for k, v in e.data}, "window": recomputed.get(e.at_ms, sc.trailing)}
+                  "data": {k: v for k, v in e.data},
+                  "window": recomputed.get(e.at_ms, {**sc.trailing, "check": sc.retire_rule})}
                  for e in retires]
     sc.events = dict(sorted(Counter(e.kind for e in events).items()))
     sc.account = account_of(events)
@@ -418,27 +452,6 @@ def _pnl(trades: Sequence[Trade], starting_equity: float) -> dict[str, Any]:
 
 
 
-def _counterfactual(total: _Tally, c: Columns, pnl: dict[str, Any], starting_equity: float,
-                    estimate: bool) -> dict[str, Any]:
-    filled = int(np.count_nonzero(c.has_shadow_pnl))
-    gate_only, reviewed_est = total.gate_only[0], total.reviewed_est[0]
-
-    def ret(x: float | None) -> float | None:
-        return None if x is None or not starting_equity else x / starting_equity * 100
-
-    realized = None if estimate else pnl.get("pnl")
-    return {
-        "gate_only_pnl": gate_only, "gate_only_return_pct": ret(gate_only),
-        "reviewed_est_pnl": reviewed_est, "reviewed_est_return_pct": ret(reviewed_est),
-        "reviewer_value_est": reviewed_est - gate_only,
-        "realized_pnl": realized, "realized_return_pct": ret(realized),
-        "signals": c.n, "shadow_filled": filled,
-        "convention": "shadow pnl % × size_hint × equity at the signal time, per signal, no compounding; "
-                      + ("decisions estimated as clamped size × shadow pnl" if estimate
-                         else "reviewed_est: realized pnl % × size_hint × size % × equity at the signal time"),
-    }
-
-
 def _trailing(c: Columns, window_days: float, times: Sequence[int]) -> list[TrailingCounts]:
     """The retire rule's trailing window as of each of ``times`` (``engine.core.scored``: signals created in
     (t − window, t] whose scored shadow outcome had closed by t), from the stored rows."""
@@ -447,6 +460,22 @@ def _trailing(c: Columns, window_days: float, times: Sequence[int]) -> list[Trai
     veto, lost = c.veto.tolist(), c.lost.tolist()
     return trailing_at(times, int(window_days * _DAY_MS),
                        ((closed[i], created[i], veto[i], lost[i]) for i in scored))
+
+
+def _check_dict(t: TrailingCounts, retire: RetireParams, window_days: float) -> dict[str, Any]:
+    check = retire_check(t, min_vetoes=retire.min_vetoes, alpha=retire.alpha, below=retire.below)
+    return {**check.to_dict(), "window_days": window_days,
+            "message": check.message(window_days) if check.retire else None}
+
+
+def _modify_improvement(c: Columns) -> dict[str, Any]:
+    """Per modified trade: mean of (loss avoided − return given up), pnl % points per unit of signal size, with a
+    seeded percentile bootstrap interval (2,000 resamples; the same run gives the same interval)."""
+    deltas = c.modify_delta[c.modified].tolist()
+    mean = math.fsum(deltas) / len(deltas) if deltas else None
+    ci = bootstrap_mean(deltas, seed=len(deltas))
+    return {"n": len(deltas), "mean_pct": mean, "ci95": list(ci) if ci is not None else None,
+            "method": "per-trade mean of (modified pnl − as-emitted pnl), percentile bootstrap, 2000 resamples"}
 
 
 def _trailing_dict(t: TrailingCounts, window_days: float) -> dict[str, Any]:
@@ -469,12 +498,18 @@ def run_scorecard(reader: RunReader, run_id: int, *, stored: StoredRun | None = 
         stored = load_stored(reader, run_id, realized=True, lean=True)
     if events is None:
         events = records.load_events()
+    trades = records.load_trades() if trades is None else trades
     card = score_columns(stored.signal_columns(), stored.recorded_columns(),
-                         records.load_trades() if trades is None else trades,
+                         trades,
                          signals=reader.count_signals(run_id),  # blocked ones too: only their number
                          starting_equity=run.starting_equity,
                          events=events,
-                         window_days=float(stored_value(run.config_json, "scoring.retire.window_days", 14.0)))
+                         window_days=float(stored_value(run.config_json, "scoring.retire.window_days", 14.0)),
+                         retire=RetireParams.stored(run.config_json))
+    # the reviewer's value in money: the counterfactual replays stored for this run (``tradevet value``)
+    card.value = value_summary(reader, run_id, real_trades=trades)
+    card.counterfactual = dict(card.value.get("reviewer_off") or {}) if card.value else {
+        "replayed": False, "how": f"tradevet value --run {run_id}"}
     from engine.recorded.spend import spend_summary
 
     card.spend = spend_summary(reader, run_id, run.config_json, events)

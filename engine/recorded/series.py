@@ -9,9 +9,10 @@ from typing import Any
 from engine.core.scored import is_finished, is_scored, trailing_at
 from engine.recorded.columns import split_outcomes
 from engine.recorded.scorecard import Rate
+from engine.stats import percentile
 from engine.types import Outcome, ReviewRecord, Trade
 
-__all__ = ["counterfactual_series", "rolling_series", "verdict_mix_series"]
+__all__ = ["band_series", "realized_series", "rolling_series", "verdict_mix_series"]
 
 
 @dataclass(slots=True)
@@ -101,24 +102,32 @@ def verdict_mix_series(reviews: Sequence[ReviewRecord], *, buckets: int = 60) ->
     return out
 
 
-def counterfactual_series(reviews: Sequence[ReviewRecord], outcomes: Iterable[Outcome], trades: Sequence[Trade],
-                          starting_equity: float) -> dict[str, list[tuple[int, float]]]:
-    """Equity paths: realized (booked trades) and gate-only (shadow trades, the scorecard's convention),
-    each as (close ms, equity) steps in time order, starting at ``starting_equity``."""
-    shadow, _ = split_outcomes(outcomes)
-    steps: list[tuple[int, float]] = []
-    for r in reviews:
-        o = shadow.get(r.pack.signal.id)
-        if o is not None and o.filled and o.closed_ms is not None:
-            steps.append((o.closed_ms, o.pnl_pct / 100.0 * r.pack.signal.size_hint * r.pack.equity))
-    steps.sort(key=lambda x: x[0])
-    realized = sorted(((t.closed_ms, t.pnl) for t in trades), key=lambda x: x[0])
+def realized_series(trades: Sequence[Trade], starting_equity: float) -> list[tuple[int, float]]:
+    """The realized equity path: (close ms, equity) steps in time order, from ``starting_equity``."""
+    eq, out = starting_equity, []
+    for t, d in sorted(((t.closed_ms, t.pnl) for t in trades), key=lambda x: x[0]):
+        eq += d
+        out.append((t, eq))
+    return out
 
-    def path(xs: list[tuple[int, float]]) -> list[tuple[int, float]]:
-        eq, out = starting_equity, []
-        for t, d in xs:
-            eq += d
-            out.append((t, eq))
-        return out
 
-    return {"realized": path(realized), "gate_only": path(steps)}
+def band_series(paths: Sequence[Sequence[tuple[int, float]]], start_ms: int, end_ms: int, starting_equity: float,
+                *, points: int = 200, mass: float = 0.9) -> list[tuple[int, float, float, float]]:
+    """Pointwise (t, low, median, high) of several equity step paths on a grid of ``points`` times: the central
+    ``mass`` of the random replays' equity at each time (the report's random band)."""
+    import bisect
+
+    if not paths or end_ms <= start_ms:
+        return []
+    tail = (1 - mass) / 2 * 100
+    keys = [[t for t, _ in p] for p in paths]
+    out = []
+    for i in range(points + 1):
+        t = start_ms + (end_ms - start_ms) * i // points
+        vals = []
+        for p, k in zip(paths, keys, strict=True):
+            j = bisect.bisect_right(k, t)
+            vals.append(p[j - 1][1] if j else starting_equity)
+        lo, mid, hi = percentile(vals, tail), percentile(vals, 50), percentile(vals, 100 - tail)
+        out.append((t, float(lo or 0.0), float(mid or 0.0), float(hi or 0.0)))
+    return out

@@ -38,29 +38,48 @@ CHARTS = ("equity", "verdict-mix", "veto-precision", "reviewer-rates", "tier-lat
 
 
 def chart_equity(d: dict[str, Any]) -> str:
-    real, gate = d["equity"]["realized"], d["equity"]["gate_only"]
+    eq = d["equity"]
+    real, off, band = eq["realized"], eq.get("reviewer_off") or [], eq.get("random_band") or []
     start_eq = d["run"]["starting_equity"]
     x0 = d["start_ms"] if d["start_ms"] is not None else 0
     x1 = d["end_ms"] if d["end_ms"] is not None else x0 + 1
-    ys = [start_eq, *(v for _, v in real), *(v for _, v in gate)]
+    ys = [start_eq, *(v for _, v in real), *(v for _, v in off), *(b[1] for b in band), *(b[3] for b in band)]
     lo, hi, ticks = nice_ticks(min(ys), max(ys))
     p = Plot(x0, max(x1, x0 + 1), lo, hi)
     body = draw_frame(p, ticks, lambda v: f"{v:,.0f}")
     body.append(draw_hline(p, start_eq, "#9aa3af", "starting equity"))
-    body.append(draw_line(p, [(x0, start_eq), *gate], "series gate-only", COLORS["gate_only"], step=True, dash="7 4"))
+    if band:  # the central 90 % of the random reviewers' equity at each time
+        upper = [f"{fx(p.sx(t))},{fx(p.sy(h))}" for t, _, _, h in band]
+        lower = [f"{fx(p.sx(t))},{fx(p.sy(lo_))}" for t, lo_, _, _ in reversed(band)]
+        body.append(f'<polygon class="band random-band" points="{" ".join(upper + lower)}" '
+                    f'fill="{COLORS["random"]}" fill-opacity="0.18" stroke="none"/>')
+        body.append(draw_line(p, [(t, m) for t, _, m, _ in band], "series random-median", COLORS["random"],
+                              dash="2 3"))
+    if off:
+        body.append(draw_line(p, [(x0, start_eq), *off], "series reviewer-off", COLORS["reviewer_off"], step=True,
+                              dash="7 4"))
     body.append(draw_line(p, [(x0, start_eq), *real], "series realized", COLORS["realized"], step=True))
-    if not real and not gate:
+    if not real and not off:
         body.append(empty_note(p, "no closed trades"))
-    cf = d["card"].get("counterfactual", {})
-    sub = (f"Realized (booked trades) {num_text(d['card']['pnl'].get('pnl'), sign=True)} vs gate-only "
-           f"{num_text(cf.get('gate_only_pnl'), sign=True)} — the reviewer off, every reviewed signal executed as "
-           "emitted: shadow pnl % × size_hint × equity at the signal time, per signal, no compounding. It knows "
-           "no position limits or buying power, so the more the reviewer vetoed, the more it overstates what a "
-           "reviewer-off run could have traded.")
+    value = d["card"].get("value") or {}
+    off_card, rnd = value.get("reviewer_off"), value.get("random")
+    if not value:
+        sub = (f"Realized (booked trades) {num_text(d['card']['pnl'].get('pnl'), sign=True)}. No counterfactual "
+               f"replays yet: `tradevet value --run {d['run']['id']}` replays the run with the reviewer off and with "
+               "random reviewers of the same verdict mix, and draws them here.")
+    else:
+        cmp_ = (rnd or {}).get("compare", {}).get("pnl", {})
+        sub = (f"Realized (booked trades) {num_text(d['card']['pnl'].get('pnl'), sign=True)}"
+               + (f" vs reviewer off {num_text(off_card.get('pnl'), sign=True)} (a real replay: same config, data, "
+                  "seed, gates, limits, sizing and fills, every reviewed signal accepted)" if off_card else "")
+               + (f"; the band holds the central 90 % of {rnd['n']} random reviewers with the real verdict mix — "
+                  f"the reviewer's PnL beats {num_text(cmp_.get('percentile'), 0)} % of them (empirical p "
+                  f"{pvalue(cmp_.get('p_value'))})." if rnd else "."))
     legend = legend_html([("realized equity", COLORS["realized"], "line"),
-                      ("gate-only counterfactual", COLORS["gate_only"], "dash")])
-    return chart_box("equity", "Equity vs the gate-only counterfactual", esc(sub), svg_doc(p, body, "equity chart"),
-                     legend)
+                          ("reviewer off (replay)", COLORS["reviewer_off"], "dash"),
+                          ("random reviewers, 90 % band and median", COLORS["random"], "band")])
+    return chart_box("equity", "Equity vs the reviewer-off replay and random reviewers", esc(sub),
+                     svg_doc(p, body, "equity chart"), legend)
 
 
 def chart_mix(d: dict[str, Any]) -> str:

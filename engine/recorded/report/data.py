@@ -13,7 +13,8 @@ from engine.config import stored_value
 from engine.core.scored import is_finished
 from engine.ports import RunReader
 from engine.recorded.report.page import render_html
-from engine.recorded.series import counterfactual_series, rolling_series, verdict_mix_series
+from engine.recorded.series import band_series, realized_series, rolling_series, verdict_mix_series
+from engine.recorded.value import value_summary
 from engine.types import OutcomeKind, VerdictKind
 
 _MAX_POINTS = 900  # equity steps kept per line (the page stays small; the shape does not change)
@@ -66,8 +67,16 @@ def report_data(reader: RunReader, run_id: int, *, window_days: float | None = N
         for a in r.verdict.attempts:
             if not a.ok:
                 errors[(a.tier, a.kind, a.error)] += 1
-    paths = counterfactual_series(reviews, outcomes, trades, run.starting_equity)
-    start_ms = min([*times, *(t for t, _ in paths["realized"][:1])]) if times else None
+    realized = realized_series(trades, run.starting_equity)
+    # the reviewer-off replay and the random band, from the counterfactual runs (``tradevet value``), if any
+    curves = value_summary(reader, run_id, real_trades=trades, curves=True).get("curves", {}) if card.value else {}
+    off = list(curves.get("reviewer_off") or [])
+    randoms = list(curves.get("random") or [])
+    ends = [t for p in (realized, off, *randoms) for t, _ in p[-1:]]
+    start_ms = min([*times, *(t for t, _ in realized[:1])]) if times else None
+    end_ms = max([*times, *ends]) if times else None
+    band = band_series(randoms, start_ms, end_ms, run.starting_equity) if randoms and start_ms is not None \
+        and end_ms is not None else []
     return {
         "run": {"id": run.id, "name": run.name, "status": run.status, "reviewer_mode": run.reviewer_mode,
                 "config_hash": run.config_hash, "created_at": run.created_at.isoformat(), "db": reader.url_masked,
@@ -78,9 +87,9 @@ def report_data(reader: RunReader, run_id: int, *, window_days: float | None = N
         "card": card.to_dict(),
         "window_ms": window_ms,
         "start_ms": start_ms,
-        "end_ms": max([*times, *(t for t, _ in paths["realized"][-1:]), *(t for t, _ in paths["gate_only"][-1:])])
-        if times else None,
-        "equity": {k: _thin(v) for k, v in paths.items()},
+        "end_ms": end_ms,
+        "equity": {"realized": _thin(realized), "reviewer_off": _thin(off), "random_band": band,
+                   "random_n": len(randoms)},
         "mix": verdict_mix_series(reviews, buckets=60),
         "rolling": rolling_series(reviews, outcomes, window_ms=window_ms, points=points),
         "events": [{"kind": e.kind, "at_ms": e.at_ms, "subject": e.subject, "message": e.message} for e in events],

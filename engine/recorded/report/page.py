@@ -32,6 +32,15 @@ from engine.recorded.report.svg import (
 from engine.recorded.show import pct, pvalue, rate
 
 
+def _random_text(value: dict[str, Any]) -> str:
+    rnd = value.get("random")
+    if not rnd:
+        return ""
+    cmp_ = rnd.get("compare", {}).get("pnl", {})
+    return (f" · beats {num_text(cmp_.get('percentile'), 0)} % of {rnd['n']} random reviewers "
+            f"(p {pvalue(cmp_.get('p_value'))})")
+
+
 def _kpis(d: dict[str, Any]) -> str:
     c = d["card"]
     vp, base, rv = c["veto_precision"], c["base_loss_rate"], c.get("random_veto", {})
@@ -39,7 +48,13 @@ def _kpis(d: dict[str, Any]) -> str:
     rates = c["rates"]
     good = vp.get("value") is not None and base.get("value") is not None and vp["value"] > base["value"]
     p = rv.get("p_value")
+    lift = c.get("lift") or {}
+    lci = lift.get("ci95")
     cards = [
+        ("Lift over chance", "—" if lift.get("value") is None else f"{lift['value'] * 100:+.1f} pts",
+         f"95 % CI {'—' if not lci else f'{lci[0] * 100:+.1f} to {lci[1] * 100:+.1f}'} · exact p {pvalue(p)} · "
+         f"precision {pct(vp.get('value'))} vs base {pct(base.get('value'))}",
+         "" if lift.get("value") is None else "good" if lift["value"] > 0 and p is not None and p < 0.05 else "bad"),
         ("Veto precision", pct(vp.get("value")),
          f"95 % CI {pct(vp['ci95'][0]) if vp.get('ci95') else '—'}–{pct(vp['ci95'][1]) if vp.get('ci95') else '—'}"
          f" · {vp['k']}/{vp['n']} scored vetoes", "good" if good and p is not None and p < 0.05 else ""),
@@ -48,9 +63,10 @@ def _kpis(d: dict[str, Any]) -> str:
         ("Realized PnL", num_text(c["pnl"].get("pnl"), sign=True),
          f"{num_text(c['pnl'].get('return_pct'), 2, True)} % · {c['pnl'].get('trades', 0)} trades",
          "good" if (c["pnl"].get("pnl") or 0) >= 0 else "bad"),
-        ("Gate-only PnL", num_text(cf.get("gate_only_pnl"), sign=True),
-         f"reviewer value (est.) {num_text(cf.get('reviewer_value_est'), sign=True)}",
-         "good" if (cf.get("reviewer_value_est") or 0) >= 0 else "bad"),
+        ("Reviewer value", "—" if not cf.get("run_id") else num_text(cf.get("reviewer_value_pnl"), sign=True),
+         (f"realized − reviewer-off replay ({num_text(cf.get('pnl'), sign=True)})" if cf.get("run_id") else
+          "not replayed yet: tradevet value --run RUN") + _random_text(c.get("value") or {}),
+         "" if not cf.get("run_id") else "good" if (cf.get("reviewer_value_pnl") or 0) >= 0 else "bad"),
         ("Fallthrough", pct(rates["fallthrough"].get("value")), "alarm above 5 %",
          "bad" if (rates["fallthrough"].get("value") or 0) > 0.05 else "good"),
         ("Fallback", pct(rates["fallback"].get("value"), 2), "target below 1 %",
@@ -89,10 +105,8 @@ def _figures(d: dict[str, Any]) -> str:
         ("Cascade latency", f"p50 {ms_text(lat.get('p50_ms'))}, p95 {ms_text(lat.get('p95_ms'))}"),
         ("Cost", f"${cost.get('usd', 0.0):,.4f}; tokens in {cost.get('input_tokens', 0):,} / out "
                  f"{cost.get('output_tokens', 0):,}"),
-        ("PnL: realized vs gate-only", f"{num_text(cf.get('realized_pnl'), sign=True)} vs "
-         f"{num_text(cf.get('gate_only_pnl'), sign=True)}; same convention: reviewed "
-         f"{num_text(cf.get('reviewed_est_pnl'), sign=True)}, reviewer value "
-         f"{num_text(cf.get('reviewer_value_est'), sign=True)}"),
+        ("PnL: realized vs reviewer off (replay)", f"{num_text(c['pnl'].get('pnl'), sign=True)} vs "
+         f"{num_text(cf.get('pnl'), sign=True)}" if cf.get("run_id") else "not replayed yet (tradevet value)"),
         (f"Trailing {tr.get('window_days', 14):g} days", f"veto precision {rate(tr.get('veto_precision'))}, base "
          f"{rate(tr.get('base_loss_rate'))}"),
     ]
@@ -102,7 +116,7 @@ def _figures(d: dict[str, Any]) -> str:
 
 def _breakdown(d: dict[str, Any]) -> str:
     head = ["", "reviewed", "vetoes", "veto precision", "base loss rate", "p-value", "accept precision",
-            "modify net %", "fallthrough", "fallback", "p50 / p95", "cost $", "gate-only PnL", "reviewed PnL (est.)"]
+            "modify net %", "fallthrough", "fallback", "p50 / p95", "cost $"]
     parts = []
     for dim in ("tier", "strategy", "regime", "symbol"):
         rows = []
@@ -112,8 +126,7 @@ def _breakdown(d: dict[str, Any]) -> str:
                          num_text(f.get("modify_net_pct"), 2, True), pct((f.get("fallthrough") or {}).get("value")),
                          pct((f.get("fallback") or {}).get("value")),
                          f"{ms_text(f.get('latency_p50_ms'))} / {ms_text(f.get('latency_p95_ms'))}",
-                         f"{f.get('cost_usd', 0.0):,.4f}", num_text(f.get("gate_only_pnl"), sign=True),
-                         num_text(f.get("reviewed_est_pnl"), sign=True)])
+                         f"{f.get('cost_usd', 0.0):,.4f}"])
         parts.append(f"<h3>by {dim}</h3>" + html_table([dim, *head[1:]], rows, f"breakdown-{dim}"))
     return ('<section class="card" id="breakdown"><header><h2>Every figure by tier, strategy, regime and symbol'
             '</h2></header>' + "".join(parts) + "</section>")
@@ -202,7 +215,7 @@ box-shadow:0 1px 2px rgba(16,24,40,.04)}
 .plot-bg{fill:#fbfcfd}.grid{stroke:#e9ecf1;stroke-width:1}.grid-x{stroke-dasharray:2 4}
 .tick{fill:#7a8494;font-size:11px}.cat{fill:#344054;font-size:12px}.val{fill:#475467;font-size:11px}
 .ref-label{font-size:11px}.empty{fill:#98a2b3;font-size:14px}.lane{stroke:#eef0f3;stroke-width:1}
-.series{stroke-width:2}.series.gate-only,.series.base{stroke-width:1.6}
+.series{stroke-width:2}.series.reviewer-off,.series.base{stroke-width:1.6}
 .legend{display:flex;flex-wrap:wrap;gap:14px;font-size:12px;color:#475467;margin:2px 0 6px}
 .key i{display:inline-block;width:18px;height:0;border-top:2px solid var(--c);vertical-align:middle;margin-right:6px}
 .key-dash i{border-top-style:dashed}.key-box i,.key-band i{height:10px;width:10px;border:0;background:var(--c);

@@ -15,7 +15,7 @@ from typing import Any
 from engine.types import ms_to_dt
 
 COLORS = {"accept": "#2f9e66", "modify": "#e0a100", "veto": "#d6453d", "realized": "#2563eb",
-           "gate_only": "#7b8594", "base": "#7b8594", "precision": "#7c3aed", "band": "#7c3aed",
+           "reviewer_off": "#7b8594", "random": "#e0a100", "base": "#7b8594", "precision": "#7c3aed", "band": "#7c3aed",
            "fallthrough": "#e07b00", "fallback": "#d6453d", "p50": "#2563eb", "p95": "#93b4f5",
            "breaker": "#e07b00", "retire": "#d6453d", "other": "#7b8594"}
 HALF_W = 600  # viewBox width of the charts shown two abreast
