@@ -645,6 +645,7 @@ def sweep(
     = None,
     workers: Annotated[int | None, typer.Option(
         "--workers", min=1, help="Workers of the LocalCluster (default: the machine's cores).")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Also write the leaderboard as an HTML page.")] = None,
     db: DbOpt = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     as_json: JsonOpt = False,
@@ -684,6 +685,10 @@ def sweep(
                                    progress=(lambda d, t: bars("trials", d, t)) if bars is not None else None)
         else:
             result = run_sweep(store, loaded, sp, **kw)
+        if html is not None:
+            from engine.recorded.report.sweep_page import render_sweep_html
+
+            html.write_text(render_sweep_html(result), encoding="utf-8")
         if as_json:
             _emit_json(result)
         else:

@@ -163,13 +163,17 @@ def test_a_sweep_of_noise_shows_no_winner_and_runs_the_same_on_a_cluster_by_addr
 
     seeds = list(range(1, 9))
     space = _space(tmp_path, {"reviewer.tiers.chance.params.seed": seeds})
+    page = tmp_path / "sweep.html"
     code, local = _sweep(capsys, "-c", str(_base(tmp_path, "noise", **CHANCE)), "--space", str(space),
-                         "--workers", "2")
+                         "--workers", "2", "--html", str(page))
     assert code == 0 and isinstance(local, dict)
     assert local["n_trials"] == 8 and local["reused"] == 0 and local["winner"] is None
     assert all(r["lift_p_holm"] > 0.05 for r in local["trials"])
     assert "no trial beats chance after the search" in local["summary"]
     assert sorted(r["params"]["reviewer.tiers.chance.params.seed"] for r in local["trials"]) == seeds
+    html = page.read_text()  # the report page: the verdict after the search, the lift chart, both tables
+    assert "no trial beats chance after the search" in html and 'id="chart-sweep-lift"' in html
+    assert html.count("<tr>") == 1 + 8 + 1 + 3 and "<script" not in html
     assert len(local["windows"]) == 3 and all(w["chosen"] in range(1, 9) for w in local["windows"])
     # the trials are really different runs (a seed changes the vetoes), each a recorded run linked to the sweep
     assert len({r["oos"]["vetoes"] for r in local["trials"]}) > 1
