@@ -753,6 +753,108 @@ def _print_value(v: dict[str, Any], *, title: str) -> None:
 
 
 @app.command()
+def sweep(
+    space: Annotated[Path, typer.Option("--space", help="Search space YAML (keys and values; see the README).")],
+    config: ConfigOpt = None,
+    windows: Annotated[int, typer.Option("--windows", help="Walk-forward (train, test) windows.")] = 3,
+    train: Annotated[str | None, typer.Option(
+        "--train", help="Train span per window, e.g. 5d or 12h (default: the data cut into windows + 1 spans).")]
+    = None,
+    test: Annotated[str | None, typer.Option("--test", help="Test span per window, e.g. 2d.")] = None,
+    alpha: Annotated[float, typer.Option("--alpha", min=0.0001, max=0.5,
+                                         help="Family-wise level of the corrected lift test.")] = 0.05,
+    name: Annotated[str | None, typer.Option("--name", help="The sweep's run name (default: RUN-sweep).")] = None,
+    cluster: Annotated[str | None, typer.Option(
+        "--cluster", help="Dask scheduler address, e.g. tcp://HOST:8786 (default: a LocalCluster on this machine).")]
+    = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="Workers of the LocalCluster (default: the machine's cores).")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Also write the leaderboard as an HTML page.")] = None,
+    db: DbOpt = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Tune config keys honestly: trials on Dask, chosen on train windows, ranked out of sample, corrected for
+    the number of trials."""
+    from engine.config.schema import parse_timeframe
+    from engine.errors import ConfigError
+    from engine.sweep import load_space, run_sweep
+
+    def span(opt: str, text: str | None) -> int | None:
+        if text is None:
+            return None
+        try:
+            return parse_timeframe(text)
+        except ConfigError as e:
+            raise ConfigError(f"{opt}: {e.message.removeprefix('timeframe: ')}") from None
+
+    if windows < 1:
+        raise ConfigError(f"--windows: expected at least 1 walk-forward window (got {windows})")
+    train_ms, test_ms = span("--train", train), span("--test", test)
+    loaded = _load(config)
+    sp = load_space(space)
+    url = db or loaded.config.run.db_url
+    from storage import open_storage
+
+    store = open_storage(url)  # a sweep records its trials: the database is created if need be
+    try:
+        def say(line: str) -> None:
+            typer.echo(line, err=True)
+
+        kw: dict[str, Any] = {"db_url": url, "windows": windows, "train_ms": train_ms, "test_ms": test_ms,
+                              "cluster": cluster, "workers": workers, "alpha": alpha, "name": name, "say": say}
+        if progress and not as_json:
+            with _progress_bars(eta=True) as bars:
+                result = run_sweep(store, loaded, sp, **kw,
+                                   progress=(lambda d, t: bars("trials", d, t)) if bars is not None else None)
+        else:
+            result = run_sweep(store, loaded, sp, **kw)
+        if html is not None:
+            from engine.recorded.report.sweep_page import render_sweep_html
+
+            html.write_text(render_sweep_html(result), encoding="utf-8")
+        if as_json:
+            _emit_json(result)
+        else:
+            _print_sweep(result)
+    finally:
+        store.close()
+
+
+def _print_sweep(r: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    con = _console()
+    t = Table(title=f"sweep {r['sweep_id']} ({r['sweep']}): {r['n_trials']} trials ({r['reused']} already recorded), "
+                    f"out of sample over {len(r['windows'])} test windows", title_justify="left")
+    for col in ("trial", "params", "OOS lift [95 % CI]", "Holm p", "PnL", "DD %", "trades", "DSR", "chosen"):
+        t.add_column(col)
+
+    def f(x: Any, spec: str = ".3g") -> str:
+        return "—" if x is None else format(x, spec)
+
+    for row in r["trials"]:
+        o = row["oos"]
+        ci = o["lift_ci"]
+        lift = "—" if o["lift"] is None else f"{o['lift'] * 100:+.1f}" + (
+            "" if ci is None else f" [{ci[0] * 100:+.0f}, {ci[1] * 100:+.0f}]")
+        t.add_row(str(row["trial"]), " ".join(f"{k.rsplit('.', 1)[-1]}={val:.4g}" if isinstance(val, float)
+                                              else f"{k.rsplit('.', 1)[-1]}={val}" for k, val in row["params"].items()),
+                  lift, f(row["lift_p_holm"]), f"{o['pnl']:+.0f}", f"{o['max_drawdown_pct']:.1f}", str(o["trades"]),
+                  f(row["deflated_sharpe"], ".2f"), ",".join(map(str, row["chosen_in"])) or "—")
+    con.print(t)
+    w = Table(title="walk-forward: chosen on train, reported on test", title_justify="left")
+    for col in ("window", "chosen", "train lift", "test lift", "test p", "test PnL"):
+        w.add_column(col)
+    for row in r["windows"]:
+        tr, te = row["train"], row["test"]
+        w.add_row(str(row["index"]), str(row["chosen"]), f(tr["lift"], "+.3f"), f(te["lift"], "+.3f"),
+                  f(te["p_value"]), f"{te['pnl']:+.2f}")
+    con.print(w)
+    con.print(r["summary"], highlight=False)
+
+
+@app.command()
 def report(
     run: RunOpt,
     out: Annotated[Path, typer.Option("--out", help="HTML file to write (self-contained).")],

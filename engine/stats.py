@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["Z95", "binom_sf", "bootstrap_mean", "hypergeom_range", "hypergeom_sf", "newcombe_diff", "percentile",
-           "wilson"]
+__all__ = ["Z95", "benjamini_hochberg", "binom_sf", "bootstrap_mean", "deflated_sharpe", "holm", "hypergeom_range",
+           "hypergeom_sf", "newcombe_diff", "percentile", "wilson"]
 
 Z95 = 1.959963984540054
 
@@ -145,3 +145,78 @@ def bootstrap_mean(values: Sequence[float], *, seed: int, resamples: int = 2000,
     lo, hi = percentile(means, tail), percentile(means, 100 - tail)
     assert lo is not None and hi is not None
     return (lo, hi)
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm–Bonferroni adjusted p-values (family-wise error across the tests given; None stays None)."""
+    idx = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    m = len(idx)
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(idx):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+def benjamini_hochberg(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Benjamini–Hochberg q-values (false discovery rate across the tests given; None stays None)."""
+    idx = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    m = len(idx)
+    out: list[float | None] = [None] * len(pvalues)
+    running = 1.0
+    for rank in range(m - 1, -1, -1):
+        p, i = idx[rank]
+        running = min(running, p * m / (rank + 1))
+        out[i] = min(1.0, running)
+    return out
+
+
+def _moments(xs: Sequence[float]) -> tuple[float, float, float, float]:
+    """Mean, standard deviation (n − 1), skewness and (non-excess) kurtosis of ``xs`` (n ≥ 2)."""
+    n = len(xs)
+    mean = math.fsum(xs) / n
+    d = [x - mean for x in xs]
+    var = math.fsum(v * v for v in d) / (n - 1)
+    sd = math.sqrt(var)
+    if sd == 0:
+        return mean, 0.0, 0.0, 3.0
+    m2 = math.fsum(v * v for v in d) / n
+    skew = (math.fsum(v**3 for v in d) / n) / m2**1.5
+    kurt = (math.fsum(v**4 for v in d) / n) / m2**2
+    return mean, sd, skew, kurt
+
+
+def deflated_sharpe(returns: Sequence[float], trial_sharpes: Sequence[float]) -> dict[str, float | None]:
+    """The deflated Sharpe ratio (Bailey and López de Prado, 2014) of one strategy's per-period ``returns``, chosen
+    as the best of ``trial_sharpes`` (every trial's per-period Sharpe ratio, this one included): the probability
+    that its true Sharpe ratio is above the best that ``len(trial_sharpes)`` trials of zero skill would show by
+    luck, given the returns' length, skewness and kurtosis. Near 1: an edge that survives the search; ≤ 0.95: not
+    distinguishable from the luck of trying that many.
+    """
+    from statistics import NormalDist
+
+    nd = NormalDist()
+    t = len(returns)
+    out: dict[str, float | None] = {"sharpe": None, "sharpe0": None, "dsr": None, "trials": float(len(trial_sharpes))}
+    if t < 3:
+        return out
+    _, sd, skew, kurt = _moments(returns)
+    if sd == 0:
+        return out
+    sr = (math.fsum(returns) / t) / sd
+    out["sharpe"] = sr
+    n = len(trial_sharpes)
+    if n >= 2:
+        m = math.fsum(trial_sharpes) / n
+        var_sr = math.fsum((x - m) ** 2 for x in trial_sharpes) / (n - 1)
+        gamma = 0.5772156649015329
+        sr0 = math.sqrt(var_sr) * ((1 - gamma) * nd.inv_cdf(1 - 1 / n) + gamma * nd.inv_cdf(1 - 1 / (n * math.e)))
+    else:
+        sr0 = 0.0
+    out["sharpe0"] = sr0
+    denom = 1 - skew * sr + (kurt - 1) / 4 * sr * sr
+    if denom <= 0:
+        return out
+    out["dsr"] = nd.cdf((sr - sr0) * math.sqrt(t - 1) / math.sqrt(denom))
+    return out

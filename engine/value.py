@@ -38,7 +38,8 @@ from engine.ports import RunStore
 from engine.recorded.value import RunMetrics, SampledReviewer, VerdictMix, value_summary
 from engine.types import SliceRecord, Trade
 
-__all__ = ["ReplayDone", "ReplaySpec", "ReplayTask", "loaded_from_stored", "replay_task", "run_value"]
+__all__ = ["ReplayDone", "ReplaySpec", "ReplayTask", "loaded_from_stored", "record_replay", "replay_task", "run_tasks",
+           "run_value"]
 
 log = logging.getLogger("tradevet.value")
 
@@ -113,8 +114,6 @@ def replay_task(task: ReplayTask) -> ReplayDone:
     Raises: ConfigError, DataError, StorageError; a half-written run is deleted before the error leaves.
     """
     from engine.app import build_feed, build_pipeline
-    from engine.drivers.replay import Replay
-    from engine.errors import DataError
 
     open_storage = _storage_package().open_storage
     quiet = logging.getLogger("tradevet")
@@ -154,44 +153,56 @@ def replay_task(task: ReplayTask) -> ReplayDone:
         run_id = store.create_run(task.run_name, json.dumps(stored, sort_keys=True), task.config_hash, task.run_seed,
                                   pipeline.mode, task.starting_equity, kind="counterfactual",
                                   parent_id=task.parent_id)
-        trades: list[Trade] = []
-
-        def collect(rec: SliceRecord) -> None:
-            if rec.trades:
-                trades.extend(rec.trades)
-
-        recorder = None
-        try:
-            slices = feed.slices()
-            first = next(slices, None)
-            if first is None:
-                raise DataError("market: the feed produced no bars")
-            pipeline.open_ledger(cfg.execution.starting_equity, first[0].open_ms)
-
-            def chained() -> Iterator[Any]:
-                yield first
-                yield from slices
-
-            recorder = store.recorder(run_id)  # in this process: a worker may not start children
-            Replay(pipeline, chained(), recorder, on_slice=collect).run()
-            recorder.close()
-            if pipeline.mode != cfg.reviewer.mode:
-                store.set_reviewer_mode(run_id, pipeline.mode)
-            store.set_run_status(run_id, "finished")
-        except BaseException:
-            if recorder is not None:
-                with contextlib.suppress(Exception):
-                    recorder.abort()
-            with contextlib.suppress(Exception):
-                store.delete_run(run_id)
-            raise
-        finally:
-            pipeline.close()
-            feed.close()
+        trades = record_replay(store, run_id, loaded, feed, pipeline)
         return ReplayDone(task.spec.label, run_id, RunMetrics.of(trades, task.starting_equity).to_dict(), False)
     finally:
         store.close()
         quiet.setLevel(level)
+
+
+def record_replay(store: Any, run_id: int, loaded: LoadedConfig, feed: Any, pipeline: Any) -> list[Trade]:
+    """Step ``pipeline`` over ``feed`` into the new run ``run_id`` (in this process: a worker may not start
+    children), mark it finished and return its trades. On any error, or Ctrl-C, the half-written run is deleted
+    before the error leaves. Raises: DataError (no bars), StorageError."""
+    from engine.drivers.replay import Replay
+    from engine.errors import DataError
+
+    cfg = loaded.config
+    trades: list[Trade] = []
+
+    def collect(rec: SliceRecord) -> None:
+        if rec.trades:
+            trades.extend(rec.trades)
+
+    recorder = None
+    try:
+        slices = feed.slices()
+        first = next(slices, None)
+        if first is None:
+            raise DataError("market: the feed produced no bars")
+        pipeline.open_ledger(cfg.execution.starting_equity, first[0].open_ms)
+
+        def chained() -> Iterator[Any]:
+            yield first
+            yield from slices
+
+        recorder = store.recorder(run_id)
+        Replay(pipeline, chained(), recorder, on_slice=collect).run()
+        recorder.close()
+        if pipeline.mode != cfg.reviewer.mode:
+            store.set_reviewer_mode(run_id, pipeline.mode)
+        store.set_run_status(run_id, "finished")
+    except BaseException:
+        if recorder is not None:
+            with contextlib.suppress(Exception):
+                recorder.abort()
+        with contextlib.suppress(Exception):
+            store.delete_run(run_id)
+        raise
+    finally:
+        pipeline.close()
+        feed.close()
+    return trades
 
 
 def _storage_package() -> Any:
@@ -324,6 +335,17 @@ def run_value(store: RunStore, run_id: int, *, db_url: str, n: int = 50, seed: i
 
 def _gather(client: Any, tasks: Sequence[ReplayTask], progress: Callable[[int, int], None] | None,
             say: Callable[[str], None]) -> list[ReplayDone]:
+    return run_tasks(client, replay_task, tasks, label=lambda t: t.spec.label,
+                     key=lambda t: f"tradevet-value-{t.parent_id}-{t.spec.label}", progress=progress, say=say,
+                     what="value")
+
+
+def run_tasks(client: Any, fn: Callable[[Any], Any], tasks: Sequence[Any], *, label: Callable[[Any], str],
+              key: Callable[[Any], str], progress: Callable[[int, int], None] | None, say: Callable[[str], None],
+              what: str) -> list[Any]:
+    """``fn`` of every task on the Dask ``client``, results in completion order. A task whose worker dies is
+    resubmitted once, and ``say`` says so; a second death, or any error a task raises, cancels the rest and
+    leaves. Ctrl-C cancels them too."""
     from distributed import as_completed
     from distributed.client import FutureCancelledError
 
@@ -333,10 +355,9 @@ def _gather(client: Any, tasks: Sequence[ReplayTask], progress: Callable[[int, i
         from distributed import KilledWorker  # type: ignore[no-redef,attr-defined]
 
     total = len(tasks)
-    futures = {client.submit(replay_task, t, key=f"tradevet-value-{t.parent_id}-{t.spec.label}-a1", pure=False): t
-               for t in tasks}
+    futures = {client.submit(fn, t, key=f"{key(t)}-a1", pure=False): t for t in tasks}
     retried: set[str] = set()
-    out: list[ReplayDone] = []
+    out: list[Any] = []
     ac = as_completed(list(futures))
     try:
         for fut in ac:
@@ -344,12 +365,12 @@ def _gather(client: Any, tasks: Sequence[ReplayTask], progress: Callable[[int, i
             try:
                 out.append(fut.result())
             except (KilledWorker, FutureCancelledError) as e:
-                if task.spec.label in retried or (isinstance(e, FutureCancelledError) and not _lost(e)):
+                name = label(task)
+                if name in retried or (isinstance(e, FutureCancelledError) and not _lost(e)):
                     raise
-                retried.add(task.spec.label)
-                say(f"value: the worker replaying {task.spec.label} died ({type(e).__name__}); retrying it once")
-                again = client.submit(replay_task, task, key=f"tradevet-value-{task.parent_id}-{task.spec.label}-a2",
-                                      pure=False)
+                retried.add(name)
+                say(f"{what}: the worker running {name} died ({type(e).__name__}); retrying it once")
+                again = client.submit(fn, task, key=f"{key(task)}-a2", pure=False)
                 futures[again] = task
                 ac.add(again)
                 continue

@@ -13,6 +13,7 @@ __all__ = ["TIERS", "Cascade", "CircuitBreaker", "TierStats", "build_cascade"]
 TIERS: dict[str, str | type] = {
     "rules": "reviewer.rules:RulesTier",
     "scripted": "reviewer.scripted:ScriptedTier",
+    "chance": "reviewer.chance:ChanceTier",
     "anthropic": "reviewer.tiers.anthropic:AnthropicTier",
     "openai": "reviewer.tiers.openai:OpenAITier",
     "openai_compatible": "reviewer.tiers.openai:OpenAICompatibleTier",

@@ -51,7 +51,7 @@ __all__ = [
 
 RUN_STATUSES = ("running", "finished", "failed", "stopped")
 RUN_MODES = ("active", "shadow", "off")
-RUN_KINDS = ("run", "counterfactual")
+RUN_KINDS = ("run", "counterfactual", "sweep", "trial")  # trial: a sweep's replay, linked to its sweep
 
 # Deterministic constraint names, so that later migrations (batch mode on SQLite) can address them.
 NAMING = {

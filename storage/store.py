@@ -82,12 +82,13 @@ class Storage(Database):
     def create_run(self, name: str, config_json: str, config_hash: str, seed: int, reviewer_mode: str,
                    starting_equity: float, *, kind: str = "run", parent_id: int | None = None) -> int:
         """Insert a run with status ``running``. Returns its id. ``kind``/``parent_id``: a counterfactual
-        replay of another run (``tradevet value``)."""
+        replay of another run (``tradevet value``), or a trial of a sweep (``tradevet sweep``, whose own run has
+        kind ``sweep``)."""
         _check(reviewer_mode, RUN_MODES, "reviewer_mode")
         _check(kind, RUN_KINDS, "kind")
-        if (kind == "counterfactual") != (parent_id is not None):
-            raise ValueError(f"a counterfactual run needs a parent run and only it has one (got kind {kind!r}, "
-                             f"parent {parent_id})")
+        if (kind in ("counterfactual", "trial")) != (parent_id is not None):
+            raise ValueError(f"a counterfactual or trial run needs a parent run and only they have one (got kind "
+                             f"{kind!r}, parent {parent_id})")
         now = _now()
         values: dict[str, Any] = {
             "name": name, "status": "running", "config_json": config_json, "config_hash": config_hash, "seed": seed,

@@ -32,8 +32,15 @@ def test_readme_yaml_snippets_validate(text: str, tmp_path: Path) -> None:
     data = yaml.safe_load(text)
     f = tmp_path / "snippet.yaml"
     f.write_text(yaml.safe_dump(data))
-    loaded = load_config([f])
+    loaded = load_config([f]) if not text.startswith("# space.yaml") else load_config()
     assert loaded.config.run.name
+    if text.startswith("# space.yaml"):  # a sweep's search space: valid, and every key reaches the default config
+        from engine.sweep import apply_key, load_space
+
+        space = load_space(f)
+        plain = loaded.config.model_dump(mode="json")
+        for key in space.params:
+            apply_key(plain, key, None)
 
 
 def test_every_readme_command_exists(capsys: pytest.CaptureFixture[str]) -> None:

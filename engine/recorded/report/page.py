@@ -190,7 +190,7 @@ _SCRIPT = """(function () {
   document.body.appendChild(m);
 })();""".replace("CHART_KEYS", json.dumps(list(CHARTS)))
 
-_CSS = """
+CSS = """
 :root{--fg:#16202c;--muted:#667085;--line:#e4e7ec;--bg:#f5f7fa;--card:#fff;--good:#2f9e66;--bad:#d6453d}
 *{box-sizing:border-box}
 body{margin:0;background:var(--bg);color:var(--fg);font:14px/1.45 -apple-system,BlinkMacSystemFont,"Segoe UI",
@@ -268,7 +268,7 @@ def render_html(d: dict[str, Any]) -> str:
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f'<meta http-equiv="Content-Security-Policy" content="{esc(csp)}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body><main>"
+        f"<title>{esc(title)}</title><style>{CSS}</style></head><body><main>"
         f"<h1>{esc(title)}</h1><div class=\"meta\">{meta}</div>"
         + "".join(sections)
         + "<footer>tradevet operations report · veto precision is judged by each signal's shadow trade (the signal "
