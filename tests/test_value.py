@@ -22,7 +22,8 @@ pytest.importorskip("distributed")
 
 BARS = 2000
 RETIRE = {"retire": {"min_vetoes": 20, "window_days": 30}}
-COIN = {"name": "coin", "provider": "tests.value_hooks:CoinTier", "params": {"veto": 0.4}}
+# the product's own random reviewer (reviewer/chance.py): vetoes by a hash of (seed, signal id)
+COIN = {"name": "coin", "provider": "chance", "params": {"veto_rate": 0.4, "confidence": 0.9}}
 
 
 def _record(path: Path, tier: dict[str, Any]) -> tuple[str, int]:

@@ -1,9 +1,8 @@
-"""Test doubles for `tradevet value`: reviewers random or omniscient by construction, and a worker plugin that
-kills the worker running a chosen replay (once)."""
+"""Test doubles for `tradevet value`: a reviewer omniscient by construction (the random one is the product's own
+``chance`` tier), and a worker plugin that kills the worker running a chosen replay (once)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any
 
@@ -32,16 +31,6 @@ class _Tier:
 
     def review_sync(self, pack: ContextPack) -> Verdict:  # pragma: no cover - overridden
         raise NotImplementedError
-
-
-class CoinTier(_Tier):
-    """Vetoes a signal with probability ``veto`` by a hash of its id: knows nothing about the market."""
-
-    def review_sync(self, pack: ContextPack) -> Verdict:
-        h = int.from_bytes(hashlib.sha256(f"coin:{pack.signal.id}".encode()).digest()[:8], "big") / 2**64
-        kind = VerdictKind.VETO if h < float(self.params.get("veto", 0.4)) else VerdictKind.ACCEPT
-        return Verdict(kind, 0.9, "coin", source=self.name, tier=self.name, model=self.model,
-                       prompt_version=self.prompt_version)
 
 
 class OracleTier(_Tier):
