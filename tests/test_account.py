@@ -145,3 +145,21 @@ def test_hedging_never_refuses_for_holdings() -> None:
     assert AccountRules("hedging", {"BTC/USDT": "futures"}).refuse(sig, held) is None
     refused = AccountRules("netting", {"BTC/USDT": "futures"}).refuse(sig, held)
     assert refused is not None and refused.gate == "account" and not refused.passed
+
+
+def test_the_scorecard_counts_every_signal_as_having_reached_the_account_rules(tmp_path: Path) -> None:
+    """Only refusals are recorded for the account's rules: the gate figures still count every signal as judged
+    by them, so a spot run that refuses its shorts is not warned about as if it had refused everything."""
+    from engine.app import run_replay
+    from engine.recorded.scorecard import run_scorecard
+    from storage import open_storage
+
+    loaded = load_config(overrides={"run": {"db_url": f"sqlite:///{tmp_path / 'r.db'}"},
+                                    "market": {"synthetic": {"bars": 1500}, "type": "spot"}}, env={})
+    res = run_replay(loaded)
+    with open_storage(loaded.config.run.db_url) as store:
+        card = run_scorecard(store, res.run_id)
+    account = card.gates["account"]
+    assert account["reached"] == card.signals > account["blocked"] > 0
+    assert "spot market" in account["top_reason"]
+    assert not any(w.startswith("account") for w in card.warnings), card.warnings

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from engine.core.account import ACCOUNT_GATE
 from engine.types import GateResult
 
 __all__ = ["BLOCK_WARN_SHARE", "gate_summary", "gate_warnings"]
@@ -31,9 +32,12 @@ def _shown(x: float) -> str:
     return f"{x:,.0f}" if abs(x) >= 100 else f"{x:,.4g}"
 
 
-def gate_summary(results: Iterable[tuple[str, GateResult]]) -> dict[str, dict[str, Any]]:
+def gate_summary(results: Iterable[tuple[str, GateResult]], signals: int | None = None) -> dict[str, dict[str, Any]]:
     """Per gate (in order of first appearance): signals that reached it, signals it blocked, its most common
-    block reason (numbers kept), and for ``min_volume`` the thresholds it applied and the volumes it saw."""
+    block reason (numbers kept), and for ``min_volume`` the thresholds it applied and the volumes it saw.
+
+    ``signals``: all the run's signals. The account's rules (``engine.core.account``) judge every signal but
+    record only their refusals, so every signal reached them."""
     out: dict[str, dict[str, Any]] = {}
     reasons: dict[str, Counter[str]] = {}
     volumes: dict[str, list[float]] = {}
@@ -50,6 +54,8 @@ def gate_summary(results: Iterable[tuple[str, GateResult]]) -> dict[str, dict[st
                 volumes.setdefault(r.gate, []).append(_amount(m["qv"]))
                 if m["need"] and not r.passed:
                     needs.setdefault(r.gate, Counter())[(m["need"], m["quote"] or "")] += 1
+    if signals is not None and ACCOUNT_GATE in out:
+        out[ACCOUNT_GATE]["reached"] = max(signals, out[ACCOUNT_GATE]["blocked"])
     for gate, g in out.items():
         top = reasons.get(gate)
         g["top_reason"] = top.most_common(1)[0][0] if top else None

@@ -513,6 +513,6 @@ def run_scorecard(reader: RunReader, run_id: int, *, stored: StoredRun | None = 
     from engine.recorded.spend import spend_summary
 
     card.spend = spend_summary(reader, run_id, run.config_json, events)
-    card.gates = gate_summary(records.load_gate_results())
+    card.gates = gate_summary(records.load_gate_results(), signals=card.signals)
     card.warnings = gate_warnings(card.gates)
     return card
