@@ -6,9 +6,13 @@ the one fixture below only wraps them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+import os
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -247,3 +251,40 @@ def record_digest(records: Iterable[Any]) -> str:
         h.update(repr((r.close_ms, r.bars, r.signals, r.gate_results, reviews, r.fills, r.trades, r.outcomes,
                        r.events, r.news)).encode())
     return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------- databases
+
+PG_URL = os.environ.get("TRADEVET_PG_URL")  # a throwaway PostgreSQL database (.ci/run starts one)
+
+
+@contextlib.contextmanager
+def pg_database(tag: str) -> Iterator[str]:
+    """A fresh database on the TRADEVET_PG_URL server for one case (dropped afterwards): its URL. Cases running
+    at once on other workers never share one."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    assert PG_URL
+    name = f"tv_{tag}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """SQLite, and PostgreSQL (a fresh database of its own) when TRADEVET_PG_URL names a server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'tv.db'}"
+        return
+    if not PG_URL:
+        pytest.skip("TRADEVET_PG_URL is not set")
+    with pg_database("t") as url:
+        yield url

@@ -21,7 +21,6 @@ from reviewer.budget import TierBudget
 from reviewer.scripted import ScriptedTier
 from tests.fake_llm import FakeLLM
 from tests.test_cascade import FALLBACK, pack
-from tests.test_storage import PG_URL, _reset_pg
 
 NOON = parse_iso_ms("2026-12-02T12:00:00Z")
 DAY_MS = 86_400_000
@@ -55,17 +54,6 @@ def _config(tmp_path: Path, srv: FakeLLM, *, budget: dict[str, Any], name: str =
     f = tmp_path / f"{name}.yaml"
     f.write_text(yaml.safe_dump(data))
     return load_config([f])
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def any_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """SQLite, and PostgreSQL when TRADEVET_PG_URL names one (as in the storage tests)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'any.db'}"
-    if not PG_URL:
-        pytest.skip("TRADEVET_PG_URL is not set")
-    _reset_pg(PG_URL)
-    return PG_URL
 
 
 @pytest.fixture
@@ -137,7 +125,7 @@ def test_calls_per_day_three_answers_then_the_next_tier_then_back_after_midnight
     assert [e["tier"] for e in spend["events"]] == ["claude"]
 
 
-def test_score_and_report_show_cost_per_day_and_budgets(tmp_path: Path, key: None, any_db_url: str,
+def test_score_and_report_show_cost_per_day_and_budgets(tmp_path: Path, key: None, db_url: str,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     from engine.cli import main
 
@@ -148,7 +136,7 @@ def test_score_and_report_show_cost_per_day_and_budgets(tmp_path: Path, key: Non
 
     wall = TickingWall(NOON - 6 * 3_600_000)
     with FakeLLM() as srv:
-        loaded = _config(tmp_path, srv, budget={"calls_per_day": 2}, bars=600, db_url=any_db_url)
+        loaded = _config(tmp_path, srv, budget={"calls_per_day": 2}, bars=600, db_url=db_url)
         res = run_replay(loaded, wall=wall)
     db = loaded.config.run.db_url
     _, _, card = _reviews(db, res.run_id)

@@ -30,7 +30,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import pg_database
 from tests.test_cli_live import _live_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,25 +157,6 @@ sys.exit(code)
 
 
 # ------------------------------------------------------------------------------------------ databases
-
-
-@contextlib.contextmanager
-def pg_database(tag: str) -> Iterator[str]:
-    """A fresh database on the TRADEVET_PG_URL server for one case (dropped afterwards): its URL."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    assert PG_URL
-    name = f"tv_{tag}_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}"'))
-        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]

@@ -52,35 +52,14 @@ from engine.types import (
 from storage import RunRecorder, Storage, head_revision, open_storage
 from storage.db import SCHEMA_REVISION
 from storage.models import RUN_SCOPED_TABLES, Base
+from tests.conftest import PG_URL  # noqa: F401 - the db_url fixture lives there
 
-PG_URL = os.environ.get("TRADEVET_PG_URL")
 T0 = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 TF = 300_000  # 5m bars
 ALL_TABLES = {"runs", *RUN_SCOPED_TABLES, "verdict_cache"}
 
 
 # ------------------------------------------------------------------------------------------ fixtures
-
-
-def _reset_pg(url: str) -> None:
-    # each test starts from an empty database, so the migration itself is under test every time
-    eng = create_engine(url)
-    try:
-        with eng.begin() as conn:
-            Base.metadata.drop_all(conn)
-            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
-    finally:
-        eng.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'tv.db'}"
-    if not PG_URL:
-        pytest.skip("TRADEVET_PG_URL is not set")
-    _reset_pg(PG_URL)
-    return PG_URL
 
 
 @pytest.fixture
