@@ -238,8 +238,8 @@ def test_unknown_tier_provider_fails_paper_and_records_nothing(db: tuple[str, Pa
     f = _write(tmp_path / "tier.yaml", f"run: {{name: second, db_url: '{url}'}}\n"
                "reviewer: {tiers: [{name: x, provider: anthropik}]}\n")
     assert _error(capsys, "paper", "-c", f, "--no-progress") == (
-        2, f"error: {f}: reviewer.tiers[0].provider: unknown tier provider 'anthropik' (known: anthropic, openai, "
-           "openai_compatible, rules, scripted); did you mean 'anthropic'?")
+        2, f"error: {f}: reviewer.tiers[0].provider: unknown tier provider 'anthropik' (known: anthropic, chance, "
+           "openai, openai_compatible, rules, scripted); did you mean 'anthropic'?")
     _assert_nothing_added(url, before)
 
 
@@ -247,8 +247,8 @@ def test_config_check_catches_an_unknown_tier_provider(tmp_path: Path, capsys: p
     """(It said "ok" to a config `paper` then refused: config check built strategies and gates only.)"""
     f = _write(tmp_path / "tier.yaml", "reviewer: {tiers: [{name: x, provider: anthropik}]}\n")
     assert _error(capsys, "config", "check", f) == (
-        2, f"error: {f}: reviewer.tiers[0].provider: unknown tier provider 'anthropik' (known: anthropic, openai, "
-           "openai_compatible, rules, scripted); did you mean 'anthropic'?")
+        2, f"error: {f}: reviewer.tiers[0].provider: unknown tier provider 'anthropik' (known: anthropic, chance, "
+           "openai, openai_compatible, rules, scripted); did you mean 'anthropic'?")
 
 
 def test_missing_non_required_key_disables_the_tier_with_one_warning(tmp_path: Path,

@@ -283,7 +283,7 @@ class PriceConfig(_Model):
 class TierConfig(_Model):
     name: str = Field(..., min_length=1, description="Unique tier name (stored with each verdict).")
     provider: str = Field(
-        ..., description="anthropic | openai | openai_compatible | rules | scripted | 'module:Class'."
+        ..., description="anthropic | openai | openai_compatible | rules | chance | scripted | 'module:Class'."
     )
     model: str = Field("", description="Model name sent to the provider.")
     api_key_env: str | None = Field(None, description="Environment variable holding the API key.")
