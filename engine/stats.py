@@ -1,4 +1,5 @@
-"""Statistics of verdict quality (stdlib only): Wilson intervals, exact hypergeometric tails and ranges, percentiles.
+"""Statistics of verdict quality: Wilson intervals, exact hypergeometric and binomial tails, percentiles, the
+bootstrap, multiple-testing corrections and the deflated Sharpe ratio (stdlib, and numpy for the bootstrap).
 
 Used by the scorecard and the analysis of recorded runs and by the live retire rule alike.
 """
@@ -132,15 +133,25 @@ def newcombe_diff(k1: int, n1: int, k2: int, n2: int, z: float = Z95) -> tuple[f
 def bootstrap_mean(values: Sequence[float], *, seed: int, resamples: int = 2000,
                    mass: float = 0.95) -> tuple[float, float] | None:
     """Percentile bootstrap interval of the mean of ``values`` (seeded: the same values and seed give the same
-    interval, bit for bit); None for fewer than two values."""
-    import random
+    interval, bit for bit, on any machine: numpy's PCG64 stream); None for fewer than two values.
+
+    The resamples are drawn and averaged as arrays, a block of them at a time (at most ~4 M draws in memory): a
+    backtest scores thousands of modified trades per reviewer, which a loop of 2,000 Python resamples made the
+    slowest step of a cached backtest.
+    """
+    import numpy as np
 
     n = len(values)
     if n < 2:
         return None
-    rng = random.Random(seed)
-    xs = list(values)
-    means = sorted(math.fsum(rng.choices(xs, k=n)) / n for _ in range(resamples))
+    xs = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    block = max(1, min(resamples, 4_000_000 // n))
+    means: list[float] = []
+    for start in range(0, resamples, block):
+        k = min(block, resamples - start)
+        means.extend(xs[rng.integers(0, n, size=(k, n))].mean(axis=1).tolist())
+    means.sort()
     tail = (1 - mass) / 2 * 100
     lo, hi = percentile(means, tail), percentile(means, 100 - tail)
     assert lo is not None and hi is not None
