@@ -27,10 +27,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.core.scored import is_scored
+from engine.core.scored import RetireCheck, TrailingCounts, is_scored, retire_check
 from engine.recorded.columns import split_outcomes
 from engine.recorded.value import RunMetrics
-from engine.stats import benjamini_hochberg, binom_sf, deflated_sharpe, holm, newcombe_diff
+from engine.stats import benjamini_hochberg, deflated_sharpe, holm, newcombe_diff
 from engine.types import OutcomeKind, ReviewRecord, Trade, VerdictKind
 
 __all__ = ["Leaderboard", "SpanFigures", "Window", "leaderboard", "span_figures", "walk_forward"]
@@ -87,29 +87,33 @@ class SpanFigures:
     returns: tuple[float, ...]  # per-trade returns (PnL / equity before the trade), for the deflated Sharpe ratio
 
     @property
-    def precision(self) -> float | None:
-        return self.vetoes_lost / self.vetoes if self.vetoes else None
-
-    @property
-    def base(self) -> float | None:
-        return self.lost / self.scored if self.scored else None
+    def counts(self) -> TrailingCounts:
+        return TrailingCounts(0, 0, self.vetoes_lost, self.vetoes, self.lost, self.scored)
 
     @property
     def lift(self) -> float | None:
-        p, b = self.precision, self.base
-        return None if p is None or b is None else p - b
+        return _test(self.counts).lift
 
     @property
     def p_value(self) -> float | None:
-        b = self.base
-        return binom_sf(self.vetoes_lost, self.vetoes, b) if self.vetoes and b is not None else None
+        return _test(self.counts).p_value
 
     def to_dict(self) -> dict[str, Any]:
-        ci = newcombe_diff(self.vetoes_lost, self.vetoes, self.lost, self.scored)
-        return {"reviewed": self.reviewed, "verdicts": self.verdicts, "vetoes": self.vetoes,
-                "vetoes_lost": self.vetoes_lost, "scored": self.scored, "lost": self.lost,
-                "veto_precision": self.precision, "base_loss_rate": self.base, "lift": self.lift,
-                "lift_ci": None if ci is None else list(ci), "p_value": self.p_value, **self.metrics.to_dict()}
+        return {"reviewed": self.reviewed, "verdicts": self.verdicts, **_quality(self.counts),
+                **self.metrics.to_dict()}
+
+
+def _test(c: TrailingCounts) -> RetireCheck:
+    """The retire rule's own test of these counts (its exact one-sided binomial p-value and the lift)."""
+    return retire_check(c, min_vetoes=1, alpha=1.0)
+
+
+def _quality(c: TrailingCounts) -> dict[str, Any]:
+    """Verdict quality of pooled counts: precision, base, lift with its interval, the exact p-value."""
+    check, ci = _test(c), newcombe_diff(c.veto_lost, c.vetoes, c.lost, c.scored)
+    return {"vetoes": c.vetoes, "vetoes_lost": c.veto_lost, "scored": c.scored, "lost": c.lost,
+            "veto_precision": c.precision, "base_loss_rate": c.base, "lift": check.lift,
+            "lift_ci": None if ci is None else list(ci), "p_value": check.p_value}
 
 
 def span_figures(reviews: Sequence[ReviewRecord], outcomes: Sequence[Any], trades: Sequence[Trade],
@@ -179,15 +183,10 @@ def leaderboard(trials: Sequence[tuple[int, dict[str, Any], int]], figures: dict
                             "test": figures[best][f"test:{w.index}"].to_dict()})
     # the selection itself, out of sample: each window's test span with the trial its train span chose
     picked = [figures[c["chosen"]][f"test:{w.index}"] for w, c in zip(windows, chosen_rows, strict=True)]
-    sel_vl, sel_v = sum(f.vetoes_lost for f in picked), sum(f.vetoes for f in picked)
-    sel_l, sel_s = sum(f.lost for f in picked), sum(f.scored for f in picked)
-    sel_ci = newcombe_diff(sel_vl, sel_v, sel_l, sel_s)
-    selected = {"vetoes": sel_v, "vetoes_lost": sel_vl, "scored": sel_s, "lost": sel_l,
-                "veto_precision": sel_vl / sel_v if sel_v else None, "base_loss_rate": sel_l / sel_s if sel_s else None,
-                "lift": (sel_vl / sel_v - sel_l / sel_s) if sel_v and sel_s else None,
-                "lift_ci": None if sel_ci is None else list(sel_ci),
-                "p_value": binom_sf(sel_vl, sel_v, sel_l / sel_s) if sel_v and sel_s else None,
-                "pnl": math.fsum(f.metrics.pnl for f in picked), "trades": sum(f.metrics.trades for f in picked)}
+    sel = TrailingCounts(0, 0, sum(f.vetoes_lost for f in picked), sum(f.vetoes for f in picked),
+                         sum(f.lost for f in picked), sum(f.scored for f in picked))
+    selected = {**_quality(sel), "pnl": math.fsum(f.metrics.pnl for f in picked),
+                "trades": sum(f.metrics.trades for f in picked)}
     oos = [figures[n]["oos"] for n in numbers]
     pvals = [f.p_value for f in oos]
     holm_p, bh_q = holm(pvals), benjamini_hochberg(pvals)
@@ -214,7 +213,7 @@ def leaderboard(trials: Sequence[tuple[int, dict[str, Any], int]], figures: dict
                    f"Holm-adjusted p {_p(w['lift_p_holm'])} over {len(rows)} trials (alpha {alpha:g}); deflated "
                    f"Sharpe {_p(w['deflated_sharpe'])}")
     summary += (f"; chosen on train and tested on the next window, the selection's own out-of-sample lift is "
-                f"{_pp(selected['lift'])} (p {_p(selected['p_value'])}, {sel_v} vetoes)")
+                f"{_pp(selected['lift'])} (p {_p(selected['p_value'])}, {sel.vetoes} vetoes)")
     return Leaderboard(rows, chosen_rows, winner, alpha, summary, selected)
 
 
