@@ -291,9 +291,7 @@ def _data_span(base: LoadedConfig) -> tuple[int, int]:
                           "exchange (got ccxt)")
     feed = build_feed(base)
     try:
-        arrays = feed.arrays()
-        if not arrays:
-            raise DataError("market: the feed produced no bars")
+        arrays = feed.arrays() or {}
         starts = [int(cols["open_ms"][0]) for cols in arrays.values() if len(cols["open_ms"])]
         ends = [int(cols["close_ms"][-1]) for cols in arrays.values() if len(cols["close_ms"])]
     finally:

@@ -26,7 +26,7 @@ import numpy as np
 from engine.config import stored_value
 from engine.core.scored import is_finished, is_scored
 from engine.ports import RunReader
-from engine.stats import wilson
+from engine.stats import benjamini_hochberg, wilson
 
 if TYPE_CHECKING:
     from engine.recorded.stored import StoredRun
@@ -295,21 +295,6 @@ def permutation_chi2(codes: np.ndarray, lost: np.ndarray, perms: np.ndarray) -> 
     null = _chi2(counts, perms @ onehot)
     exceed = int(np.count_nonzero(null >= observed * (1 - 1e-9)))
     return observed, (1 + exceed) / (perms.shape[0] + 1)
-
-
-def benjamini_hochberg(pvalues: Sequence[float]) -> list[float]:
-    """Benjamini–Hochberg adjusted p-values (q-values), in the input order."""
-    m = len(pvalues)
-    if m == 0:
-        return []
-    order = sorted(range(m), key=lambda i: pvalues[i])
-    q = [0.0] * m
-    running = 1.0
-    for rank in range(m, 0, -1):
-        i = order[rank - 1]
-        running = min(running, pvalues[i] * m / rank)
-        q[i] = running
-    return q
 
 
 def _buckets(facts: Sequence[SignalFacts], name: str) -> list[Bucket]:
