@@ -60,7 +60,7 @@ from engine.recorded.columns import (
 )
 from engine.recorded.gatewarn import gate_summary, gate_warnings
 from engine.recorded.stored import StoredRun, load_stored
-from engine.recorded.value import value_summary
+from engine.recorded.value import max_drawdown_pct, value_summary
 from engine.stats import bootstrap_mean, hypergeom_range, hypergeom_sf, newcombe_diff, wilson
 from engine.types import Event, Outcome, ReviewRecord, Trade, ms_to_dt
 
@@ -437,11 +437,7 @@ def _tiers(c: Columns, v: VerdictColumns) -> dict[str, dict[str, Any]]:
 def _pnl(trades: Sequence[Trade], starting_equity: float) -> dict[str, Any]:
     pnl_total = sum(t.pnl for t in trades)
     wins = sum(1 for t in trades if t.pnl > 0)
-    equity, peak, max_dd = starting_equity, starting_equity, 0.0
-    for t in sorted(trades, key=lambda x: (x.closed_ms, x.signal_id)):
-        equity += t.pnl
-        peak = max(peak, equity)
-        max_dd = max(max_dd, (peak - equity) / peak * 100 if peak > 0 else 0.0)
+    max_dd = max_drawdown_pct(trades, starting_equity)
     return {
         "trades": len(trades), "wins": wins, "win_rate": wins / len(trades) if trades else None,
         "pnl": pnl_total, "return_pct": pnl_total / starting_equity * 100 if starting_equity else None,

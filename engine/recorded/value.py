@@ -32,7 +32,7 @@ from engine.stats import percentile
 from engine.types import ContextPack, Event, ReviewRecord, Trade, Verdict, VerdictKind
 
 __all__ = ["METRICS", "RunMetrics", "SampledReviewer", "VerdictMix", "VerdictShape", "compare", "counterfactual_label",
-           "fingerprint", "value_summary"]
+           "fingerprint", "max_drawdown_pct", "value_summary"]
 
 _HOUR_MS = 3_600_000
 # (name, higher is better)
@@ -151,11 +151,7 @@ class RunMetrics:
     @classmethod
     def of(cls, trades: Sequence[Trade], starting_equity: float) -> RunMetrics:
         ordered = sorted(trades, key=lambda t: (t.closed_ms, t.signal_id))
-        equity, peak, max_dd = starting_equity, starting_equity, 0.0
-        for t in ordered:
-            equity += t.pnl
-            peak = max(peak, equity)
-            max_dd = max(max_dd, (peak - equity) / peak * 100 if peak > 0 else 0.0)
+        max_dd = max_drawdown_pct(ordered, starting_equity)
         pnl = math.fsum(t.pnl for t in ordered)
         win = math.fsum(t.pnl for t in ordered if t.pnl > 0)
         loss = -math.fsum(t.pnl for t in ordered if t.pnl < 0)
@@ -175,6 +171,17 @@ class RunMetrics:
     def from_dict(cls, d: dict[str, Any]) -> RunMetrics:
         pf = math.inf if d.get("profit_factor_infinite") else d.get("profit_factor")
         return cls(int(d["trades"]), float(d["pnl"]), float(d["max_drawdown_pct"]), d.get("sharpe"), pf)
+
+
+def max_drawdown_pct(trades: Sequence[Trade], starting_equity: float) -> float:
+    """The largest fall of realized equity from its peak, % of the peak, stepping at each trade's close (in
+    (close time, signal id) order)."""
+    equity, peak, max_dd = starting_equity, starting_equity, 0.0
+    for t in sorted(trades, key=lambda x: (x.closed_ms, x.signal_id)):
+        equity += t.pnl
+        peak = max(peak, equity)
+        max_dd = max(max_dd, (peak - equity) / peak * 100 if peak > 0 else 0.0)
+    return max_dd
 
 
 def _sharpe(ordered: Sequence[Trade], starting_equity: float) -> float | None:
