@@ -81,7 +81,7 @@ def paper(
     store = open_storage(cfg.run.db_url)
     try:
         if cfg.market.source == "ccxt":
-            status = None if as_json else (lambda line: typer.echo(line, err=True))
+            status = None if as_json else _say
             typer.echo(f"paper: live on {cfg.market.ccxt.exchange} {', '.join(cfg.market.symbols)} "
                        f"{cfg.market.timeframe}; Ctrl-C or SIGTERM to stop", err=True)
             result = run_live(loaded, fresh=fresh, metrics_port=metrics_port, status=status, storage=store)
@@ -287,6 +287,22 @@ def _utc_ms(text: str, what: str) -> int:
         return parse_iso_ms(text)
     except ValueError:
         raise ConfigError(f"{what}: expected a UTC date or time such as 2025-01-01 (got {text!r})") from None
+
+
+def _say(line: str) -> None:
+    """A line for the user on stderr (retries, warnings of long commands)."""
+    typer.echo(line, err=True)
+
+
+@contextlib.contextmanager
+def _one_bar(label: str, show: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """``progress(done, total)`` for one progress bar labelled ``label``, or None when ``show`` is false or
+    stderr is not a terminal."""
+    if not show:
+        yield None
+        return
+    with _progress_bars(eta=True) as bars:
+        yield (lambda done, total: bars(label, done, total)) if bars is not None else None
 
 
 @contextlib.contextmanager
@@ -700,15 +716,9 @@ def value(
     try:
         info = store.resolve_run(run)
 
-        def say(line: str) -> None:
-            typer.echo(line, err=True)
-
-        if progress and not as_json:
-            with _progress_bars(eta=True) as bars:
-                result = run_value(store, info.id, db_url=url, n=n, seed=seed, cluster=cluster, workers=workers,
-                                   progress=(lambda d, t: bars("replays", d, t)) if bars is not None else None, say=say)
-        else:
-            result = run_value(store, info.id, db_url=url, n=n, seed=seed, cluster=cluster, workers=workers, say=say)
+        with _one_bar("replays", progress and not as_json) as tick:
+            result = run_value(store, info.id, db_url=url, n=n, seed=seed, cluster=cluster, workers=workers,
+                               progress=tick, say=_say)
         if as_json:
             _emit_json({"run_id": info.id, "run": info.name, "value": result})
         else:
@@ -798,17 +808,9 @@ def sweep(
 
     store = open_storage(url)  # a sweep records its trials: the database is created if need be
     try:
-        def say(line: str) -> None:
-            typer.echo(line, err=True)
-
-        kw: dict[str, Any] = {"db_url": url, "windows": windows, "train_ms": train_ms, "test_ms": test_ms,
-                              "cluster": cluster, "workers": workers, "alpha": alpha, "name": name, "say": say}
-        if progress and not as_json:
-            with _progress_bars(eta=True) as bars:
-                result = run_sweep(store, loaded, sp, **kw,
-                                   progress=(lambda d, t: bars("trials", d, t)) if bars is not None else None)
-        else:
-            result = run_sweep(store, loaded, sp, **kw)
+        with _one_bar("trials", progress and not as_json) as tick:
+            result = run_sweep(store, loaded, sp, db_url=url, windows=windows, train_ms=train_ms, test_ms=test_ms,
+                               cluster=cluster, workers=workers, alpha=alpha, name=name, progress=tick, say=_say)
         if html is not None:
             from engine.recorded.report.sweep_page import render_sweep_html
 
@@ -895,7 +897,7 @@ def llm_install(
     from reviewer.local.install import install
     from reviewer.local.models import DEFAULT_MODEL
 
-    report = install(model or DEFAULT_MODEL, log=lambda line: typer.echo(line, err=True))
+    report = install(model or DEFAULT_MODEL, log=_say)
     if as_json:
         _emit_json(report.to_dict())
         return
