@@ -303,16 +303,14 @@ def estimate_backtest(reader: RunReader, run_id: int, paths: Sequence[Path], *,
     """What ``run_backtest`` with the same arguments would send to each tier and cost (``engine.recorded.estimate``);
     nothing is called. ``only_priced``: None, without reading the run, when no reviewer has a priced tier (the
     estimate before a rules-only backtest would only cost time). Raises: ConfigError, StorageError."""
-    from engine.ports import PricedTier
-
     info = reader.get_run(run_id)
     configs = [reviewer_config(Path(p), info.config_json, run_id=run_id, env=env) for p in paths]
+    if only_priced and not any(_priced(loaded, build_reviewer) for loaded, _ in configs):
+        return None  # decided before any cache is read: the backtest itself reads it next
     prepared: list[_Prepared] = []
     try:
         for loaded, _ in configs:
             prepared.append(_prepare(reader, run_id, loaded, build_reviewer))
-        if only_priced and not any(isinstance(t, PricedTier) for p in prepared for t in p.reviewer.tiers):
-            return None
         with gc_paused():
             stored = load_stored(reader, run_id, lean=True)
         hashes = {p.hash for p in stored.reviews.packs}
@@ -328,6 +326,19 @@ def estimate_backtest(reader: RunReader, run_id: int, paths: Sequence[Path], *,
         for p in prepared:
             asyncio.run(p.reviewer.aclose())
     return BacktestEstimate(run_id, info.name, len(stored.reviews), columns)
+
+
+def _priced(loaded: LoadedConfig, build_reviewer: Callable[..., Reviewer]) -> bool:
+    """Does this reviewer config have a tier with prices (one whose calls cost money)?"""
+    from engine.ports import PricedTier
+
+    with loaded.blaming():
+        reviewer = build_reviewer(loaded.config.reviewer, cache=None,
+                                  disabled=[t for t, _ in loaded.disabled_tiers])
+    try:
+        return any(isinstance(t, PricedTier) for t in reviewer.tiers)
+    finally:
+        asyncio.run(reviewer.aclose())
 
 
 def _column_names(paths: Sequence[Path]) -> list[str]:
