@@ -480,11 +480,13 @@ def _trailing_dict(t: TrailingCounts, window_days: float) -> dict[str, Any]:
 
 
 def run_scorecard(reader: RunReader, run_id: int, *, stored: StoredRun | None = None,
-                  trades: Sequence[Trade] | None = None, events: Sequence[Event] | None = None) -> Scorecard:
+                  trades: Sequence[Trade] | None = None, events: Sequence[Event] | None = None,
+                  value: dict[str, Any] | None = None) -> Scorecard:
     """The scorecard of a recorded run, computed from its stored rows only (nothing is recomputed from market data).
 
-    ``stored`` (``load_stored(..., realized=True)``), ``trades`` and ``events``: what the caller has already
-    read of this run (the report), so that it is not read twice. Raises: StorageError.
+    ``stored`` (``load_stored(..., realized=True)``), ``trades``, ``events`` and ``value`` (``value_summary``; its
+    ``curves`` are left out of the card): what the caller has already read of this run (the report), so that it
+    is not read twice. Raises: StorageError.
     """
     run = reader.get_run(run_id)
     records = reader.records(run_id)
@@ -503,7 +505,9 @@ def run_scorecard(reader: RunReader, run_id: int, *, stored: StoredRun | None = 
                          window_days=float(stored_value(run.config_json, "scoring.retire.window_days", 14.0)),
                          retire=RetireParams.stored(run.config_json))
     # the reviewer's value in money: the counterfactual replays stored for this run (``tradevet value``)
-    card.value = value_summary(reader, run_id, real_trades=trades)
+    if value is None:
+        value = value_summary(reader, run_id, real_trades=trades)
+    card.value = {k: v for k, v in value.items() if k != "curves"}
     card.counterfactual = dict(card.value.get("reviewer_off") or {}) if card.value else {
         "replayed": False, "how": f"tradevet value --run {run_id}"}
     from engine.recorded.spend import spend_summary

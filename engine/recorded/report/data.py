@@ -34,7 +34,9 @@ def report_data(reader: RunReader, run_id: int, *, window_days: float | None = N
     outcomes = stored.outcomes
     trades = rec.load_trades()
     events = rec.load_events()
-    card = run_scorecard(reader, run_id, stored=stored, trades=trades, events=events)
+    # the counterfactual replays' figures and equity steps, read once for the scorecard and the equity chart
+    value = value_summary(reader, run_id, real_trades=trades, curves=True)
+    card = run_scorecard(reader, run_id, stored=stored, trades=trades, events=events, value=value)
     reviews = stored.records
     retire_days = float(stored_value(run.config_json, "scoring.retire.window_days", 14.0))
     times = [r.pack.signal.created_ms for r in reviews]
@@ -69,7 +71,7 @@ def report_data(reader: RunReader, run_id: int, *, window_days: float | None = N
                 errors[(a.tier, a.kind, a.error)] += 1
     realized = realized_series(trades, run.starting_equity)
     # the reviewer-off replay and the random band, from the counterfactual runs (``tradevet value``), if any
-    curves = value_summary(reader, run_id, real_trades=trades, curves=True).get("curves", {}) if card.value else {}
+    curves = value.get("curves", {})
     off = list(curves.get("reviewer_off") or [])
     randoms = list(curves.get("random") or [])
     ends = [t for p in (realized, off, *randoms) for t, _ in p[-1:]]
