@@ -150,6 +150,62 @@ def test_cooldown_blocks_until_its_lock_expires() -> None:
     assert gate.evaluate(signal(), w.view) == GateResult("cooldown", True, "no cooldown")
 
 
+def _vetoed(w: World, strategy: str, symbol: str, i: int) -> int:
+    """A veto that skipped the signal of ``strategy`` on ``symbol`` at bar ``i``'s close; returns that time."""
+    at = bar_close_ms(i)
+    w.view.note_veto(make_signal(strategy_id=strategy, symbol=symbol, created_ms=at))
+    return at
+
+
+def test_a_veto_cools_its_setup_down_for_the_next_n_bars_only() -> None:
+    w = World()
+    at = _vetoed(w, "s1", SYM, 10)
+    gate = Cooldown({"bars": 6, "after_veto_bars": 4})
+    sid = f"s1:{SYM}:{at}"
+    for k in range(1, 5):  # the next 4 bar closes are held
+        w.clock.advance_to(at + k * TF)
+        r = gate.evaluate(signal(), w.view)
+        assert r == GateResult("cooldown", False, f"cooldown: {5 - k} more bar(s) after the veto of {sid}",
+                               at + 5 * TF), k
+    w.clock.advance_to(at + 5 * TF)  # the 5th bar after the veto: free again
+    assert gate.evaluate(signal(), w.view) == GateResult("cooldown", True, "no cooldown")
+
+
+def test_a_veto_holds_only_its_own_strategy_and_symbol() -> None:
+    w = World()
+    at = _vetoed(w, "s1", SYM, 10)
+    gate = Cooldown({"bars": 6, "after_veto_bars": 48})
+    w.clock.advance_to(at + TF)
+    assert not gate.evaluate(signal("s1", SYM), w.view).passed
+    assert gate.evaluate(signal("s2", SYM), w.view) == GateResult("cooldown", True, "no cooldown")
+    assert gate.evaluate(signal("s1", "ETH/USDT"), w.view) == GateResult("cooldown", True, "no cooldown")
+
+
+def test_vetoes_hold_nothing_by_default() -> None:
+    w = World()
+    at = _vetoed(w, "s1", SYM, 10)
+    w.clock.advance_to(at + TF)
+    assert Cooldown().params.after_veto_bars == 0
+    assert Cooldown({"bars": 6}).evaluate(signal(), w.view) == GateResult("cooldown", True, "no cooldown")
+
+
+def test_trade_and_veto_cooldowns_the_later_one_decides() -> None:
+    w = World()
+    exit_ms = bar_close_ms(10)
+    w.trade("s1", SYM, -5.0, exit_ms, ExitReason.TARGET)
+    gate = Cooldown({"bars": 6, "after_veto_bars": 2})
+    _vetoed(w, "s1", SYM, 11)  # held until bar 14's close; the trade until bar 16's
+    w.clock.advance_to(bar_close_ms(12))
+    assert gate.evaluate(signal(), w.view) == GateResult(
+        "cooldown", False, "cooldown: 4 more bar(s) after the last BTC/USDT trade", exit_ms + 6 * TF)
+    at = _vetoed(w, "s1", SYM, 14)  # a later veto outlasts the trade's cooldown
+    w.clock.advance_to(bar_close_ms(16))
+    assert gate.evaluate(signal(), w.view) == GateResult(
+        "cooldown", False, f"cooldown: 1 more bar(s) after the veto of s1:{SYM}:{at}", at + 3 * TF)
+    w.clock.advance_to(at + 3 * TF)
+    assert gate.evaluate(signal(), w.view).passed
+
+
 # -------------------------------------------------------------------------------------- loss streak
 
 
@@ -329,6 +385,8 @@ def test_unknown_gate_kind_without_a_close_match() -> None:
     ("kind", "params", "prefix", "got"),
     [
         ("cooldown", {"bars": 0}, "gates[1].params.bars: ", "(got 0)"),
+        ("cooldown", {"after_veto_bars": -1}, "gates[1].params.after_veto_bars: ", "(got -1)"),
+        ("cooldown", {"after_veto_bar": 48}, "gates[1].params.after_veto_bar: ", "did you mean 'after_veto_bars'?"),
         ("min_volume", {"min_quote_volume_24h": -1}, "gates[1].params.min_quote_volume_24h: ", "(got -1)"),
         ("max_drawdown", {"max_drawdown_pct": 150}, "gates[1].params.max_drawdown_pct: ", "(got 150)"),
         ("loss_streak", {"stopouts": "many"}, "gates[1].params.stopouts: ", "(got 'many')"),

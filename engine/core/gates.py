@@ -2,7 +2,9 @@
 
 Each gate is a small class with a ``Params`` model. Locks (cooldown, loss streak) are derived from the
 ledger of closed trades rather than kept as private state, so a restarted run has the same locks, and a
-replay reads them off the ``SimClock``.
+replay reads them off the ``SimClock``. The one lock that is not a trade — a veto cooling its setup down
+(``cooldown.after_veto_bars``) — reads the vetoes the pipeline noted in ``GateView.vetoed``, which a resumed
+run rebuilds as it steps again over the recorded verdicts.
 """
 
 from __future__ import annotations
@@ -53,6 +55,12 @@ class GateView:
     timeframe_ms: int
     correlation_lookback: int = 288
     reserved: list[Signal] = field(default_factory=list)
+    # the latest veto that took effect (the signal was skipped), per (strategy, symbol): (bar close ms, signal id)
+    vetoed: dict[tuple[str, str], tuple[int, str]] = field(default_factory=dict)
+
+    def note_veto(self, signal: Signal) -> None:
+        """A veto skipped ``signal`` (at its bar close): the cooldown gate may hold its setup for a while."""
+        self.vetoed[(signal.strategy_id, signal.symbol)] = (signal.created_ms, signal.id)
 
 
 class Gate(Protocol):
@@ -198,18 +206,45 @@ class MaxOpenPositions(_GateBase):
 
 
 class Cooldown(_GateBase):
+    """Blocks a strategy on a symbol for ``bars`` bars after its trade there closed and, with
+    ``after_veto_bars``, for the next N bars after the reviewer vetoed its signal there.
+
+    A veto leaves the slot free, so a strategy whose setup persists (a quiet stretch, an unbroken channel)
+    re-fires on the next bars and is vetoed again and again — every re-fire is the same setup judged twice.
+    Only a veto that took effect counts: one that skipped the signal (active mode, confidence at least
+    ``policy.min_confidence``). A shadow-mode or low-confidence veto changes nothing the account does, so it
+    holds nothing either: a shadow reviewer never alters trading. The veto is in the past of every signal
+    this reads it for (it was given at an earlier bar close).
+    """
+
     name = "cooldown"
 
     class Params(_Params):
         bars: int = Field(6, ge=1, description="Bars after a trade of this strategy on this symbol closed.")
+        after_veto_bars: int = Field(
+            0, ge=0, description="Bars after a veto of this strategy's signal on this symbol (one that skipped "
+                                 "it) during which its next signals there are blocked; 0: off.")
 
     def evaluate(self, signal: Signal, view: GateView) -> GateResult:
-        last = view.portfolio.last_exit_ms.get((signal.strategy_id, signal.symbol))
+        key = (signal.strategy_id, signal.symbol)
+        now = view.clock.now_ms()
+        tf = view.timeframe_ms
+        until = 0
+        reason = ""
+        last = view.portfolio.last_exit_ms.get(key)
         if last is not None:
-            until = last + self.params.bars * view.timeframe_ms
-            if view.clock.now_ms() < until:
-                left = (until - view.clock.now_ms()) // view.timeframe_ms
-                return self.block(f"cooldown: {left} more bar(s) after the last {signal.symbol} trade", until)
+            until = last + self.params.bars * tf
+            reason = f"after the last {signal.symbol} trade"
+        n = self.params.after_veto_bars
+        if n:
+            vetoed = view.vetoed.get(key)
+            # the veto's bar plus the next n: a signal n + 1 bars after the veto passes
+            if vetoed is not None and vetoed[0] + (n + 1) * tf > until:
+                until = vetoed[0] + (n + 1) * tf
+                reason = f"after the veto of {vetoed[1]}"
+        if now < until:
+            left = (until - now) // tf
+            return self.block(f"cooldown: {left} more bar(s) {reason}", until)
         return self.ok("no cooldown")
 
 

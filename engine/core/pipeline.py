@@ -198,6 +198,8 @@ class Pipeline:
                 if decision.action is Action.EXECUTE:
                     self.executor.submit(sig, decision, equity, t)
                     self.stats.executed += 1
+                else:  # a veto that took effect (the cooldown gate's after_veto_bars reads it)
+                    self.view.note_veto(sig)
 
         events = self._carry_events
         self._carry_events = []
