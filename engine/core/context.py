@@ -246,11 +246,10 @@ class ContextBuilder:
         if self.cfg.correlated_top <= 0:
             return ()
         rows: list[CorrelatedPosition] = []
-        corr: dict[str, float | None] = {}
-        for pos in sorted(positions, key=lambda p: p.signal_id):  # type: ignore[arg-type]
-            if pos.symbol not in corr:
-                corr[pos.symbol] = self.market.correlation(signal.symbol, pos.symbol, self.cfg.correlation.lookback,
-                                                           as_of_ms=signal.created_ms)
+        held = sorted(positions, key=lambda p: p.signal_id)  # type: ignore[arg-type]
+        corr = self.market.correlations(signal.symbol, [p.symbol for p in held], self.cfg.correlation.lookback,
+                                        as_of_ms=signal.created_ms) if held else {}
+        for pos in held:
             mark = marks.get(pos.symbol, pos.entry_price)
             rows.append(CorrelatedPosition(
                 symbol=pos.symbol,
