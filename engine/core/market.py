@@ -636,7 +636,8 @@ class MarketState:
         out: dict[str, float | None] = {}
         ha = self.histories.get(a)
         n = lookback + 1
-        if ha is None or ha.count < 2:
+        others = list(dict.fromkeys(others))
+        if ha is None or ha.count < 2 or len(others) < _BATCH_FROM:
             return {b: self.correlation(a, b, lookback, min_overlap, as_of_ms) for b in others}
         end = ha._end(as_of_ms)
         window_a = self._window(ha, end, n)
@@ -697,6 +698,7 @@ class MarketState:
         return bool(times) and times == hb.cached_times(n, as_of_ms)
 
 
+_BATCH_FROM = 3  # partners from which one stacked pass is cheaper than pair by pair (measured)
 _Moments = tuple[np.ndarray, np.ndarray, float]  # returns, demeaned returns, population std
 
 
