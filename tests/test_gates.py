@@ -471,3 +471,14 @@ def test_money_format_boundaries() -> None:
     r = MinVolume({"min_quote_volume_24h": 999}).evaluate(signal(), w.view)
     assert r.reason == "24h quote volume 288 USDT < 999 USDT"
     assert math.isclose(w.market.history(SYM).quote_volume_24h(), 288.0)
+
+
+def test_the_min_volume_median_is_numpys_bit_for_bit() -> None:
+    import numpy as np
+
+    from engine.core.gates import _median
+
+    rng = np.random.default_rng(2)
+    for n in range(1, 40):
+        xs = (rng.lognormal(3, 2, n) * rng.choice([1.0, 1e-9, 1e9])).tolist()
+        assert _median(sorted(xs)) == float(np.median(xs))

@@ -31,7 +31,7 @@ from engine.types import (
     TradeSummary,
 )
 
-__all__ = ["ContextBuilder", "regime_closes", "regime_of", "trade_stats", "variance_ratio_z"]
+__all__ = ["ContextBuilder", "regime_closes", "regime_of", "regime_of_logs", "trade_stats", "variance_ratio_z"]
 
 _YEAR_MS = 365 * 86_400_000
 
@@ -53,6 +53,12 @@ def regime_of(closes: np.ndarray, cfg: RegimeConfig, timeframe_ms: int, horizon_
     - ``fixed`` (context-v1): VR of overlapping k-bar sums of the last ``lookback`` returns against
       ``trend_above`` / ``revert_below``.
     """
+    return regime_of_logs(np.log(closes[-regime_closes(cfg):]), cfg, timeframe_ms, horizon_bars)
+
+
+def regime_of_logs(logs: np.ndarray, cfg: RegimeConfig, timeframe_ms: int, horizon_bars: int = 48) -> RegimeInfo:
+    """``regime_of`` from the log closes of its window (the last ``regime_closes(cfg)`` at most): a replay hands
+    over a slice of a preloaded series' logs, taken once (the log of a close is the same number either way)."""
     lb = cfg.lookback
     fixed = cfg.method == "fixed"
     h = cfg.k if fixed else (cfg.horizon_bars or horizon_bars)
@@ -62,9 +68,8 @@ def regime_of(closes: np.ndarray, cfg: RegimeConfig, timeframe_ms: int, horizon_
     def unknown(ann: float | None = None, pct: float | None = None) -> RegimeInfo:
         return RegimeInfo(RegimeTag.UNKNOWN, None, ann, pct, test_lb, h, None, block)
 
-    if len(closes) < lb + 1:
+    if len(logs) < lb + 1:
         return unknown()
-    logs = np.log(closes[-(max(cfg.vol_history * lb + lb, test_lb) + 1):])
     r_all = logs[1:] - logs[:-1]  # np.diff
     r = r_all[-lb:]
     var1 = var(r, 1)
@@ -236,8 +241,14 @@ class ContextBuilder:
             if len(self._regime_cache) > 64:
                 self._regime_cache.clear()
             rc = self.cfg.regime
-            closes = self.market.history(symbol).closes(regime_closes(rc), as_of_ms=t)
-            hit = regime_of(closes, rc, self.timeframe_ms, self.horizon_bars)
+            hist = self.market.history(symbol)
+            n = regime_closes(rc)
+            if hist.preloaded:
+                end = hist._end(t)
+                hit = regime_of_logs(hist.log_closes()[max(hist._lo(), end - n):end], rc, self.timeframe_ms,
+                                     self.horizon_bars)
+            else:
+                hit = regime_of(hist.closes(n, as_of_ms=t), rc, self.timeframe_ms, self.horizon_bars)
             self._regime_cache[key] = hit
         return hit
 
@@ -246,11 +257,10 @@ class ContextBuilder:
         if self.cfg.correlated_top <= 0:
             return ()
         rows: list[CorrelatedPosition] = []
-        corr: dict[str, float | None] = {}
-        for pos in sorted(positions, key=lambda p: p.signal_id):  # type: ignore[arg-type]
-            if pos.symbol not in corr:
-                corr[pos.symbol] = self.market.correlation(signal.symbol, pos.symbol, self.cfg.correlation.lookback,
-                                                           as_of_ms=signal.created_ms)
+        held = sorted(positions, key=lambda p: p.signal_id)  # type: ignore[arg-type]
+        corr = self.market.correlations(signal.symbol, [p.symbol for p in held], self.cfg.correlation.lookback,
+                                        as_of_ms=signal.created_ms) if held else {}
+        for pos in held:
             mark = marks.get(pos.symbol, pos.entry_price)
             rows.append(CorrelatedPosition(
                 symbol=pos.symbol,

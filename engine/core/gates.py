@@ -9,6 +9,7 @@ run rebuilds as it steps again over the recorded verdicts.
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -111,6 +112,7 @@ DEFAULT_MIN_QUOTE_VOLUME: dict[str, float] = {
 _RELATIVE_MIN_SYMBOLS = 3  # the median of fewer symbols says nothing about the market
 
 
+@functools.lru_cache(maxsize=4096)
 def quote_of(symbol: str) -> str:
     """'ETH/BTC' → 'BTC', 'BTC/USDT:USDT' → 'USDT', 'ETH-BTC' → 'BTC'."""
     pair = symbol.split(":", 1)[0]
@@ -167,13 +169,21 @@ class MinVolume(_GateBase):
             return p.min_quote_volume_24h, ""
         need = p.by_quote.get(quote)
         if p.relative > 0:
-            peers = [hh.quote_volume_24h() for sym, hh in view.market.histories.items()
-                     if quote_of(sym) == quote and hh.count and hh.has_volume()]
+            peers = sorted([hh.quote_volume_24h() for sym, hh in view.market.histories.items()
+                            if quote_of(sym) == quote and hh.count and hh.has_volume()])
             if len(peers) >= _RELATIVE_MIN_SYMBOLS:
-                rel = p.relative * float(np.median(peers))
+                rel = p.relative * _median(peers)
                 if need is None or rel < need:
                     return rel, f" ({p.relative:g}× the median of {len(peers)} {quote} symbols)"
         return need, ""
+
+
+def _median(ordered: list[float]) -> float:
+    """``float(np.median(ordered))`` of a sorted list of finite numbers (the middle one, or the mean of the two
+    middle ones as numpy takes it: their sum halved), without numpy's overhead on a few values."""
+    n = len(ordered)
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 class MaxOpenPositions(_GateBase):

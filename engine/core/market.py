@@ -315,6 +315,7 @@ class SymbolHistory:
         self._preloaded = 0  # > 0: the whole series is known (see preload); append only advances
         self._qv_series: memoryview | None = None
         self._first_volume = -1  # bar count at which the first bar with volume > 0 arrived (-1: none yet)
+        self._logs: np.ndarray | None = None  # preloaded: log closes of the whole series (see log_closes)
 
     def preload(self, cols: dict[str, np.ndarray]) -> None:
         """Hand over the whole series in advance (a finite replay): ``close_ms`` (int64), ``high``, ``low``,
@@ -539,6 +540,16 @@ class SymbolHistory:
             raise ValueError(f"{self.symbol}: series() needs a preloaded history")
         return ind.array
 
+    def log_closes(self) -> np.ndarray:
+        """A preloaded history only: the log of every close of the whole series (taken once), read-only."""
+        logs = self._logs
+        if logs is None:
+            if not self._preloaded:
+                raise ValueError(f"{self.symbol}: log_closes() needs a preloaded history")
+            logs = self._logs = np.log(self._close)
+            logs.flags.writeable = False
+        return logs
+
     def column(self, name: str) -> np.ndarray:
         """A preloaded history only: a whole column (close_ms, open, high, low, close, volume), read-only."""
         if not self._preloaded:
@@ -572,6 +583,7 @@ class MarketState:
         self.timeframe_ms = timeframe_ms
         self.keep = keep
         self.histories: dict[str, SymbolHistory] = {}
+        self._same: dict[tuple[str, str], bool] = {}  # preloaded pairs: are their close-time columns identical?
         for s in symbols:
             self.history(s)
 
@@ -615,6 +627,78 @@ class MarketState:
         return max(-1.0, min(1.0, c))
 
 
+    def correlations(self, a: str, others: Iterable[str], lookback: int, min_overlap: int = 10,
+                     as_of_ms: int | None = None) -> dict[str, float | None]:
+        """``correlation(a, b, …)`` for each b in ``others``, to the bit, the pairs whose windows cover the same
+        closes in one pass: every window's log closes stacked in one 2-D array, and each figure computed per row
+        exactly as ``_moments`` computes it on a lone window (element-wise arithmetic, and sums of C-contiguous
+        rows, which numpy takes pairwise as it sums a 1-D array). A preloaded series' log closes are taken once."""
+        out: dict[str, float | None] = {}
+        ha = self.histories.get(a)
+        n = lookback + 1
+        others = list(dict.fromkeys(others))
+        if ha is None or ha.count < 2 or len(others) < _BATCH_FROM:
+            return {b: self.correlation(a, b, lookback, min_overlap, as_of_ms) for b in others}
+        end = ha._end(as_of_ms)
+        window_a = self._window(ha, end, n)
+        batch: list[tuple[str, np.ndarray]] = []
+        seen: set[str] = set()
+        for b in others:
+            if b in seen:
+                continue
+            seen.add(b)
+            hb = self.histories.get(b)
+            if b == a or hb is None or hb.count < 2 or window_a is None or not self._aligned(ha, hb, end, n, as_of_ms):
+                out[b] = self.correlation(a, b, lookback, min_overlap, as_of_ms)
+                continue
+            wb = self._window(hb, hb._end(as_of_ms), n)
+            if wb is None or wb.shape != window_a.shape:
+                out[b] = self.correlation(a, b, lookback, min_overlap, as_of_ms)
+                continue
+            batch.append((b, wb))
+        if not batch:
+            return out
+        assert window_a is not None
+        logs = np.stack([window_a] + [w for _, w in batch])
+        r = logs[:, 1:] - logs[:, :-1]  # np.diff, per row
+        m = r.shape[1]
+        if m < min_overlap:
+            out.update((b, None) for b, _ in batch)
+            return out
+        d = r - (_add(r, axis=1) / m)[:, None]  # as r - r.mean()
+        sd = np.sqrt(_add(d * d, axis=1) / m).tolist()  # as r.std()
+        sa = sd[0]
+        cross = _add(np.multiply(d[1:], d[0], order="C"), axis=1).tolist()
+        for (b, _), sb, s in zip(batch, sd[1:], cross, strict=True):
+            if sa == 0.0 or sb == 0.0 or not (math.isfinite(sa) and math.isfinite(sb)):
+                out[b] = None
+            else:
+                out[b] = max(-1.0, min(1.0, s / m / (sa * sb)))  # correlation's arithmetic, in its order
+        return out
+
+    def _window(self, h: SymbolHistory, end: int, n: int) -> np.ndarray | None:
+        """Log closes of the last ``n`` closes before buffer index ``end`` (as ``closes`` would cut them)."""
+        lo = max(h._lo(), end - n)
+        if end - lo < 2:
+            return None
+        if h._preloaded:
+            return h.log_closes()[lo:end]
+        return np.log(h._close[lo:end])
+
+    def _aligned(self, ha: SymbolHistory, hb: SymbolHistory, end: int, n: int, as_of_ms: int | None) -> bool:
+        """Do the two windows cover the same closes?"""
+        if ha._preloaded and hb._preloaded and end == hb._end(as_of_ms) and ha._lo() == hb._lo():
+            key = (ha.symbol, hb.symbol)
+            same = self._same.get(key)
+            if same is None:
+                same = self._same[key] = bool(np.array_equal(ha.column("close_ms"), hb.column("close_ms")))
+            if same:
+                return True
+        times = ha.cached_times(n, as_of_ms)
+        return bool(times) and times == hb.cached_times(n, as_of_ms)
+
+
+_BATCH_FROM = 3  # partners from which one stacked pass is cheaper than pair by pair (measured)
 _Moments = tuple[np.ndarray, np.ndarray, float]  # returns, demeaned returns, population std
 
 
