@@ -19,6 +19,7 @@ from engine.core.account import AccountRules, Holding
 from engine.core.clamp import clamp
 from engine.core.context import ContextBuilder
 from engine.core.executor import ExecutionReport, PaperExecutor, ShadowBook
+from engine.core.fills import ExitSeries
 from engine.core.gates import Gate, GateView, evaluate_gates
 from engine.core.market import MarketState
 from engine.core.portfolio import Portfolio
@@ -106,12 +107,19 @@ class Pipeline:
                                         (("account", acc.account),
                                          ("market_types", tuple(sorted(acc.market_types.items()))))))
 
-    def preload(self, arrays: dict[str, dict[str, np.ndarray]]) -> None:
+    def preload(self, arrays: dict[str, dict[str, np.ndarray]], *, schedule_exits: bool = True) -> None:
         """A finite replay hands over its whole series before the first step (``MarketState.preload``):
-        indicators are computed once per column, and strategies that offer ``candidates`` are evaluated
+        indicators are computed once per column, strategies that offer ``candidates`` are evaluated
         only on the bars where they may fire (and always on a symbol's first bar, where evaluate creates
-        its indicators). What each step sees and decides is unchanged, to the bit."""
+        its indicators), and each position's and shadow's exit bar is found at entry (``engine.core.executor``;
+        ``schedule_exits=False`` keeps the check on every bar, for comparison). What each step sees and
+        decides is unchanged, to the bit."""
         self.market.preload(arrays)
+        if schedule_exits:
+            series = {sym: ExitSeries.of(h.column("close_ms"), h.column("open"), h.column("high"), h.column("low"))
+                      for sym, h in self.market.histories.items() if h.preloaded}
+            self.executor.preload(series)
+            self.shadow.preload(series)
         masks: dict[tuple[int, str], bytes] = {}
         complete = True
         for k, (strat, syms) in enumerate(self._plan):
