@@ -52,7 +52,7 @@ def rough_bars(n: int, seed: int, symbol: str, *, holes: bool = False) -> list[B
 
 
 def series_of(bars: list[Bar]) -> ExitSeries:
-    return ExitSeries.of(np.array([b.close_ms for b in bars], dtype=np.int64), np.array([b.open for b in bars]),
+    return ExitSeries(np.array([b.close_ms for b in bars], dtype=np.int64), np.array([b.open for b in bars]),
                          np.array([b.high for b in bars]), np.array([b.low for b in bars]))
 
 

@@ -20,8 +20,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from engine.config import ExecutionConfig
 from engine.core.fills import ExitSeries, check_exit, entry_blocked, first_exit, slip
 from engine.core.portfolio import EntryMeta, Portfolio, trade_figures
@@ -61,14 +59,13 @@ class _Schedule:
         ser = self.series.get(bar.symbol)
         if ser is None:
             return None
-        cms = ser.close_ms
-        i = int(np.searchsorted(cms, bar.close_ms))
-        if i == len(cms) or cms[i] != bar.close_ms:
+        i = ser.index(bar.close_ms)
+        if i is None:
             return None
         j = first_exit(ser, i, side, stop, target, opened_ms, self.max_bars_held, self.timeframe_ms)
         if j is None:
             return _NEVER
-        t = int(cms[j])
+        t = ser.times[j]
         if j > i:  # on the entry bar itself it is checked right after the entry
             self.wake.setdefault(t, []).append(bar.symbol)
         return t

@@ -20,7 +20,6 @@ from engine.types import Bar, ExitReason, Side
 __all__ = ["ExitHit", "ExitSeries", "check_exit", "entry_blocked", "first_exit", "slip"]
 
 _FIRST_CHUNK = 32  # bars searched first; each further chunk is four times longer
-_MAX_MS = 2**62  # beyond any close time: a time stop that never comes
 
 
 def slip(price: float, side: Side, buying: bool, slippage_bps: float) -> float:
@@ -78,22 +77,48 @@ def check_exit(side: Side, stop: float, target: float, bar: Bar, bars_held: int,
     return None
 
 
-@dataclass(frozen=True, slots=True)
 class ExitSeries:
     """One symbol's whole preloaded series, as ``first_exit`` reads it.
 
     ``lows`` is ``fmin(open, low)`` and ``highs`` is ``fmax(open, high)``: ``lows[i] <= x`` holds exactly when
     ``open <= x or low <= x`` does (a NaN compares false either way), so one comparison per side covers both
-    the gap and the intra-bar test of ``check_exit``.
+    the gap and the intra-bar test of ``check_exit``. Close times on a regular grid (no holes) are found by
+    arithmetic, others by binary search.
     """
 
-    close_ms: np.ndarray  # int64, strictly increasing
-    lows: np.ndarray
-    highs: np.ndarray
+    __slots__ = ("close_ms", "first_ms", "grid_ms", "highs", "last_ms", "lows", "n", "times")
 
-    @classmethod
-    def of(cls, close_ms: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray) -> ExitSeries:
-        return cls(np.asarray(close_ms, dtype=np.int64), np.fmin(open_, low), np.fmax(open_, high))
+    def __init__(self, close_ms: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray) -> None:
+        self.close_ms = np.asarray(close_ms, dtype=np.int64)
+        self.lows = np.fmin(open_, low)
+        self.highs = np.fmax(open_, high)
+        self.n = n = len(self.close_ms)
+        self.times = memoryview(self.close_ms)  # indexing gives Python ints
+        self.first_ms = int(self.close_ms[0]) if n else 0
+        self.last_ms = int(self.close_ms[-1]) if n else -1
+        step = (self.last_ms - self.first_ms) // (n - 1) if n > 1 else 0
+        regular = n > 1 and step > 0 and bool((np.diff(self.close_ms) == step).all())
+        self.grid_ms = step if regular else 0  # 0: not a regular grid
+
+    def index(self, close_ms: int) -> int | None:
+        """Index of the bar closing at ``close_ms`` (None: no such bar)."""
+        if not self.first_ms <= close_ms <= self.last_ms:
+            return None
+        if self.grid_ms:
+            i, rest = divmod(close_ms - self.first_ms, self.grid_ms)
+            return None if rest else i
+        i = int(np.searchsorted(self.close_ms, close_ms))
+        return i if self.times[i] == close_ms else None
+
+    def first_at_or_after(self, t: int) -> int:
+        """Index of the first bar closing at or after ``t`` (``n``: none)."""
+        if t > self.last_ms:
+            return self.n
+        if t <= self.first_ms:
+            return 0
+        if self.grid_ms:
+            return -((self.first_ms - t) // self.grid_ms)  # ceil((t - first) / grid)
+        return int(np.searchsorted(self.close_ms, t, side="left"))
 
 
 def first_exit(series: ExitSeries, start: int, side: Side, stop: float, target: float, opened_ms: int,
@@ -105,10 +130,8 @@ def first_exit(series: ExitSeries, start: int, side: Side, stop: float, target: 
     ``close_ms >= opened_ms + max_bars_held * timeframe_ms`` (integers, ``timeframe_ms > 0``); stop and target
     are searched before it in chunks that grow fourfold, so a short trade never scans the whole tail.
     """
-    cms = series.close_ms
-    n = len(cms)
-    until = int(np.searchsorted(cms, min(opened_ms + max_bars_held * timeframe_ms, _MAX_MS), side="left"))
-    end = min(max(until, start), n)
+    n = series.n
+    end = min(max(series.first_at_or_after(opened_ms + max_bars_held * timeframe_ms), start), n)
     below, above = series.lows, series.highs
     lo_level, hi_level = (stop, target) if side is Side.LONG else (target, stop)
     k, size = start, _FIRST_CHUNK

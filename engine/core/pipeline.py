@@ -116,7 +116,7 @@ class Pipeline:
         decides is unchanged, to the bit."""
         self.market.preload(arrays)
         if schedule_exits:
-            series = {sym: ExitSeries.of(h.column("close_ms"), h.column("open"), h.column("high"), h.column("low"))
+            series = {sym: ExitSeries(h.column("close_ms"), h.column("open"), h.column("high"), h.column("low"))
                       for sym, h in self.market.histories.items() if h.preloaded}
             self.executor.preload(series)
             self.shadow.preload(series)
@@ -214,7 +214,9 @@ class Pipeline:
             if drained:
                 events.extend(Event(e.kind, t, e.subject, e.message, e.data) for e in drained)
         outcomes = rep.outcomes + shadow_out
-        if shadow_out or len(self._window):  # otherwise nothing to score or expire (min_vetoes >= 1)
+        if shadow_out or (len(self._window) and self._retiring):
+            # otherwise nothing to score, or nothing to expire that could retire the reviewer (min_vetoes >= 1;
+            # once not active, the check only keeps its window, and the window expires lazily: same counts)
             events.extend(self._retire_check(shadow_out, t))
 
         news = self._new_news(t)
@@ -247,6 +249,11 @@ class Pipeline:
                            events=(Event("run", t, "replay", "end of data: open positions marked out"),))
 
     # --------------------------------------------------------------------------------- internals
+    @property
+    def _retiring(self) -> bool:
+        """Can the retire rule still fire? (Only an active reviewer is retired, and only once.)"""
+        return self.mode == "active" and self.cfg.scoring.retire.enabled
+
     def _holdings(self, symbol: str) -> list[Holding]:
         """What the account holds or is about to hold on ``symbol``, oldest first."""
         out = [Holding(p.signal_id, p.strategy_id, p.side, "open")
