@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import engine.core.executor as executor_module
 from engine.app import build_feed, build_pipeline
 from engine.config import ExecutionConfig, load_config
 from engine.core.executor import ExecutionReport, PaperExecutor, ShadowBook
@@ -168,7 +169,8 @@ def test_scheduled_exits_fill_exactly_as_the_check_on_every_bar(seed: int, max_h
     assert fills_fingerprint(scheduled[0]) == fills_fingerprint(fills)
     reasons = {(o.exit_reason, o.ambiguous) for o in outcomes + shadow if o.filled}
     assert {("stop", False), ("stop", True), ("target", False), ("end", False)} <= reasons
-    assert any(f.gap for f in fills) and any(not o.filled for o in outcomes)  # gaps; entries cancelled or unfilled
+    assert {(f.reason, f.gap) for f in fills if f.gap} == {("stop", True), ("target", True)}  # gaps through both
+    assert any(not o.filled for o in outcomes)  # entries cancelled at a gap, or not filled by the end
     if max_held < 100:
         assert ("time", False) in reasons
 
@@ -215,13 +217,24 @@ def _records(loaded, *, preload: bool, schedule: bool) -> list[SliceRecord]:  # 
      "strategies": [{"id": "sma", "kind": "sma_cross", "params": {"fast": 5, "slow": 20, "atr_stop": 0.5}}],
      "gates": [], "reviewer": {"mode": "off"}},
 ], ids=["short-time-stop", "netting-no-time-stop"])
-def test_a_replay_with_scheduled_exits_records_what_the_check_on_every_bar_records(extra: dict) -> None:
+def test_a_replay_with_scheduled_exits_records_what_the_check_on_every_bar_records(
+        extra: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     over = {"run": {"db_url": "sqlite://"}, "market": {"synthetic": {"bars": 1500}}}
     for k, v in extra.items():
         over[k] = {**over.get(k, {}), **v} if isinstance(v, dict) else v
     loaded = load_config(overrides=over)
+    checks = [0]
+
+    def counted(*a):  # type: ignore[no-untyped-def]
+        checks[0] += 1
+        return check_exit(*a)
+
+    monkeypatch.setattr(executor_module, "check_exit", counted)
     scheduled = _records(loaded, preload=True, schedule=True)
+    scheduled_checks, checks[0] = checks[0], 0
     every_bar = _records(loaded, preload=True, schedule=False)
+    exits = sum(1 for r in scheduled for o in r.outcomes if o.filled and o.exit_reason != "end")
+    assert scheduled_checks == exits < checks[0]  # one check per exit (realized and shadow), no more
     plain = _records(loaded, preload=False, schedule=False)
     trades = [t for r in scheduled for t in r.trades]
     assert len(trades) > 20 and {str(t.exit_reason) for t in trades} >= {"stop", "target"}
