@@ -2,6 +2,16 @@
 
 ``ShadowBook`` simulates signals *as emitted* with the very same fill rules, touching no wallet: the
 shadow trade that scores what a veto or a modification avoided.
+
+Exits known in advance. In a preloaded replay (``Pipeline.preload``: the whole series is known) a position's
+and a shadow's exit bar is fixed at entry — stops and targets never move after entry and the time stop is a
+bar count — so it is found then with one vectorised forward search (``engine.core.fills.first_exit``: the same
+comparisons on the same floats as ``check_exit``), and ``check_exit`` runs only on that bar, where it must hit
+(else the bars differ from the series: an error). The bars in between are skipped because their checks are
+known not to fire; fills, trades and outcomes are the same, to the bit. This is not look-ahead: nothing a
+strategy, gate, context pack or reviewer sees changes, and the exit still happens at its own bar, in the same
+order among the slice's other fills. Positions and shadows of a history that is not preloaded (the live paper
+loop) are checked on every bar of their symbol, as before. Entries still fill at the next bar's open.
 """
 
 from __future__ import annotations
@@ -11,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from engine.config import ExecutionConfig
-from engine.core.fills import check_exit, entry_blocked, slip
+from engine.core.fills import ExitSeries, check_exit, entry_blocked, first_exit, slip
 from engine.core.portfolio import EntryMeta, Portfolio, trade_figures
 from engine.types import (
     Bar,
@@ -28,6 +38,42 @@ from engine.types import (
 )
 
 __all__ = ["ExecutionReport", "PaperExecutor", "PendingEntry", "ShadowBook"]
+
+_NEVER = 2**63 - 1  # the due time of an exit the series does not reach (marked out at the end of data)
+
+
+class _Schedule:
+    """When each scheduled exit is due: close time → symbols to look at then (see the module docstring)."""
+
+    __slots__ = ("max_bars_held", "series", "timeframe_ms", "wake")
+
+    def __init__(self, timeframe_ms: int, max_bars_held: int) -> None:
+        self.series: dict[str, ExitSeries] = {}
+        self.timeframe_ms = timeframe_ms
+        self.max_bars_held = max_bars_held
+        self.wake: dict[int, list[str]] = {}
+
+    def due(self, bar: Bar, side: Side, stop: float, target: float, opened_ms: int) -> int | None:
+        """Close time of the exit bar of a position entered on ``bar`` (``_NEVER``: none in the series), or
+        None when ``bar``'s symbol has no preloaded series (check every bar)."""
+        ser = self.series.get(bar.symbol)
+        if ser is None:
+            return None
+        i = ser.index(bar.close_ms)
+        if i is None:
+            return None
+        j = first_exit(ser, i, side, stop, target, opened_ms, self.max_bars_held, self.timeframe_ms)
+        if j is None:
+            return _NEVER
+        t = ser.times[j]
+        if j > i:  # on the entry bar itself it is checked right after the entry
+            self.wake.setdefault(t, []).append(bar.symbol)
+        return t
+
+
+def _missed(what: str, signal_id: str, t: int) -> RuntimeError:
+    return RuntimeError(f"{what} {signal_id}: the exit scheduled at {t} did not hit there (the bars stepped "
+                        f"differ from the preloaded series)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +103,12 @@ class PaperExecutor:
         self.pending: dict[str, list[PendingEntry]] = {}
         self.metas: dict[str, EntryMeta] = {}
         self._fee = cfg.fee_bps / 10_000.0
+        self._schedule = _Schedule(timeframe_ms, cfg.max_bars_held)
+        self._due: dict[str, int] = {}  # signal id → close time of its exit bar (scheduled positions only)
+
+    def preload(self, series: Mapping[str, ExitSeries]) -> None:
+        """The whole series of these symbols is known (a finite replay): schedule exits at entry."""
+        self._schedule.series = dict(series)
 
     def deposit(self, amount: float, at_ms: int) -> Fill:
         fill = Fill(id="deposit:0", signal_id="", symbol=self.cfg.quote, side=Side.LONG, kind=FillKind.DEPOSIT,
@@ -76,25 +128,41 @@ class PaperExecutor:
         if queued:
             for p in queued:
                 self._enter(p, bar, marks, out)
+        t = bar.close_ms
+        due = self._due
         positions = [p for p in self.portfolio.positions.values() if p.symbol == bar.symbol]
         for pos in positions:
-            bars_held = (bar.close_ms - pos.opened_ms) // self.timeframe_ms
+            at = due.get(pos.signal_id)
+            if at is not None and at != t:
+                continue  # scheduled for another bar: its check here is known not to fire
+            bars_held = (t - pos.opened_ms) // self.timeframe_ms
             hit = check_exit(pos.side, pos.stop_loss, pos.take_profit, bar, bars_held,
                              self.cfg.max_bars_held, self.cfg.slippage_bps)
             if hit is not None:
                 self._exit(pos.signal_id, bar, hit.reason, hit.requested_price, hit.fill_price,
                            out, ambiguous=hit.ambiguous, gap=hit.gap)
+            elif at is not None:
+                raise _missed("position", pos.signal_id, t)
 
     def on_bars(self, bars: Sequence[Bar], marks: Mapping[str, float], out: ExecutionReport) -> None:
-        """``on_bar`` for each bar of a slice, skipping the symbols with nothing pending or open (a bar only
-        ever changes the orders and positions of its own symbol)."""
-        busy = {p.symbol for p in self.portfolio.positions.values()}
-        if self.pending:
-            busy.update(self.pending)
-        if busy:
-            for bar in bars:
-                if bar.symbol in busy:
-                    self.on_bar(bar, marks, out)
+        """``on_bar`` for each bar of a slice (bars closing at one instant), skipping the symbols with nothing
+        pending, nothing due and nothing unscheduled open (a bar only ever changes the orders and positions of
+        its own symbol)."""
+        wake = self._schedule.wake
+        woke = wake.pop(bars[0].close_ms, None) if wake else None
+        positions = self.portfolio.positions
+        loose = len(positions) > len(self._due)  # some positions are checked on every bar
+        if not (woke or self.pending or loose):
+            return
+        busy = set(self.pending)
+        if woke:
+            busy.update(woke)
+        if loose:
+            due = self._due
+            busy.update(p.symbol for p in positions.values() if p.signal_id not in due)
+        for bar in bars:
+            if bar.symbol in busy:
+                self.on_bar(bar, marks, out)
 
     def close_all(self, marks: Mapping[str, float], at_ms: int, out: ExecutionReport) -> None:
         """Mark every open position out at the last close (a finite replay ran out of data)."""
@@ -108,6 +176,7 @@ class PaperExecutor:
                 out.outcomes.append(Outcome(p.signal.id, OutcomeKind.REALIZED, filled=False,
                                             note="run ended before the entry could fill"))
         self.pending.clear()
+        self._schedule.wake.clear()
 
     # ---------------------------------------------------------------------------------- internals
     def _enter(self, p: PendingEntry, bar: Bar, marks: Mapping[str, float], out: ExecutionReport) -> None:
@@ -142,8 +211,12 @@ class PaperExecutor:
         fill = Fill(id=f"{sig.id}:entry", signal_id=sig.id, symbol=sig.symbol, side=sig.side, kind=FillKind.ENTRY,
                     filled_ms=bar.open_ms, requested_price=bar.open, fill_price=price, qty=qty,
                     fee=qty * price * self._fee, reason="next_open" + (f"; {notes}" if notes else ""))
-        self.portfolio.apply(fill, self.metas[sig.id])
+        meta = self.metas[sig.id]
+        self.portfolio.apply(fill, meta)
         out.fills.append(fill)
+        at = self._schedule.due(bar, sig.side, meta.stop_loss, meta.take_profit, bar.open_ms)
+        if at is not None:
+            self._due[sig.id] = at
 
     def _exit(self, signal_id: str, bar: Bar, reason: ExitReason, requested: float, price: float,
               out: ExecutionReport, *, ambiguous: bool = False, gap: bool = False) -> None:
@@ -154,6 +227,7 @@ class PaperExecutor:
         trade = self.portfolio.apply(fill)
         assert trade is not None
         self.metas.pop(signal_id, None)
+        self._due.pop(signal_id, None)
         out.fills.append(fill)
         out.trades.append(trade)
         out.outcomes.append(Outcome(signal_id, OutcomeKind.REALIZED, filled=True, pnl_pct=trade.pnl_pct,
@@ -171,6 +245,7 @@ class _Shadow:
     entry: float = 0.0
     opened_ms: int = 0
     open: bool = False
+    due: int | None = None  # close time of its exit bar once scheduled (None: check every bar)
 
 
 class ShadowBook:
@@ -181,23 +256,42 @@ class ShadowBook:
         self.timeframe_ms = timeframe_ms
         self.by_symbol: dict[str, list[_Shadow]] = {}
         self._fee = cfg.fee_bps / 10_000.0
+        self._schedule = _Schedule(timeframe_ms, cfg.max_bars_held)
+        self._fresh: set[str] = set()  # symbols with a shadow still to enter at their next bar
+        self._loose: dict[str, int] = {}  # symbol → open shadows checked on every bar (no preloaded series)
+
+    def preload(self, series: Mapping[str, ExitSeries]) -> None:
+        """The whole series of these symbols is known (a finite replay): schedule exits at entry."""
+        self._schedule.series = dict(series)
 
     def add(self, signal: Signal) -> None:
         self.by_symbol.setdefault(signal.symbol, []).append(_Shadow(signal))
+        self._fresh.add(signal.symbol)
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.by_symbol.values())
 
     def on_bars(self, bars: Sequence[Bar], out: list[Outcome]) -> None:
-        if self.by_symbol:
-            for bar in bars:
-                if bar.symbol in self.by_symbol:
-                    self.on_bar(bar, out)
+        """``on_bar`` for the bars of a slice (closing at one instant) whose symbol has a shadow to enter, due
+        or unscheduled."""
+        wake = self._schedule.wake
+        woke = wake.pop(bars[0].close_ms, None) if wake else None
+        if not (woke or self._fresh or self._loose):
+            return
+        busy = set(self._fresh)
+        if woke:
+            busy.update(woke)
+        if self._loose:
+            busy.update(self._loose)
+        for bar in bars:
+            if bar.symbol in busy:
+                self.on_bar(bar, out)
 
     def on_bar(self, bar: Bar, out: list[Outcome]) -> None:
         lst = self.by_symbol.get(bar.symbol)
         if not lst:
             return
+        t = bar.close_ms
         keep: list[_Shadow] = []
         for s in lst:
             sig = s.signal
@@ -209,17 +303,35 @@ class ShadowBook:
                 s.entry = slip(bar.open, sig.side, sig.side is Side.LONG, self.cfg.slippage_bps)
                 s.opened_ms = bar.open_ms
                 s.open = True
-            bars_held = (bar.close_ms - s.opened_ms) // self.timeframe_ms
+                s.due = self._schedule.due(bar, sig.side, sig.stop_loss, sig.take_profit, s.opened_ms)
+                if s.due is None:
+                    self._loose[bar.symbol] = self._loose.get(bar.symbol, 0) + 1
+            if s.due is not None and s.due != t:
+                keep.append(s)  # scheduled for another bar: its check here is known not to fire
+                continue
+            bars_held = (t - s.opened_ms) // self.timeframe_ms
             hit = check_exit(sig.side, sig.stop_loss, sig.take_profit, bar, bars_held,
                              self.cfg.max_bars_held, self.cfg.slippage_bps)
             if hit is None:
+                if s.due is not None:
+                    raise _missed("shadow", sig.id, t)
                 keep.append(s)
                 continue
-            out.append(self._outcome(s, hit.fill_price, bar.close_ms, str(hit.reason), hit.ambiguous))
+            if s.due is None:
+                self._unloose(bar.symbol)
+            out.append(self._outcome(s, hit.fill_price, t, str(hit.reason), hit.ambiguous))
+        self._fresh.discard(bar.symbol)
         if keep:
             self.by_symbol[bar.symbol] = keep
         else:
             del self.by_symbol[bar.symbol]
+
+    def _unloose(self, symbol: str) -> None:
+        n = self._loose[symbol] - 1
+        if n:
+            self._loose[symbol] = n
+        else:
+            del self._loose[symbol]
 
     def close_all(self, marks: Mapping[str, float], at_ms: int, out: list[Outcome]) -> None:
         for sym in sorted(self.by_symbol):
@@ -232,6 +344,9 @@ class ShadowBook:
                              self.cfg.slippage_bps)
                 out.append(self._outcome(s, price, at_ms, str(ExitReason.END), False))
         self.by_symbol.clear()
+        self._fresh.clear()
+        self._loose.clear()
+        self._schedule.wake.clear()
 
     def _outcome(self, s: _Shadow, exit_price: float, at_ms: int, reason: str, ambiguous: bool) -> Outcome:
         fees = (s.entry + exit_price) * self._fee  # per unit

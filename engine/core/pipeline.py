@@ -19,6 +19,7 @@ from engine.core.account import AccountRules, Holding
 from engine.core.clamp import clamp
 from engine.core.context import ContextBuilder
 from engine.core.executor import ExecutionReport, PaperExecutor, ShadowBook
+from engine.core.fills import ExitSeries
 from engine.core.gates import Gate, GateView, evaluate_gates
 from engine.core.market import MarketState
 from engine.core.portfolio import Portfolio
@@ -106,12 +107,19 @@ class Pipeline:
                                         (("account", acc.account),
                                          ("market_types", tuple(sorted(acc.market_types.items()))))))
 
-    def preload(self, arrays: dict[str, dict[str, np.ndarray]]) -> None:
+    def preload(self, arrays: dict[str, dict[str, np.ndarray]], *, schedule_exits: bool = True) -> None:
         """A finite replay hands over its whole series before the first step (``MarketState.preload``):
-        indicators are computed once per column, and strategies that offer ``candidates`` are evaluated
+        indicators are computed once per column, strategies that offer ``candidates`` are evaluated
         only on the bars where they may fire (and always on a symbol's first bar, where evaluate creates
-        its indicators). What each step sees and decides is unchanged, to the bit."""
+        its indicators), and each position's and shadow's exit bar is found at entry (``engine.core.executor``;
+        ``schedule_exits=False`` keeps the check on every bar, for comparison). What each step sees and
+        decides is unchanged, to the bit."""
         self.market.preload(arrays)
+        if schedule_exits:
+            series = {sym: ExitSeries(h.column("close_ms"), h.column("open"), h.column("high"), h.column("low"))
+                      for sym, h in self.market.histories.items() if h.preloaded}
+            self.executor.preload(series)
+            self.shadow.preload(series)
         masks: dict[tuple[int, str], bytes] = {}
         complete = True
         for k, (strat, syms) in enumerate(self._plan):
@@ -208,7 +216,9 @@ class Pipeline:
             if drained:
                 events.extend(Event(e.kind, t, e.subject, e.message, e.data) for e in drained)
         outcomes = rep.outcomes + shadow_out
-        if shadow_out or len(self._window):  # otherwise nothing to score or expire (min_vetoes >= 1)
+        if shadow_out or (len(self._window) and self._retiring):
+            # otherwise nothing to score, or nothing to expire that could retire the reviewer (min_vetoes >= 1;
+            # once not active, the check only keeps its window, and the window expires lazily: same counts)
             events.extend(self._retire_check(shadow_out, t))
 
         news = self._new_news(t)
@@ -241,6 +251,11 @@ class Pipeline:
                            events=(Event("run", t, "replay", "end of data: open positions marked out"),))
 
     # --------------------------------------------------------------------------------- internals
+    @property
+    def _retiring(self) -> bool:
+        """Can the retire rule still fire? (Only an active reviewer is retired, and only once.)"""
+        return self.mode == "active" and self.cfg.scoring.retire.enabled
+
     def _holdings(self, symbol: str) -> list[Holding]:
         """What the account holds or is about to hold on ``symbol``, oldest first."""
         out = [Holding(p.signal_id, p.strategy_id, p.side, "open")
