@@ -106,7 +106,7 @@ def main() -> int:
          "", "", ""),
         ("context build per signal (mean · p95)", f"{fmt(cx.get('mean_us'), ' µs')} · {fmt(cx.get('p95_us'), ' µs')}",
          "≤ 50 µs mean", f"{before('context.mean_us', ' µs')} · {before('context.p95_us', ' µs')}",
-         fmt(cx.get("packs"), " packs")),
+         f"{fmt(cx.get('packs'), ' packs')}; CPU mean {fmt(cx.get('cpu_mean_us'), ' µs')}"),
         ("breaker-open fast-fail (async · sync)",
          f"{fmt(rv.get('breaker_open_fast_fail_us'), ' µs', 2)} · "
          f"{fmt(rv.get('breaker_open_fast_fail_sync_us'), ' µs', 2)}", "≤ 20 µs",
