@@ -633,7 +633,8 @@ def signals_import(
 
 @app.command()
 def analyze(
-    run: RunOpt,
+    run: Annotated[list[str], typer.Option("--run", help="Run id or name (latest run of that name); several "
+                                                          "--run pool their signals, permuted within each run.")],
     db: DbOpt = None,
     config: ConfigOpt = None,
     alpha: Annotated[float, typer.Option("--alpha", min=0.0001, max=0.5,
@@ -646,18 +647,24 @@ def analyze(
     as_json: JsonOpt = False,
 ) -> None:
     """Which context fields predict outcomes: loss rate and mean R per bucket, a test per field, FDR-controlled."""
-    from engine.recorded.analysis import analyze as run_analysis
+    from engine.errors import ConfigError
+    from engine.recorded.analysis import analyze_runs
 
     store = _open_store(db, config)
     try:
-        info = store.resolve_run(run)
-        result = run_analysis(store, info.id, alpha=alpha, permutations=permutations, seed=seed)
+        infos = [store.resolve_run(r) for r in run]
+        if len({i.id for i in infos}) != len(infos):
+            raise ConfigError(f"--run: each run may be named once (got {', '.join(run)}, which name runs "
+                              f"{', '.join(str(i.id) for i in infos)})")
+        result = analyze_runs(store, [i.id for i in infos], alpha=alpha, permutations=permutations, seed=seed)
     finally:
         store.close()
     if as_json:
         _emit_json(result.to_dict())
         return
-    _print_analysis(result, title=f"run {info.id} ({info.name})", styles=styles)
+    title = (f"run {infos[0].id} ({infos[0].name})" if len(infos) == 1 else
+             f"{len(infos)} runs pooled ({', '.join(f'{i.id} {i.name}' for i in infos)}), labels permuted within each")
+    _print_analysis(result, title=title, styles=styles)
 
 
 def _print_analysis(result: Any, *, title: str, styles: bool = False) -> None:

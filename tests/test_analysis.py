@@ -138,3 +138,46 @@ def test_analyze_command_on_a_recorded_run(tmp_path: Path, capsys: pytest.Captur
     assert main(["report", "--run", "an", "--db", db, "--out", str(page)]) == 0
     html = page.read_text(encoding="utf-8")
     assert 'id="analysis"' in html and 'id="table-analysis"' in html and "Benjamini–Hochberg" in html
+
+
+def _restrata(facts: list, k: int) -> list:
+    from engine.recorded.analysis import SignalFacts
+
+    return [SignalFacts(f.fields, f.style, f.scored, f.ambiguous, f.lost, f.r_multiple, k) for f in facts]
+
+
+def test_pooled_runs_flag_what_predicts_within_runs_not_a_runs_own_loss_rate() -> None:
+    from engine.recorded.analysis import SignalFacts
+
+    rng = np.random.default_rng(11)
+    facts = []
+    for k, base in enumerate((0.35, 0.8)):  # two markets: one loses far more often than the other
+        for f in _facts(700, 20 + k, informative=False):
+            # the market shows in one field (its own quote currency), which predicts nothing within it
+            fields = dict(f.fields) | {"quote": f"Q{k}"}
+            lost = bool(rng.random() < base)
+            facts.append(SignalFacts(fields, f.style, f.scored, f.ambiguous, lost, f.r_multiple, k))
+    pooled = analyze_facts(facts, permutations=499, seed=1)
+    assert "quote" not in pooled.informative("all")  # permuted within each run: the market's rate is no evidence
+    naive = analyze_facts(_restrata(facts, 0), permutations=499, seed=1)
+    assert "quote" in naive.informative("all")  # as one run, the same field looks informative: the test can fail
+    # and a field informative within each run is found pooled, with half the signals per run
+    within = _restrata(_facts(700, 31, informative=True), 0) + _restrata(_facts(700, 32, informative=True), 1)
+    assert analyze_facts(within, permutations=499, seed=1).informative("all") == ["loss_streak"]
+
+
+def test_analyze_command_pools_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    cards = []
+    for name, seed in (("one", 1), ("two", 2)):
+        cfg = tmp_path / f"{name}.yaml"
+        cfg.write_text(f"run: {{name: {name}, db_url: '{db}', seed: {seed}}}\nmarket: {{synthetic: {{bars: 900}}}}\n",
+                       encoding="utf-8")
+        assert main(["paper", "-c", str(cfg), "--json", "--no-progress"]) == 0
+        cards.append(json.loads(capsys.readouterr().out)["scorecard"])
+    assert main(["analyze", "--run", "one", "--run", "two", "--db", db, "--json", "--permutations", "199"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["run"] for r in out["runs"]] == ["one", "two"] and "within each run" in out["method"]
+    assert out["reviewed"] == sum(c["reviewed"] for c in cards)
+    assert main(["analyze", "--run", "one", "--run", "one", "--db", db]) == 2
+    assert "each run may be named once" in capsys.readouterr().err

@@ -38,6 +38,7 @@ __all__ = [
     "SignalFacts",
     "analyze",
     "analyze_facts",
+    "analyze_runs",
     "benjamini_hochberg",
     "facts_of_pack",
     "permutation_chi2",
@@ -60,6 +61,7 @@ class SignalFacts:
     ambiguous: bool  # finished and ambiguous: reported apart
     lost: bool
     r_multiple: float
+    stratum: int = 0  # pooled runs (analyze_runs): which run; labels are permuted within a stratum only
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,7 @@ class Analysis:
     tests: list[FieldTest] = field(default_factory=list)
     run_id: int | None = None
     run: str = ""
+    runs: list[tuple[int, str]] = field(default_factory=list)  # pooled: every run, in stratum order
 
     def informative(self, scope: str = _ALL) -> list[str]:
         return [t.field for t in self.tests if t.scope == scope and t.informative]
@@ -122,8 +125,11 @@ class Analysis:
         return {
             "run_id": self.run_id, "run": self.run, "reviewed": self.reviewed, "scored": self.scored,
             "ambiguous": self.ambiguous, "alpha": self.alpha, "permutations": self.permutations, "seed": self.seed,
-            "method": "chi-square of bucket × lost, p from seeded label permutations, "
-                      "Benjamini–Hochberg q across the fields of each scope; ambiguous outcomes apart",
+            "method": "chi-square of bucket × lost, p from seeded label permutations"
+                      + (" within each run (pooled runs: a run's own loss rate is not evidence about a field)"
+                         if self.runs else "")
+                      + ", Benjamini–Hochberg q across the fields of each scope; ambiguous outcomes apart",
+            **({"runs": [{"run_id": i, "run": n} for i, n in self.runs]} if self.runs else {}),
             "tests": [t.to_dict() for t in self.tests],
             "buckets": {scope: {f: [b.to_dict() for b in bs] for f, bs in fields.items()}
                         for scope, fields in self.buckets.items()},
@@ -219,7 +225,22 @@ def facts_of_pack(pack: Mapping[str, Any], gate_names: Sequence[str], outcome: t
 
 
 def _bin_notes(facts: list[SignalFacts]) -> list[SignalFacts]:
-    """Gate notes with many distinct texts (they carry numbers) → quintiles of their first number in this run."""
+    """Gate notes with many distinct texts (they carry numbers) → quintiles of their first number in this run.
+
+    Pooled runs (several strata): each run's notes are binned on their own (their numbers may be in another
+    unit: a volume in BTC, in USD) and labelled by fifth, so that a bucket means the same in every run."""
+    strata = sorted({x.stratum for x in facts})
+    if len(strata) > 1:
+        out: dict[int, SignalFacts] = {}
+        for k in strata:
+            idx = [i for i, x in enumerate(facts) if x.stratum == k]
+            for i, x in zip(idx, _bin_notes_one([facts[i] for i in idx], by_fifth=True), strict=True):
+                out[i] = x
+        return [out[i] for i in range(len(facts))]
+    return _bin_notes_one(facts)
+
+
+def _bin_notes_one(facts: list[SignalFacts], by_fifth: bool = False) -> list[SignalFacts]:
     gate_fields = sorted({f for x in facts for f in x.fields if f.startswith("gate:")})
     relabel: dict[str, Callable[[str], str]] = {}
     for g in gate_fields:
@@ -232,11 +253,14 @@ def _bin_notes(facts: list[SignalFacts]) -> list[SignalFacts]:
             continue
         cuts = sorted(set(np.quantile(values, [0.2, 0.4, 0.6, 0.8]).tolist()))
 
-        def label(t: str, nums: dict[str, float | None] = nums, cuts: list[float] = cuts) -> str:
+        def label(t: str, nums: dict[str, float | None] = nums, cuts: list[float] = cuts,
+                  by_fifth: bool = by_fifth) -> str:
             v = nums[t]
             if v is None:
                 return "no number"
             i = int(np.searchsorted(cuts, v, side="left"))
+            if by_fifth:
+                return f"fifth {i + 1} of {len(cuts) + 1}"
             lo = "" if i == 0 else f"{cuts[i - 1]:g}"
             hi = "" if i == len(cuts) else f"{cuts[i]:g}"
             return f"≤ {hi}" if not lo else (f"> {lo}" if not hi else f"{lo}–{hi}")
@@ -250,7 +274,7 @@ def _bin_notes(facts: list[SignalFacts]) -> list[SignalFacts]:
         for g, fn in relabel.items():
             if g in fields:
                 fields[g] = fn(fields[g])
-        out.append(SignalFacts(fields, x.style, x.scored, x.ambiguous, x.lost, x.r_multiple))
+        out.append(SignalFacts(fields, x.style, x.scored, x.ambiguous, x.lost, x.r_multiple, x.stratum))
     return out
 
 
@@ -342,8 +366,14 @@ def analyze_facts(facts: Sequence[SignalFacts], *, alpha: float = 0.05, permutat
         lost = np.array([x.lost for x in scored], dtype=bool)
         rng = np.random.default_rng([seed, s_i])
         perms = np.empty((permutations, len(scored)))
+        strata = np.array([x.stratum for x in scored], dtype=np.intp)
+        groups = [np.flatnonzero(strata == k) for k in np.unique(strata)]
         for b in range(permutations):
-            perms[b] = rng.permutation(lost)
+            if len(groups) <= 1:
+                perms[b] = rng.permutation(lost)
+            else:  # pooled runs: each run keeps its own losses; only who lost within it is shuffled
+                for g in groups:
+                    perms[b, g] = rng.permutation(lost[g])
         raw: list[tuple[str, int, float | None, float | None]] = []
         for f in fields:
             labels = [x.fields.get(f, "n/a") for x in scored]
@@ -371,6 +401,36 @@ def analyze(reader: RunReader, run_id: int, *, alpha: float = 0.05, permutations
 
     ``stored``: the run as the caller already read it (``load_stored(..., keep_json=True)``). Raises: StorageError.
     """
+    run = reader.get_run(run_id)
+    out = analyze_facts(_facts(reader, run_id, stored), alpha=alpha, permutations=permutations, seed=seed)
+    out.run_id, out.run = run.id, run.name
+    return out
+
+
+def analyze_runs(reader: RunReader, run_ids: Sequence[int], *, alpha: float = 0.05, permutations: int = 2000,
+                 seed: int = 0) -> Analysis:
+    """The feature analysis of several runs pooled (e.g. one per data set): buckets over every run's reviewed
+    signals, and each field's test with the labels permuted within each run — so a field counts as informative
+    only if it predicts outcomes *within* runs, not because one run's signals both sit in one bucket and lose
+    more (a market's own loss rate is not evidence about a field). One run: ``analyze``."""
+    if len(set(run_ids)) != len(run_ids):
+        raise ValueError(f"runs to pool must differ (got {list(run_ids)})")
+    if len(run_ids) == 1:
+        return analyze(reader, run_ids[0], alpha=alpha, permutations=permutations, seed=seed)
+    facts: list[SignalFacts] = []
+    runs = []
+    for k, rid in enumerate(run_ids):
+        run = reader.get_run(rid)
+        runs.append((run.id, run.name))
+        facts += [SignalFacts(f.fields, f.style, f.scored, f.ambiguous, f.lost, f.r_multiple, k)
+                  for f in _facts(reader, rid, None)]
+    out = analyze_facts(facts, alpha=alpha, permutations=permutations, seed=seed)
+    out.run = " + ".join(name for _, name in runs)
+    out.runs = runs
+    return out
+
+
+def _facts(reader: RunReader, run_id: int, stored: StoredRun | None) -> list[SignalFacts]:
     from engine.recorded.stored import load_stored
 
     run = reader.get_run(run_id)
@@ -384,7 +444,4 @@ def analyze(reader: RunReader, run_id: int, *, alpha: float = 0.05, permutations
     gate_names = [str(g.get("kind", f"gate{i + 1}")) for i, g in enumerate(gates) if isinstance(g, dict)]
     packs = [json.loads(p.json) for p in stored.packs]
     categories = sorted({str(n["category"]) for d in packs for n in d.get("news", ())})
-    facts = [facts_of_pack(d, gate_names, shadow.get(d["signal"]["id"]), categories) for d in packs]
-    out = analyze_facts(facts, alpha=alpha, permutations=permutations, seed=seed)
-    out.run_id, out.run = run.id, run.name
-    return out
+    return [facts_of_pack(d, gate_names, shadow.get(d["signal"]["id"]), categories) for d in packs]
