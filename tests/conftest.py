@@ -239,6 +239,53 @@ def default_config() -> Config:
     return make_config()
 
 
+def step_all(pipe: Any, slices: Iterable[Sequence[Bar]], equity: float, at_ms: int | None = 0) -> list[Any]:
+    """Every slice through ``pipe.step`` and then ``finish`` (a replay's records, in memory, nothing written);
+    the ledger opens first with ``equity`` at ``at_ms`` (None: at the first bar's open, as ``run_replay``).
+    Closes the pipeline."""
+    out: list[Any] = []
+    try:
+        if at_ms is not None:
+            pipe.open_ledger(equity, at_ms)
+        for bars in slices:
+            if at_ms is None and not out:
+                pipe.open_ledger(equity, bars[0].open_ms)
+            out.append(pipe.step(bars))
+        end = pipe.finish()
+        if end is not None:
+            out.append(end)
+    finally:
+        pipe.close()
+    return out
+
+
+class InterruptedFeed:
+    """A feed wrapper that raises KeyboardInterrupt after n slices (a Ctrl-C mid-run)."""
+
+    def __init__(self, feed: Any, n: int) -> None:
+        self.feed, self.n = feed, n
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.feed, name)
+
+    def slices(self) -> Iterator[Any]:
+        for i, s in enumerate(self.feed.slices()):
+            if i == self.n:
+                raise KeyboardInterrupt
+            yield s
+
+
+def stored_ledger(db_url: str, run_id: int) -> tuple[list[Any], Any, dict[str, int]]:
+    """A recorded run's fills, its run row and its table counts."""
+    from storage import open_storage
+
+    store = open_storage(db_url)
+    try:
+        return store.recorder(run_id).load_fills(), store.get_run(run_id), store.table_counts(run_id)
+    finally:
+        store.close()
+
+
 def record_digest(records: Iterable[Any]) -> str:
     """SHA-256 over everything a run recorded except wall-clock measurements (verdict latencies)."""
     h = hashlib.sha256()

@@ -16,7 +16,7 @@ import pytest
 from engine.app import build_feed, build_pipeline
 from engine.config import load_config
 from engine.types import RegimeTag, SliceRecord
-from tests.conftest import record_digest
+from tests.conftest import record_digest, step_all
 
 MARKET = Path(__file__).resolve().parents[2] / "shared" / "data" / "market"
 SLICES = 5_000  # past the regime's 2,017-close warm-up on every set, and a minute or less per case
@@ -52,13 +52,7 @@ def _linked(files: Path, d: Path, tf: str, symbols: list[str]) -> None:
 def _records(loaded, preload: bool) -> list[SliceRecord]:  # type: ignore[no-untyped-def]
     feed = build_feed(loaded)
     pipe = build_pipeline(loaded, feed=feed, preload=preload)
-    pipe.open_ledger(loaded.config.execution.starting_equity, 0)
-    try:
-        out = [pipe.step(bars) for bars in itertools.islice(feed.slices(), SLICES)]
-        end = pipe.finish()
-        return out + ([end] if end is not None else [])
-    finally:
-        pipe.close()
+    return step_all(pipe, itertools.islice(feed.slices(), SLICES), loaded.config.execution.starting_equity)
 
 
 @pytest.mark.slow

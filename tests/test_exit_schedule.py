@@ -19,7 +19,7 @@ from engine.core.fills import ExitSeries, check_exit, first_exit
 from engine.core.portfolio import Portfolio
 from engine.drivers.replay import fills_fingerprint
 from engine.types import Bar, Outcome, Side, SliceRecord
-from tests.conftest import T0, TF, accept, exec_config, make_signal, record_digest
+from tests.conftest import T0, TF, accept, exec_config, make_signal, record_digest, step_all
 
 MARKET = Path(__file__).resolve().parents[2] / "shared" / "data" / "market"
 SYMS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
@@ -198,17 +198,7 @@ def _records(loaded, *, preload: bool, schedule: bool) -> list[SliceRecord]:  # 
     pipe = build_pipeline(loaded, feed=feed, preload=False)
     if preload:
         pipe.preload(feed.arrays(), schedule_exits=schedule)
-    pipe.open_ledger(loaded.config.execution.starting_equity, 0)
-    out: list[SliceRecord] = []
-    try:
-        for bars in feed.slices():
-            out.append(pipe.step(bars))
-        end = pipe.finish()
-        if end is not None:
-            out.append(end)
-    finally:
-        pipe.close()
-    return out
+    return step_all(pipe, feed.slices(), loaded.config.execution.starting_equity)
 
 
 @pytest.mark.parametrize("extra", [

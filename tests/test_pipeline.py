@@ -11,7 +11,7 @@ from engine.config import load_config
 from engine.drivers.replay import Replay, fills_fingerprint
 from engine.recorded.scorecard import run_scorecard
 from engine.types import Action, FillKind, SliceRecord, VerdictKind
-from tests.conftest import record_digest
+from tests.conftest import record_digest, step_all
 
 MARKET = Path(__file__).resolve().parents[2] / "shared" / "data" / "market"
 
@@ -25,22 +25,7 @@ def _loaded(tmp_path: Path, bars: int = 1500, **extra):
 
 def _replay_in_memory(loaded) -> list[SliceRecord]:
     feed = build_feed(loaded)
-    pipe = build_pipeline(loaded, feed=feed)
-    records: list[SliceRecord] = []
-    first = True
-    slices = feed.slices()
-    try:
-        for bars in slices:
-            if first:
-                pipe.open_ledger(loaded.config.execution.starting_equity, bars[0].open_ms)
-                first = False
-            records.append(pipe.step(bars))
-        end = pipe.finish()
-        if end is not None:
-            records.append(end)
-    finally:
-        pipe.close()
-    return records
+    return step_all(build_pipeline(loaded, feed=feed), feed.slices(), loaded.config.execution.starting_equity, None)
 
 
 def test_same_config_and_seed_give_the_same_run_bit_for_bit(tmp_path: Path) -> None:

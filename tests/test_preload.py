@@ -17,7 +17,7 @@ from engine.types import Bar, SliceRecord
 from strategies.donchian import DonchianBreakout
 from strategies.rsi_reversion import RsiReversion
 from strategies.sma_cross import SmaCross
-from tests.conftest import SYM, TF, bars_from_closes, random_bars, record_digest
+from tests.conftest import SYM, TF, bars_from_closes, random_bars, record_digest, step_all
 
 INDICATORS = [("sma", 1), ("sma", 7), ("sma", 48), ("ema", 5), ("ema", 30), ("atr", 14), ("atr", 2), ("rsi", 14),
               ("rsi", 3), ("highest", 48), ("lowest", 20), ("highest", 1)]
@@ -138,18 +138,8 @@ def test_candidates_never_miss_a_bar_where_evaluate_fires(strategy, seed: int) -
 def _records(loaded, preload: bool) -> list[SliceRecord]:  # type: ignore[no-untyped-def]
     feed = build_feed(loaded)
     pipe = build_pipeline(loaded, feed=feed, preload=preload)
-    pipe.open_ledger(loaded.config.execution.starting_equity, 0)
-    out: list[SliceRecord] = []
-    try:
-        for bars in feed.slices():
-            out.append(pipe.step(bars))
-        end = pipe.finish()
-        if end is not None:
-            out.append(end)
-    finally:
-        pipe.close()
     assert pipe.market.histories[loaded.config.market.symbols[0]].preloaded is preload
-    return out
+    return step_all(pipe, feed.slices(), loaded.config.execution.starting_equity)
 
 
 @pytest.mark.parametrize("extra", [

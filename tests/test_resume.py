@@ -10,6 +10,7 @@ from engine.app import build_feed, run_replay
 from engine.config import load_config
 from engine.drivers.replay import fills_fingerprint
 from engine.errors import ConfigError, StorageError
+from tests.conftest import InterruptedFeed, stored_ledger
 
 
 def _loaded(tmp_path: Path, name: str, bars: int = 900, **extra):
@@ -19,52 +20,25 @@ def _loaded(tmp_path: Path, name: str, bars: int = 900, **extra):
     return load_config(overrides=over)
 
 
-class _Interrupt:
-    """A feed wrapper that raises KeyboardInterrupt after n slices (a Ctrl-C mid-run)."""
-
-    def __init__(self, feed, n: int) -> None:  # type: ignore[no-untyped-def]
-        self.feed, self.n = feed, n
-
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
-        return getattr(self.feed, name)
-
-    def slices(self):  # type: ignore[no-untyped-def]
-        for i, s in enumerate(self.feed.slices()):
-            if i == self.n:
-                raise KeyboardInterrupt
-            yield s
-
-
-def _ledger(db_url: str, run_id: int):  # type: ignore[no-untyped-def]
-    from storage import open_storage
-
-    store = open_storage(db_url)
-    try:
-        rec = store.recorder(run_id)
-        return rec.load_fills(), store.get_run(run_id), store.table_counts(run_id)
-    finally:
-        store.close()
-
-
 @pytest.mark.parametrize("cut", [1, 137, 512])
 def test_interrupted_run_resumes_to_the_same_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cut: int) -> None:
     whole = _loaded(tmp_path, "whole")
     ref = run_replay(whole)
-    ref_fills, _, ref_counts = _ledger(whole.config.run.db_url, ref.run_id)
+    ref_fills, _, ref_counts = stored_ledger(whole.config.run.db_url, ref.run_id)
 
     part = _loaded(tmp_path, "part")
     import engine.app as app
 
     real = app.build_feed
-    monkeypatch.setattr(app, "build_feed", lambda loaded: _Interrupt(real(loaded), cut))
+    monkeypatch.setattr(app, "build_feed", lambda loaded: InterruptedFeed(real(loaded), cut))
     with pytest.raises(KeyboardInterrupt):
         run_replay(part)
     monkeypatch.setattr(app, "build_feed", real)
-    fills, info, _ = _ledger(part.config.run.db_url, 1)
+    fills, info, _ = stored_ledger(part.config.run.db_url, 1)
     assert info.status == "stopped"
     res = run_replay(part)  # resumes run 1
     assert res.run_id == 1
-    fills, info, counts = _ledger(part.config.run.db_url, 1)
+    fills, info, counts = stored_ledger(part.config.run.db_url, 1)
     assert info.status == "finished"
     assert fills_fingerprint(fills) == fills_fingerprint(ref_fills)
     assert counts == ref_counts  # nothing lost, nothing doubled, in every table
@@ -75,7 +49,7 @@ def test_resume_refuses_a_changed_config(tmp_path: Path, monkeypatch: pytest.Mon
     import engine.app as app
 
     real = app.build_feed
-    monkeypatch.setattr(app, "build_feed", lambda loaded: _Interrupt(real(loaded), 300))
+    monkeypatch.setattr(app, "build_feed", lambda loaded: InterruptedFeed(real(loaded), 300))
     with pytest.raises(KeyboardInterrupt):
         run_replay(part)
     monkeypatch.setattr(app, "build_feed", real)
@@ -90,7 +64,7 @@ def test_resume_detects_a_ledger_that_cannot_be_reproduced(tmp_path: Path, monke
     import engine.app as app
 
     real = app.build_feed
-    monkeypatch.setattr(app, "build_feed", lambda loaded: _Interrupt(real(loaded), 700))
+    monkeypatch.setattr(app, "build_feed", lambda loaded: InterruptedFeed(real(loaded), 700))
     with pytest.raises(KeyboardInterrupt):
         run_replay(part)
     monkeypatch.setattr(app, "build_feed", real)

@@ -12,7 +12,7 @@ from engine.app import build_feed, build_pipeline, run_replay
 from engine.config import load_config
 from engine.drivers.replay import fills_fingerprint
 from engine.types import Action, SliceRecord
-from tests.conftest import record_digest
+from tests.conftest import InterruptedFeed, record_digest, step_all, stored_ledger
 
 BARS = 1500
 
@@ -34,19 +34,7 @@ def _loaded(tmp_path: Path, after_veto_bars: int, name: str = "demo", **extra: A
 
 def _records(loaded) -> list[SliceRecord]:  # type: ignore[no-untyped-def]
     feed = build_feed(loaded)
-    pipe = build_pipeline(loaded, feed=feed)
-    out: list[SliceRecord] = []
-    try:
-        for i, bars in enumerate(feed.slices()):
-            if i == 0:
-                pipe.open_ledger(loaded.config.execution.starting_equity, bars[0].open_ms)
-            out.append(pipe.step(bars))
-        end = pipe.finish()
-        if end is not None:
-            out.append(end)
-    finally:
-        pipe.close()
-    return out
+    return step_all(build_pipeline(loaded, feed=feed), feed.slices(), loaded.config.execution.starting_equity, None)
 
 
 def _vetoes(records: list[SliceRecord]) -> dict[tuple[str, str], list[int]]:
@@ -114,32 +102,6 @@ def test_same_config_and_seed_give_the_same_run_with_veto_cooldowns(tmp_path: Pa
     assert record_digest(a) == record_digest(b)
 
 
-class _Interrupt:
-    """A feed wrapper that raises KeyboardInterrupt after n slices (a Ctrl-C mid-run)."""
-
-    def __init__(self, feed, n: int) -> None:  # type: ignore[no-untyped-def]
-        self.feed, self.n = feed, n
-
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
-        return getattr(self.feed, name)
-
-    def slices(self):  # type: ignore[no-untyped-def]
-        for i, s in enumerate(self.feed.slices()):
-            if i == self.n:
-                raise KeyboardInterrupt
-            yield s
-
-
-def _stored(db_url: str, run_id: int):  # type: ignore[no-untyped-def]
-    from storage import open_storage
-
-    store = open_storage(db_url)
-    try:
-        return store.recorder(run_id).load_fills(), store.table_counts(run_id)
-    finally:
-        store.close()
-
-
 def test_an_interrupted_run_resumes_with_its_veto_cooldowns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     whole = _loaded(tmp_path, 48, name="whole")
     recs = _records(whole)
@@ -152,14 +114,14 @@ def test_an_interrupted_run_resumes_with_its_veto_cooldowns(tmp_path: Path, monk
     assert held.created_ms - veto_ms >= 2 * tf
     cut = next(i for i, r in enumerate(recs) if r.close_ms > veto_ms)  # the slice after the veto's
     ref = run_replay(whole)
-    ref_fills, ref_counts = _stored(whole.config.run.db_url, ref.run_id)
+    ref_fills, _, ref_counts = stored_ledger(whole.config.run.db_url, ref.run_id)
 
     part = _loaded(tmp_path, 48, name="part")
     import engine.app as app
     from engine.drivers.replay import Replay
 
     real = app.build_feed
-    monkeypatch.setattr(app, "build_feed", lambda loaded: _Interrupt(real(loaded), cut))
+    monkeypatch.setattr(app, "build_feed", lambda loaded: InterruptedFeed(real(loaded), cut))
     monkeypatch.setattr(Replay, "BATCH_SECONDS", 0.0)  # every slice its own batch: the run stops right at the cut
     with pytest.raises(KeyboardInterrupt):
         run_replay(part)
@@ -173,6 +135,6 @@ def test_an_interrupted_run_resumes_with_its_veto_cooldowns(tmp_path: Path, monk
         store.close()
     res = run_replay(part)  # resumes run 1: the vetoes before the cut hold their setups after it
     assert res.run_id == 1
-    fills, counts = _stored(part.config.run.db_url, 1)
+    fills, _, counts = stored_ledger(part.config.run.db_url, 1)
     assert fills_fingerprint(fills) == fills_fingerprint(ref_fills)
     assert counts == ref_counts
