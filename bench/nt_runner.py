@@ -4,11 +4,15 @@ Usage: python bench/nt_runner.py BARS.npz [TRADES.json] → one JSON line (secon
 conversion and import time apart, bars, trades, digest). nautilus_trader is installed only for the benchmark,
 into bench/.venv-nt; none of its code is in tradevet.
 
-One BacktestEngine, one simulated venue (netting, margin account, 1e9 USDT per symbol), the 10 symbols as spot
-pairs with a 10 bps maker and taker fee, the bars fed as nautilus trade Bars stamped at their close. The
-strategy decides at a bar's close with tradevet's indicators (bench/indicators.py: the rolling SMA, Wilder's
-ATR seeded with the mean of the first 14 true ranges) and, when flat on that symbol, submits a bracket: a
-market entry with a stop-market at close ∓ 2 ATR and a limit at close ± 4 ATR (one cancels the other).
+One BacktestEngine, one simulated venue (margin account, 1e9 USDT per symbol), the 10 symbols as spot pairs
+with a 10 bps maker and taker fee, the bars fed as nautilus trade Bars stamped at their close, with an
+unlimited volume (nautilus fills against a bar's volume; tradevet's fills are not volume-limited). The venue
+is a hedging one (a position id per entry): the strategy holds one position per symbol itself, and a netting
+venue keeps one Position per symbol across all its trades, which makes each new trade slower than the last
+(10 × 30k bars: 31 s netting, 12 s hedging, the same trades). The strategy decides at a bar's close with
+tradevet's indicators (bench/indicators.py: the rolling SMA, Wilder's ATR seeded with the mean of the first 14
+true ranges) and, when flat on that symbol, submits a bracket: a market entry with a stop-market at close ∓ 2
+ATR and a limit at close ± 4 ATR (one cancels the other).
 
 Where nautilus's fill model differs from tradevet's, by construction:
 - a market order sent at a bar's close fills at that close (there is no "next open" event), stamped at the
@@ -17,6 +21,8 @@ Where nautilus's fill model differs from tradevet's, by construction:
 - a bar is replayed as open → high → low → close, so on a bar that touches both the stop and the target a
   long's target fills first (tradevet assumes the stop); the trade list is the same (same exit bar), the
   exit price is not;
+- prices are nautilus fixed-point values (12 decimals here): bars, stops and targets are rounded to them,
+  which can only matter where a float price and a stop are within 1e-12 of each other;
 - an entry sent at the last bar's close fills there; tradevet has no next open to fill it at, so those
   entries are left out of the trade list (counted in ``final_close_entries``).
 """
@@ -141,7 +147,7 @@ def build(data):
     columns = {s: {k: np.asarray(data[f"{s}_{k}"]) for k in ("open", "high", "low", "close", "volume",
                                                             "open_ms", "close_ms")} for s in symbols}
     engine = BacktestEngine(BacktestEngineConfig(logging=LoggingConfig(log_level="ERROR"), run_analysis=False))
-    engine.add_venue(venue=VENUE, oms_type=OmsType.NETTING, account_type=AccountType.MARGIN,
+    engine.add_venue(venue=VENUE, oms_type=OmsType.HEDGING, account_type=AccountType.MARGIN,
                      base_currency=Currency.from_str("USDT"),
                      starting_balances=[Money(EQUITY * len(symbols), Currency.from_str("USDT"))],
                      default_leverage=Decimal(1))
