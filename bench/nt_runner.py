@@ -1,8 +1,8 @@
 """nautilus_trader side of the comparison: the same SMA cross on the same bars, event-driven (run in its own venv).
 
 Usage: python bench/nt_runner.py BARS.npz [TRADES.json] → one JSON line (seconds warm and first run, data
-conversion and import time apart, bars, trades, digest). nautilus_trader is installed only for the benchmark,
-into bench/.venv-nt; none of its code is in tradevet.
+conversion and import time apart, bars, trades, digest); TRADES.json gets its trade list, with prices.
+nautilus_trader is installed only for the benchmark, into bench/.venv-nt; none of its code is in tradevet.
 
 One BacktestEngine, one simulated venue (margin account, 1e9 USDT per symbol), the 10 symbols as spot pairs
 with a 10 bps maker and taker fee, the bars fed as nautilus trade Bars stamped at their close, with an
@@ -122,7 +122,8 @@ class SmaCross(Strategy):
 
     def on_position_closed(self, event):
         st = self._state[event.instrument_id]
-        self.trades.append((st[5], event.ts_opened, event.entry, event.ts_closed))
+        self.trades.append((st[5], event.ts_opened, event.entry, event.ts_closed, event.avg_px_open,
+                            event.avg_px_close))
 
     def on_reset(self):
         self.trades, self.gap_entries = [], []
@@ -170,14 +171,15 @@ def build(data):
 
 
 def trade_rows(engine, strategy, columns):
-    """(symbol, entry bar's open, side, exit bar's open) per trade: nautilus stamps an entry at the signal bar's
-    close (the next bar's open) and an exit at the close of the bar it happened in; a position still open at
-    the end is marked out at the last bar, as tradevet does."""
+    """(symbol, entry bar's open, side, exit bar's open, entry price, exit price) per trade — the first four are
+    the compared trade list: nautilus stamps an entry at the signal bar's close (the next bar's open) and an
+    exit at the close of the bar it happened in; a position still open at the end is marked out at the last
+    bar's close, as tradevet does."""
     rows, final = [], 0
-    for symbol, opened_ns, entry, closed_ns in strategy.trades:
+    for symbol, opened_ns, entry, closed_ns, px_open, px_close in strategy.trades:
         tf = int(columns[symbol]["close_ms"][0] - columns[symbol]["open_ms"][0])
         rows.append((symbol, opened_ns // 10**6, "long" if entry == OrderSide.BUY else "short",
-                     closed_ns // 10**6 - tf))
+                     closed_ns // 10**6 - tf, px_open, px_close))
     for symbol, inst in strategy.instruments.items():
         last_close = int(columns[symbol]["close_ms"][-1])
         for pos in engine.cache.positions_open(instrument_id=inst.id):
@@ -185,7 +187,7 @@ def trade_rows(engine, strategy, columns):
                 final += 1
                 continue
             rows.append((symbol, pos.ts_opened // 10**6, "long" if pos.entry == OrderSide.BUY else "short",
-                         int(columns[symbol]["open_ms"][-1])))
+                         int(columns[symbol]["open_ms"][-1]), pos.avg_px_open, float(columns[symbol]["close"][-1])))
     return rows, final
 
 
@@ -210,9 +212,10 @@ def main(path):
     print(json.dumps({"seconds": warm, "seconds_first_run": first, "convert_s": convert, "import_s": IMPORT_S,
                       "seconds_cold": IMPORT_S + convert + first, "bars": bars, "trades": len(rows),
                       "final_close_entries": final, "gap_entries": len(strategy.gap_entries),
-                      "first_gap_entry": min(strategy.gap_entries, default=None), "digest": digest(rows),
+                      "first_gap_entry": min(strategy.gap_entries, default=None),
+                      "digest": digest(r[:4] for r in rows),
                       "version": nautilus_version,
-                      "same_on_rerun": digest(rows_first) == digest(rows)}))
+                      "same_on_rerun": rows_first == rows}))
 
 
 if __name__ == "__main__":
