@@ -105,7 +105,10 @@ def _nautilus_rows(nt: dict[str, Any], sm: dict[str, Any]) -> list[tuple[str, st
         note = nt["error"]
     else:
         note = (f"{nt.get('version', '?')}; {fmt(nt.get('trades'))} trades, "
-                + ("trade for trade" if same else _nt_difference(nt, sm))
+                + (("trade for trade" + (f" ({nt['entries_at_another_price']} entries filled at the signal close, "
+                                         "not the gapped next open: prices differ, trades do not)"
+                                         if nt.get("entries_at_another_price") else ""))
+                   if same else _nt_difference(nt, sm))
                 + f"; conversion {fmt(nt.get('convert_s'), ' s', 1)}"
                 + (f"; venv installed in {nt['install_s']:.0f} s" if nt.get("install_s") else ""))
     rows = [("SMA cross, nautilus_trader (warm · cold incl. conversion)",

@@ -74,7 +74,7 @@ class SmaCross(Strategy):
     def __init__(self, config, columns, instruments):
         super().__init__(config)
         self.columns, self.instruments = columns, instruments
-        self.trades, self.gap_entries = [], []
+        self.trades, self.gap_entries, self.moved_entries = [], [], 0
         self._state = {}
 
     def on_start(self):
@@ -97,9 +97,11 @@ class SmaCross(Strategy):
             with np.errstate(invalid="ignore"):
                 refused = (((side > 0) & ((nxt <= stop) | (nxt >= target)))
                            | ((side < 0) & ((nxt >= stop) | (nxt <= target))))
-            # [instrument, bar index, side per bar, closes, distances, symbol, refused, bar opens]
+            # the entries nautilus fills at another price than tradevet: the next bar opens away from this close
+            moved = nxt != c["close"]
+            # [instrument, bar index, side per bar, closes, distances, symbol, refused, bar opens, moved]
             self._state[inst.id] = [inst, 0, side.tolist(), c["close"].tolist(), d.tolist(), symbol,
-                                    refused.tolist(), c["open_ms"]]
+                                    refused.tolist(), c["open_ms"], moved.tolist()]
             bar_type = BarType.from_str(f"{inst.id}-5-MINUTE-LAST-EXTERNAL")
             self.subscribe_bars(bar_type)
 
@@ -113,6 +115,8 @@ class SmaCross(Strategy):
         inst, c, d = st[0], st[3][i], st[4][i]
         if st[6][i]:
             self.gap_entries.append((st[5], int(st[7][i + 1])))
+        elif st[8][i] and i + 1 < len(st[8]):
+            self.moved_entries += 1
         order = self.order_factory.bracket(
             instrument_id=inst.id, order_side=OrderSide.BUY if sign > 0 else OrderSide.SELL,
             quantity=inst.make_qty(EQUITY * SIZE / c),
@@ -126,7 +130,7 @@ class SmaCross(Strategy):
                             event.avg_px_close))
 
     def on_reset(self):
-        self.trades, self.gap_entries = [], []
+        self.trades, self.gap_entries, self.moved_entries = [], [], 0
 
 
 def instrument(symbol):
@@ -213,6 +217,7 @@ def main(path):
                       "seconds_cold": IMPORT_S + convert + first, "bars": bars, "trades": len(rows),
                       "final_close_entries": final, "gap_entries": len(strategy.gap_entries),
                       "first_gap_entry": min(strategy.gap_entries, default=None),
+                      "entries_at_another_price": strategy.moved_entries,
                       "digest": digest(r[:4] for r in rows),
                       "version": nautilus_version,
                       "same_on_rerun": rows_first == rows}))

@@ -30,6 +30,9 @@ def test_same_trades_give_trade_for_trade_and_a_ratio() -> None:
     assert value == "2,000 bars/s · 500 bars/s"
     assert "trade for trade" in note and "1.2.3" in note
     assert rows[1][1] == "2.00"
+    assert "entries filled at the signal close" not in note
+    moved = bench_main._nautilus_rows(nt_result(entries_at_another_price=7), TRADEVET)[0][4]
+    assert "trade for trade (7 entries filled at the signal close, not the gapped next open" in moved
 
 
 def test_different_trades_give_no_ratio_and_name_the_gap_entries() -> None:
@@ -99,3 +102,8 @@ def test_nautilus_trades_are_tradevets(tmp_path: Path) -> None:
     assert out["digest"] == digest(tuple(r[:4]) for r in json.loads(trades_json.read_text()))
     assert out["digest"] == trade_digest(fills, loaded.config.market.timeframe_ms)
     assert out["same_on_rerun"] is True
+    # nautilus's entries fill at the signal bar's close: where the next bar opened away from it, only the price
+    # differs from tradevet's entry
+    entry_px = {(f.symbol, f.filled_ms): f.fill_price for f in fills if f.kind.value == "entry"}
+    moved = sum(1 for r in json.loads(trades_json.read_text()) if r[4] != pytest.approx(entry_px[(r[0], r[1])]))
+    assert moved == out["entries_at_another_price"]
