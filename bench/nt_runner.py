@@ -16,11 +16,14 @@ ATR and a limit at close ± 4 ATR (one cancels the other).
 
 Where nautilus's fill model differs from tradevet's, by construction:
 - a market order sent at a bar's close fills at that close (there is no "next open" event), stamped at the
-  bar's close: the next bar's open time. The entry price differs where the next bar opens with a gap, and
-  tradevet's rule "no entry when the next open is already beyond the stop or target" cannot be expressed;
+  bar's close: the next bar's open time. The entry price differs where the next bar opens with a gap (225 of
+  20,804 entries at full scale: ``entries_at_another_price``), and tradevet's rule "no entry when the next
+  open is already beyond the stop or target" cannot be expressed (``gap_entries``: none on these bars);
 - a bar is replayed as open → high → low → close, so on a bar that touches both the stop and the target a
-  long's target fills first (tradevet assumes the stop); the trade list is the same (same exit bar), the
-  exit price is not;
+  long's target fills first (tradevet assumes the stop): the same exit bar, another exit price (no exit of the
+  synthetic set is on such a bar: the stop and target are 6 ATR apart);
+- a stop or target the bar opened beyond fills at the stop's trigger or the limit's price, where tradevet
+  fills at the open (2 exits of 20,804 at full scale);
 - prices are nautilus fixed-point values (12 decimals here): bars, stops and targets are rounded to them,
   which can only matter where a float price and a stop are within 1e-12 of each other;
 - an entry sent at the last bar's close fills there; tradevet has no next open to fill it at, so those
