@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,19 +37,37 @@ def run_case(name: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     return out
 
 
-def _side_engine(npz: Path, venv_name: str, package: str, runner: str) -> dict[str, Any]:
-    """Another engine on the same bars, installed only for the benchmark into its own venv under bench/."""
+def _side_engine(npz: Path, venv_name: str, package: str, runner: str, python: str = sys.executable,
+                 install_errors: bool = False) -> dict[str, Any]:
+    """Another engine on the same bars, installed only for the benchmark into its own venv under bench/.
+
+    ``install_errors``: a failed install gives a row with the error (and no venv left behind) instead of a crash.
+    """
     venv = HERE / venv_name
     py = venv / "bin" / "python"
+    install_s = None
     if not py.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", package],
-                       check=True)
+        t = time.perf_counter()
+        steps = ([python, "-m", "venv", str(venv)],
+                 [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", package])
+        for step in steps:
+            try:
+                done = subprocess.run(step, capture_output=install_errors, text=True, check=not install_errors)
+            except OSError as e:  # the interpreter asked for is not there
+                done = subprocess.CompletedProcess(step, 1, "", str(e))
+            if done.returncode != 0:
+                shutil.rmtree(venv, ignore_errors=True)
+                lines = [ln for ln in (done.stderr or "").strip().splitlines() if not ln.startswith("WARNING")]
+                return {"error": f"{package} could not be installed into bench/{venv_name}: "
+                                 + (lines[-1] if lines else f"exit {done.returncode}")}
+        install_s = time.perf_counter() - t
     done = subprocess.run([str(py), str(HERE / runner), str(npz)], capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+        return {"error": (done.stderr.strip().splitlines() or [f"failed (exit {done.returncode})"])[-1]}
     out = json.loads(done.stdout.strip().splitlines()[-1])
     out["bars_per_s"] = out["bars"] / out["seconds"]
+    if install_s is not None:
+        out["install_s"] = install_s
     return out
 
 
@@ -58,6 +77,46 @@ def backtesting_py(npz: Path) -> dict[str, Any]:
 
 def vectorbt(npz: Path) -> dict[str, Any]:
     return _side_engine(npz, ".venv-vbt", "vectorbt", "vbt_runner.py")
+
+
+def nautilus_trader(npz: Path) -> dict[str, Any]:
+    """nautilus_trader in bench/.venv-nt. Its newest releases need Python >= 3.12: ``BENCH_NT_PYTHON`` names
+    the interpreter the venv is made with (default: this one; pip then picks the newest release it supports)."""
+    return _side_engine(npz, ".venv-nt", "nautilus_trader", "nt_runner.py",
+                        python=os.environ.get("BENCH_NT_PYTHON") or sys.executable, install_errors=True)
+
+
+def _nt_difference(nt: dict[str, Any], sm: dict[str, Any]) -> str:
+    """Why nautilus_trader's trade list is not tradevet's, as far as its runner could tell (bench/nt_runner.py)."""
+    head = f"TRADES DIFFER ({fmt(nt.get('trades'))} vs tradevet's {fmt(sm.get('trades'))}), no ratio: "
+    if nt.get("gap_entries"):
+        symbol, at_ms = nt["first_gap_entry"]
+        return head + (f"{nt['gap_entries']} entries filled at the signal bar's close where the next open is "
+                       f"already beyond the stop or target (tradevet refuses them; first {symbol} at {at_ms})")
+    return head + ("not the known gap-entry case; compare the trade lists "
+                   "(bench/nt_runner.py BARS.npz TRADES.json)")
+
+
+def _nautilus_rows(nt: dict[str, Any], sm: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """nautilus_trader's rows: warm and cold bars/s, trades, and a time ratio only when its trades are tradevet's."""
+    same = bool(nt.get("digest")) and nt.get("digest") == sm.get("digest")
+    cold = nt["bars"] / nt["seconds_cold"] if nt.get("seconds_cold") else None
+    if nt.get("error"):
+        note = nt["error"]
+    else:
+        note = (f"{nt.get('version', '?')}; {fmt(nt.get('trades'))} trades, "
+                + (("trade for trade" + (f" ({nt['entries_at_another_price']} entries filled at the signal close, "
+                                         "not the gapped next open: prices differ, trades do not)"
+                                         if nt.get("entries_at_another_price") else ""))
+                   if same else _nt_difference(nt, sm))
+                + f"; conversion {fmt(nt.get('convert_s'), ' s', 1)}"
+                + (f"; venv installed in {nt['install_s']:.0f} s" if nt.get("install_s") else ""))
+    rows = [("SMA cross, nautilus_trader (warm · cold incl. conversion)",
+             f"{fmt(nt.get('bars_per_s'), ' bars/s')} · {fmt(cold, ' bars/s')}", "", "", note)]
+    if same and sm.get("seconds_in_memory") and nt.get("seconds"):
+        rows.append(("time ratio tradevet / nautilus_trader (in memory)",
+                     f"{sm['seconds_in_memory'] / nt['seconds']:.2f}", "", "", "the same trades"))
+    return rows
 
 
 def fmt(x: Any, unit: str = "", digits: int = 0) -> str:
@@ -83,6 +142,8 @@ def main() -> int:
         results["backtesting_py"] = backtesting_py(npz) if npz.exists() else {"error": "no bars written"}
         print("  running vectorbt (separate venv) …", flush=True)
         results["vectorbt"] = vectorbt(npz) if npz.exists() else {"error": "no bars written"}
+        print("  running nautilus_trader (separate venv) …", flush=True)
+        results["nautilus_trader"] = nautilus_trader(npz) if npz.exists() else {"error": "no bars written"}
 
     rs, ps, rb, cx, rv, bt = (results[k] for k in ("replay_synthetic", "pipeline_synthetic", "replay_bittrex",
                                                     "context", "reviewer", "backtest_cached"))
@@ -144,6 +205,7 @@ def main() -> int:
                  "", vb.get("error") or f"{fmt(vb.get('trades'))} trades, " + (
                      "trade for trade" if vb_same else "not like for like: it checks stops only from the bar "
                      "after the entry bar, so no ratio")))
+    rows.extend(_nautilus_rows(results["nautilus_trader"], sm))
     if same and sm.get("seconds_in_memory") and bp.get("seconds"):
         ratio = sm["seconds_in_memory"] / bp["seconds"]
         rows.append(("time ratio tradevet / backtesting.py (in memory)", f"{ratio:.2f}", "≤ 0.3",
