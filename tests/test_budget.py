@@ -410,13 +410,13 @@ def test_cli_estimate_then_a_confirmation_above_the_threshold(tmp_path: Path, ke
 def test_an_interrupted_run_resumed_the_same_day_keeps_the_tier_skipped(tmp_path: Path, key: None,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     import engine.app as app
-    from tests.test_resume import _Interrupt
+    from tests.conftest import InterruptedFeed
 
     wall = FakeWall()
     real = app.build_feed
     with FakeLLM() as srv:
         loaded = _config(tmp_path, srv, budget={"calls_per_day": 3}, bars=700, cache=False)  # scope: run
-        monkeypatch.setattr(app, "build_feed", lambda loaded: _Interrupt(real(loaded), 450))
+        monkeypatch.setattr(app, "build_feed", lambda loaded: InterruptedFeed(real(loaded), 450))
         with pytest.raises(KeyboardInterrupt):
             run_replay(loaded, wall=wall)
         before = len(srv.requests)
