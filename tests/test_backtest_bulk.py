@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from engine.app import run_backtest
-from engine.config import load_config
+from engine.config import PolicyConfig, load_config
+from engine.core.clamp import clamp
 from engine.errors import StorageError
 from engine.recorded.stored import load_stored
 from engine.types import (
@@ -209,6 +210,39 @@ def test_an_in_memory_database_backtests_from_its_cache(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ backtest
 
 
+def test_the_clamp_once_per_distinct_verdict_decides_as_the_clamp_signal_by_signal() -> None:
+    """``decided_columns`` calls the clamp once per (verdict, confidence, modified size): every action and size
+    is the one the clamp gives that signal, odd values included (bools, -0.0, NaN, strings, unhashables)."""
+    import math
+    import random
+
+    from engine.recorded.backtest import decided_columns
+
+    rng = random.Random(3)
+    odd: list[Any] = [None, True, False, 0, 1, 50, 50.0, -0.0, 0.0, 5.0, 7, 150.0, float("nan"), float("inf"),
+                      "50", [50], 10**400, 0.3, 0.29999999999999993, 0.2]
+    kinds: list[Any] = [*VerdictKind, "veto", "maybe"]
+    signals, verdicts = [], []
+    for i in range(3000):
+        side = Side.LONG if i % 2 else Side.SHORT
+        signals.append(Signal(f"s{i}", "st", "X/USDT", side, 1_000 + i, 100.0, 100.0 - side.sign * 2,
+                              100.0 + side.sign * 4, 0.1, "5m"))
+        verdicts.append(Verdict(rng.choice(kinds), rng.choice([0.9, 0.9, *odd]), modified_size_pct=rng.choice(odd),
+                                modified_sl=rng.choice([None, 99.0, 101.0, "x"])))
+    for policy in (PolicyConfig(), PolicyConfig(min_confidence=0.0, min_size_pct=1, max_size_pct=40)):
+        actions, sizes = decided_columns([_Ref(s) for s in signals], verdicts, policy)
+        want = [clamp(s, v, policy, "active") for s, v in zip(signals, verdicts, strict=True)]
+        assert actions == [d.action for d in want]
+        assert [math.copysign(1, x) for x in sizes] == [math.copysign(1, d.size_pct) for d in want]
+        assert sizes == [d.size_pct for d in want]
+
+
+class _Ref:
+    def __init__(self, signal: Signal) -> None:
+        self.signal = signal
+
+
+
 def test_every_backtest_column_is_the_per_signal_scorecard_of_its_reviews(
         flaky: tuple[str, int, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """The recorded column and each reviewer's, uncached and cached, scored as the old scorer scores them."""
@@ -218,14 +252,15 @@ def test_every_backtest_column_is_the_per_signal_scorecard_of_its_reviews(
     url, run_id, d = flaky
     (d / "llm.yaml").write_text(json.dumps({"reviewer": FLAKY}), encoding="utf-8")  # scripted: fails, falls back
     seen: list[list[ReviewRecord]] = []
-    review_stored = bt.review_stored
+    verdict_columns = bt.verdict_columns
 
-    def spy(*a: Any, **k: Any) -> list[ReviewRecord]:
-        out = review_stored(*a, **k)
-        seen.append(out)
-        return out
+    def spy(packs: Any, verdicts: Any, policy: Any) -> Any:
+        # each column's reviews as the per-signal path makes them: the clamp called signal by signal
+        seen.append([ReviewRecord(p, v, clamp(p.signal, v, policy, "active"), "active")
+                     for p, v in zip(packs, verdicts, strict=True)])
+        return verdict_columns(packs, verdicts, policy)
 
-    monkeypatch.setattr(bt, "review_stored", spy)
+    monkeypatch.setattr(bt, "verdict_columns", spy)
     store = open_storage(url)
     try:
         full = load_stored(store, run_id)

@@ -37,6 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,18 @@ def review_stored(stored: StoredRun, reviewer: Reviewer, policy: PolicyConfig, *
     or, without one, from the JSON the PackRefs kept (``load_stored(keep_json=True)``) — and reviewed.
     """
     packs = stored.reviews.packs
+    with gc_paused() if reviewer.synchronous else contextlib.nullcontext():
+        verdicts = _review_verdicts(stored, reviewer, reader=reader, concurrency=concurrency, progress=progress,
+                                    label=label)
+        # the signal as recorded (exact floats), not as rounded into the pack's canonical JSON
+        return [ReviewRecord(p, v, clamp(p.signal, v, policy, "active"), "active")
+                for p, v in zip(packs, verdicts, strict=True)]
+
+
+def _review_verdicts(stored: StoredRun, reviewer: Reviewer, *, reader: RunReader | None, concurrency: int,
+                     progress: Progress | None, label: str) -> list[Verdict]:
+    """``review_stored``'s verdicts, in pack order (before the clamp)."""
+    packs = stored.reviews.packs
     n = len(packs)
     chunk = max(1, int(concurrency))
     synchronous = reviewer.synchronous
@@ -229,10 +242,54 @@ def review_stored(stored: StoredRun, reviewer: Reviewer, policy: PolicyConfig, *
     # rescan the growing list of verdicts, again and again (0.3-0.6 s of 100,000 reviews). With an event
     # loop it stays on: asyncio makes cycles.
     with gc_paused() if synchronous else contextlib.nullcontext():
-        verdicts = run_all_sync() if synchronous else asyncio.run(run_all())
-        # the signal as recorded (exact floats), not as rounded into the pack's canonical JSON
-        return [ReviewRecord(p, v, clamp(p.signal, v, policy, "active"), "active")
-                for p, v in zip(packs, verdicts, strict=True)]
+        return run_all_sync() if synchronous else asyncio.run(run_all())
+
+
+def _value_key(x: Any) -> tuple[Any, ...]:
+    """A key equal for two values only when the clamp cannot tell them apart (type and, for floats, every bit:
+    ``True`` is not ``1``, ``-0.0`` is not ``0.0``)."""
+    return (type(x), x.hex() if type(x) is float else x)
+
+
+def decided_columns(packs: Sequence[PackRef | ContextPack], verdicts: Sequence[Verdict],
+                    policy: PolicyConfig) -> tuple[list[Any], list[float]]:
+    """Each verdict's clamped decision as scoring reads it — ``clamp(signal, verdict, policy, "active")``'s
+    ``action`` and ``size_pct`` — with the clamp called once per distinct (verdict, confidence, modified size).
+
+    Those three and the policy are all the clamp reads to decide the action and the size (the signal and the
+    modified stop only shape the decision's stop and notes), so equal keys give equal answers; a value that
+    cannot be a key (unhashable) is clamped on its own. ``tests/test_backtest_bulk.py`` checks it against the
+    clamp signal by signal.
+    """
+    seen: dict[tuple[Any, ...], tuple[Any, float]] = {}
+    actions: list[Any] = []
+    sizes: list[float] = []
+    for p, v in zip(packs, verdicts, strict=True):
+        try:
+            key = (_value_key(v.verdict), _value_key(v.confidence), _value_key(v.modified_size_pct))
+            got = seen.get(key)
+        except TypeError:  # unhashable
+            key, got = None, None
+        if got is None:
+            d = clamp(p.signal, v, policy, "active")
+            got = (d.action, d.size_pct)
+            if key is not None:
+                seen[key] = got
+        actions.append(got[0])
+        sizes.append(got[1])
+    return actions, sizes
+
+
+_OF_VERDICT = attrgetter("verdict", "source", "tier", "latency_ms", "input_tokens", "output_tokens", "cached_tokens",
+                         "cost_usd", "attempts")
+
+
+def verdict_columns(packs: Sequence[PackRef | ContextPack], verdicts: Sequence[Verdict],
+                    policy: PolicyConfig) -> VerdictColumns:
+    """``VerdictColumns.of`` the records ``review_stored`` returns, without a Decision or ReviewRecord per signal."""
+    cols = list(zip(*map(_OF_VERDICT, verdicts), strict=True)) or [()] * 9
+    actions, sizes = decided_columns(packs, verdicts, policy)
+    return VerdictColumns(*cols, actions, sizes)
 
 
 # -------------------------------------------------------------------------------------------- result
@@ -450,21 +507,23 @@ def _reviewer_column(reader: RunReader, stored: StoredRun, reviewed: SignalColum
     with gc_paused() if reviewer.synchronous else contextlib.nullcontext():
         t1 = time.perf_counter()
         try:
-            reviews = review_stored(stored, reviewer, loaded.config.policy, reader=reader, concurrency=concurrency,
-                                    progress=progress, label=name)
+            verdicts = _review_verdicts(stored, reviewer, reader=reader, concurrency=concurrency,
+                                        progress=progress, label=name)
         finally:
             prepared.closed = True
             asyncio.run(reviewer.aclose())
             if cache is not None:
                 cache.flush()  # the next identical backtest is served from these
+        with gc_paused():
+            decided = verdict_columns(stored.reviews.packs, verdicts, loaded.config.policy)  # the clamp
         review_s = time.perf_counter() - t1
         t2 = time.perf_counter()
         with gc_paused():
-            card = _score(stored, reviewed, VerdictColumns.of(reviews), window)
+            card = _score(stored, reviewed, decided, window)
         events = [f"{e.subject}: {e.message}" for e in reviewer.drain_events()]
         budgets = reviewer.budget_use()
-        column = BacktestColumn(name, str(path), card, len(reviews), review_s=review_s,
+        column = BacktestColumn(name, str(path), card, len(verdicts), review_s=review_s,
                                 score_s=time.perf_counter() - t2, cache_s=prepared.cache_s, events=events,
                                 warnings=[*warnings, *(w for _, w in loaded.disabled_tiers)], budgets=budgets)
-        del reviews, cache  # freed while the collector is still off
+        del verdicts, decided, cache  # freed while the collector is still off
     return column
