@@ -22,6 +22,8 @@ import json
 import logging
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import fields
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import LargeBinary, Table, and_, bindparam, cast, select
@@ -135,64 +137,109 @@ def checked_packs(storage: Database, conn: Any, run_id: int, keep_json: bool) ->
 
 
 class PackCheck:
-    """``checked_packs`` of a run (without the JSON), done by a child process while this one works on.
+    """``checked_packs`` of a run (without the JSON), done by a child process while this one works on — and, for
+    the (tier, model, prompt version) ``cache_keys`` it was started with, ``cached_verdicts`` of the run, read by
+    the same child once the packs are sent.
 
     Reading and hashing a run's packs is the largest part of a backtest's load (100,000 packs are ~500 MB),
-    and independent of everything else it reads: a backtest starts this first, reads the verdict cache and
-    the other tables meanwhile, and takes the result (``result``) last. A child (``storage.child``) does it for
-    a run of at least ``MIN_PACKS`` packs in a database another process can open (a child costs about half a
-    second to start); otherwise, or when the child ends without an answer (logged), ``result`` does it here.
-    Either way the answer is the same, and so is the StorageError for a pack that does not match its hash.
+    and independent of everything else it reads: a backtest starts this first, reads the other tables
+    meanwhile, and takes the result (``result``) last; the verdict-cache entries (``cached_verdicts``: one join
+    of the run's packs to the cache per key, and the JSON of each distinct entry decoded) follow while it scores
+    the recorded column. A child (``storage.child``) does it for a run of at least ``MIN_PACKS`` packs in a
+    database another process can open (a child costs about half a second to start); otherwise, or when the child
+    ends without an answer (logged), ``result`` and ``cached_verdicts`` do it here. Either way the answers are
+    the same, and so is the StorageError for a pack that does not match its hash.
     """
 
     MIN_PACKS = 20_000
 
-    def __init__(self, storage: Database, run_id: int, child: Any = None) -> None:
+    def __init__(self, storage: Database, run_id: int, child: Any = None,
+                 cache_keys: Sequence[tuple[str, str, str]] = ()) -> None:
         self.storage = storage
         self.run_id = run_id
         self.child = child
+        self.cache_keys = list(dict.fromkeys(cache_keys))
+        self._cached: dict[tuple[str, str, str], dict[str, Verdict]] | None = None
+        self._packs_taken = False
 
     @classmethod
-    def start(cls, storage: Database, run_id: int) -> PackCheck:
+    def start(cls, storage: Database, run_id: int, cache_keys: Sequence[tuple[str, str, str]] = ()) -> PackCheck:
         from sqlalchemy import func
 
         from storage.child import Child, shareable
 
+        keys = list(dict.fromkeys(cache_keys))
         if not shareable(storage):
-            return cls(storage, run_id)
+            return cls(storage, run_id, cache_keys=keys)
         p = _PACKS.c
         with storage.guard(f"cannot count the context packs of run {run_id}"), storage.engine.connect() as conn:
             n = conn.execute(select(func.count()).select_from(_PACKS).where(p.run_id == run_id)).scalar_one()
         if n < cls.MIN_PACKS:
-            return cls(storage, run_id)
+            return cls(storage, run_id, cache_keys=keys)
+        if keys:
+            storage.flush()  # verdicts still buffered in this process are what the child must see in the cache
         url = storage.engine.url.render_as_string(hide_password=False)
         try:
-            return cls(storage, run_id, Child("storage.children:check_packs", url, storage.busy_timeout_ms, run_id))
+            child = Child("storage.children:check_packs", url, storage.busy_timeout_ms, run_id, keys)
         except OSError as e:
             log.warning("%s: cannot start a process to check the context packs (%s): checking them here",
                         storage.url_masked, e)
-            return cls(storage, run_id)
+            return cls(storage, run_id, cache_keys=keys)
+        return cls(storage, run_id, child, keys)
+
+    def _from_child(self, instead: str) -> Any:
+        """The child's next answer, or None when it ended without one (logged; the caller does it here)."""
+        try:
+            kind, value = self.child.recv()
+        except EOFError:
+            log.warning("%s: the process checking the context packs ended with exit code %s: %s",
+                        self.storage.url_masked, self.child.exit_code(), instead)
+            self._end_child()
+            return None
+        if kind != "ok":
+            self._end_child()
+            raise StorageError(value)
+        return value
+
+    def _end_child(self) -> None:
+        child, self.child = self.child, None
+        if child is not None:
+            child.end()
 
     def result(self, conn: Any) -> dict[str, tuple[str, str, float, str]]:
         """signal id → (hash, regime tag, equity, ""), as ``checked_packs``; ``conn`` reads them when the child
         could not. Raises: StorageError."""
-        child, self.child = self.child, None
-        if child is not None:
+        self._packs_taken = True
+        if self.child is not None:
             try:
-                kind, value = child.recv()
-            except EOFError:
-                log.warning("%s: the process checking the context packs ended with exit code %s: checking them "
-                            "here", self.storage.url_masked, child.exit_code())
-            else:
-                if kind != "ok":
-                    raise StorageError(value)
-                return value  # type: ignore[no-any-return]
-            finally:
-                child.end()
+                packs = self._from_child("checking them here")
+            except BaseException:
+                self.close()
+                raise
+            if not self.cache_keys:
+                self._end_child()
+            if packs is not None:
+                return packs  # type: ignore[no-any-return]
         return checked_packs(self.storage, conn, self.run_id, keep_json=False)
 
+    def cached_verdicts(self) -> dict[tuple[str, str, str], dict[str, Verdict]]:
+        """``cached_verdicts`` of the run for the keys the check was started with (after ``result``). Raises:
+        StorageError."""
+        if self.child is not None and not self._packs_taken:
+            raise RuntimeError("PackCheck.cached_verdicts: take the packs (result) first")
+        if self._cached is None:
+            found = None
+            if self.child is not None:
+                try:
+                    found = self._from_child("reading the verdict cache here")
+                finally:
+                    self._end_child()
+            self._cached = (_unpacked(found) if found is not None
+                            else cached_verdicts(self.storage, self.run_id, self.cache_keys))
+        return self._cached
+
     def close(self) -> None:
-        """End the child if ``result`` was not taken (an error on the way). Idempotent."""
+        """End the child if its answers were not taken (an error on the way). Idempotent."""
         child, self.child = self.child, None
         if child is not None:
             child.process.kill()
@@ -303,6 +350,28 @@ def _read_cached(text: str) -> Verdict | None:
             return None
 
 
+def cached_verdict_rows(storage: Database, conn: Any, run_id: int, keys: Sequence[tuple[str, str, str]]
+                        ) -> dict[tuple[str, str, str], dict[str, Verdict]]:
+    """``cached_verdicts`` on an open connection (buffered entries already written)."""
+    c, p = _CACHE.c, _PACKS.c
+    q = (select(c.context_hash, c.verdict)
+         .select_from(_PACKS)
+         .join(_CACHE, and_(c.tier == bindparam("t"), c.model == bindparam("m"), c.prompt_version == bindparam("pv"),
+                            c.context_hash == p.hash))
+         .where(p.run_id == run_id))
+    out: dict[tuple[str, str, str], dict[str, Verdict]] = {}
+    for t, m, pv in dict.fromkeys(keys):
+        found = conn.execute(q, {"t": t, "m": m, "pv": pv}).all()
+        # A verdict is immutable: equal texts (a deterministic tier answers many packs alike) share one.
+        read = {text: _read_cached(text) for text in dict.fromkeys(text for _, text in found)}
+        entries = out[(t, m, pv)] = {}
+        for h, text in found:
+            v = read[text]
+            if v is not None:
+                entries[h] = v
+    return out
+
+
 def cached_verdicts(storage: Database, run_id: int,
                     keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], dict[str, Verdict]]:
     """The verdict-cache entries of (tier, model, prompt version) ``keys`` for the packs of run ``run_id``:
@@ -312,22 +381,36 @@ def cached_verdicts(storage: Database, run_id: int,
     backtest of this run can use and nothing else. Entries still buffered in this process are written
     first. An entry that cannot be read is left out (a miss), as ``SqlVerdictCache.get`` treats it.
     """
-    c, p = _CACHE.c, _PACKS.c
-    q = (select(c.context_hash, c.verdict)
-         .select_from(_PACKS)
-         .join(_CACHE, and_(c.tier == bindparam("t"), c.model == bindparam("m"), c.prompt_version == bindparam("pv"),
-                            c.context_hash == p.hash))
-         .where(p.run_id == run_id))
-    out: dict[tuple[str, str, str], dict[str, Verdict]] = {}
     storage.flush()
     with storage.guard("cannot read the verdict cache"), storage.engine.connect() as conn:
-        for t, m, pv in dict.fromkeys(keys):
-            found = conn.execute(q, {"t": t, "m": m, "pv": pv}).all()
-            # A verdict is immutable: equal texts (a deterministic tier answers many packs alike) share one.
-            read = {text: _read_cached(text) for text in dict.fromkeys(text for _, text in found)}
-            entries = out[(t, m, pv)] = {}
-            for h, text in found:
-                v = read[text]
-                if v is not None:
-                    entries[h] = v
+        return cached_verdict_rows(storage, conn, run_id, keys)
+
+
+_VERDICT_VALUES = attrgetter(*(f.name for f in fields(Verdict)))
+Packed = dict[tuple[str, str, str], tuple[list[str], list[int], list[tuple[Any, ...]]]]
+
+
+def packed(found: dict[tuple[str, str, str], dict[str, Verdict]]) -> Packed:
+    """``cached_verdicts``' answer as plain values for a pipe: per key, the hashes, each one's number among the
+    distinct verdicts, and those verdicts' field values (a pickled dataclass is rebuilt attribute by attribute)."""
+    out: Packed = {}
+    for key, entries in found.items():
+        number: dict[int, int] = {}
+        values: list[tuple[Any, ...]] = []
+        codes: list[int] = []
+        for v in entries.values():
+            i = number.get(id(v))
+            if i is None:
+                i = number[id(v)] = len(values)
+                values.append(_VERDICT_VALUES(v))
+            codes.append(i)
+        out[key] = (list(entries), codes, values)
+    return out
+
+
+def _unpacked(data: Packed) -> dict[tuple[str, str, str], dict[str, Verdict]]:
+    out: dict[tuple[str, str, str], dict[str, Verdict]] = {}
+    for key, (hashes, codes, values) in data.items():
+        verdicts = [Verdict(*v) for v in values]
+        out[key] = dict(zip(hashes, map(verdicts.__getitem__, codes), strict=True))
     return out

@@ -293,8 +293,8 @@ def in_child(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     started: list[Any] = []
     real = bulk.PackCheck.start.__func__  # type: ignore[attr-defined]
 
-    def start(cls: Any, storage: Any, run_id: int) -> Any:
-        check = real(cls, storage, run_id)
+    def start(cls: Any, storage: Any, run_id: int, cache_keys: Any = ()) -> Any:
+        check = real(cls, storage, run_id, cache_keys)
         started.append((check, check.child is not None))
         return check
 
@@ -316,6 +316,40 @@ def test_packs_checked_in_a_child_are_the_packs_checked_here(flaky: tuple[str, i
         assert child.process.returncode == 0 and check.child is None
     assert len(got) == len(here) > 100
     assert got.packs == here.packs
+
+
+def test_verdict_cache_entries_read_by_the_child_are_the_ones_read_here(flaky: tuple[str, int, Path],
+                                                                        in_child: list[Any]) -> None:
+    """The child that checks the packs reads the verdict cache next: the same entries, equal texts still shared."""
+    from storage import bulk, open_storage
+
+    url, run_id, d = flaky
+    with open_storage(url) as store:
+        run_backtest(store, run_id, [d / "strict.yaml"])  # fills the cache for the strict tier
+        keys = list(bulk.cached_verdicts(store, run_id, [("strict", "x", "y")]))  # a key with no entries
+        cascade_keys = sorted({(k[0], k[1], k[2]) for k in _cache_keys(store)})
+        keys = [*cascade_keys, *keys]
+        check = bulk.PackCheck.start(store, run_id, keys)
+        assert in_child[-1] == (check, True)
+        with pytest.raises(RuntimeError, match="result"):
+            check.cached_verdicts()
+        got = bulk.load_reviewed(store, run_id, lean=True, check=check)
+        assert check.child is not None  # still reading the cache
+        from_child = check.cached_verdicts()
+        assert check.child is None and check.cached_verdicts() is from_child
+        here = bulk.cached_verdicts(store, run_id, keys)
+        assert got.packs == bulk.load_reviewed(store, run_id, lean=True).packs
+    assert list(from_child) == list(here) == keys and from_child[("strict", "x", "y")] == {}
+    assert sum(map(len, here.values())) > 100
+    for key in keys:
+        assert from_child[key] == here[key]
+        assert len({id(v) for v in from_child[key].values()}) == len({id(v) for v in here[key].values()})
+
+
+def _cache_keys(store: Any) -> list[tuple[str, str, str]]:
+    with store.engine.connect() as conn:
+        return [tuple(r) for r in conn.exec_driver_sql(
+            "SELECT DISTINCT tier, model, prompt_version FROM verdict_cache").all()]
 
 
 def test_a_backtest_with_the_check_in_a_child_is_the_same_backtest(flaky: tuple[str, int, Path],

@@ -367,7 +367,11 @@ def estimate_backtest(reader: RunReader, run_id: int, paths: Sequence[Path], *,
     prepared: list[_Prepared] = []
     try:
         for loaded, _ in configs:
-            prepared.append(_prepare(reader, run_id, loaded, build_reviewer))
+            p = _prepare(reader, loaded, build_reviewer)
+            if p.keys:
+                with gc_paused():
+                    p.cache = p.reviewer.cache = prefetch_cache(reader, p.keys, run_id)
+            prepared.append(p)
         with gc_paused():
             stored = load_stored(reader, run_id, lean=True)
         hashes = {p.hash for p in stored.reviews.packs}
@@ -434,11 +438,13 @@ def run_backtest(reader: RunReader, run_id: int, paths: Sequence[Path], *, build
     config_json = reader.get_run(run_id).config_json
     configs = [reviewer_config(Path(p), config_json, run_id=run_id, env=env) for p in paths]
     window = float(stored_value(config_json, "scoring.retire.window_days", 14.0))
-    check = reader.check_packs(run_id)
     prepared: list[_Prepared] = []
+    check = None
     try:
         for loaded, _ in configs:
-            prepared.append(_prepare(reader, run_id, loaded, build_reviewer))
+            prepared.append(_prepare(reader, loaded, build_reviewer))
+        keys = list(dict.fromkeys(k for p in prepared for k in p.keys))
+        check = reader.check_packs(run_id, keys)
         # The collector is off while the run is loaded and scored (no reference cycles, only many objects), and
         # the loaded run is frozen before it is switched on again: immutable from here on, it is not rescanned
         # on every pass of the collector that runs while a reviewer works (asyncio makes reference cycles), nor
@@ -451,16 +457,23 @@ def run_backtest(reader: RunReader, run_id: int, paths: Sequence[Path], *, build
             n = len(stored.reviews)
             columns = [BacktestColumn("recorded", "recorded", recorded, n, score_s=time.perf_counter() - t0)]
             hashes = {p.hash for p in stored.reviews.packs}
+            t1 = time.perf_counter()
+            found = check.cached_verdicts() if keys else {}
+            cache = reader.verdict_cache() if keys else None
             for p in prepared:
-                if p.cache is not None:
-                    p.cache.hashes = hashes
+                if p.keys:
+                    p.cache = _PrefetchedCache(cache, {k: found[k] for k in p.keys}, set(p.keys), hashes)
+                    p.reviewer.cache = p.cache
+            for p in prepared:
+                p.cache_s = (time.perf_counter() - t1) / len(prepared)
             gc.freeze()
         for name, path, (loaded, warnings), p in zip(_column_names(paths), paths, configs, prepared, strict=True):
             columns.append(_reviewer_column(reader, stored, reviewed, name, path, loaded, warnings, window, p,
                                             concurrency=concurrency, progress=progress))
     finally:
         gc.unfreeze()
-        check.close()
+        if check is not None:
+            check.close()
         for p in prepared:
             if not p.closed:
                 asyncio.run(p.reviewer.aclose())
@@ -470,16 +483,17 @@ def run_backtest(reader: RunReader, run_id: int, paths: Sequence[Path], *, build
 
 @dataclass
 class _Prepared:
-    """One reviewer column before the run is loaded: its reviewer and its prefetched verdict-cache entries."""
+    """One reviewer column before the run is loaded: its reviewer, the verdict-cache keys of its tiers (none
+    with the cache off), and — once the run is loaded — its prefetched verdict-cache entries."""
 
     reviewer: Reviewer
-    cache: _PrefetchedCache | None
-    cache_s: float
+    keys: list[tuple[str, str, str]]
+    cache: _PrefetchedCache | None = None
+    cache_s: float = 0.0
     closed: bool = False
 
 
-def _prepare(reader: RunReader, run_id: int, loaded: LoadedConfig,
-             build_reviewer: Callable[..., Reviewer]) -> _Prepared:
+def _prepare(reader: RunReader, loaded: LoadedConfig, build_reviewer: Callable[..., Reviewer]) -> _Prepared:
     from engine.recorded.spend import recorded_spend
 
     cfg = loaded.config
@@ -489,12 +503,7 @@ def _prepare(reader: RunReader, run_id: int, loaded: LoadedConfig,
     # budgets: a backtest is no run (its own spend starts at 0, and its calls are not recorded as verdicts), but a
     # tier whose daily budget is shared by the database (scope database) starts from what runs spent today
     reviewer.seed_spend(recorded_spend(reader, None))
-    t0 = time.perf_counter()
-    with gc_paused():
-        cache = prefetch_cache(reader, _tier_keys(reviewer), run_id) if cfg.reviewer.cache else None
-        gc.freeze()  # the prefetched entries too: they stay as they are while the reviewer reads them
-    reviewer.cache = cache
-    return _Prepared(reviewer, cache, time.perf_counter() - t0)
+    return _Prepared(reviewer, _tier_keys(reviewer) if cfg.reviewer.cache else [])
 
 
 def _reviewer_column(reader: RunReader, stored: StoredRun, reviewed: SignalColumns, name: str, path: Path,

@@ -36,7 +36,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, compress
+from itertools import chain, compress, pairwise
 from typing import Any
 
 import numpy as np
@@ -458,7 +458,7 @@ def _trailing(c: Columns, window_days: float, times: Sequence[int]) -> list[Trai
     """
     window_ms = int(window_days * _DAY_MS)
     scored = c.scored
-    if window_ms <= 0 or any(b < a for a, b in zip(times, times[1:], strict=False)):
+    if window_ms <= 0 or any(b < a for a, b in pairwise(times)):
         idx = np.flatnonzero(scored).tolist()
         closed, created = c.shadow_closed_ms.tolist(), c.created_ms.tolist()
         veto, lost = c.veto.tolist(), c.lost.tolist()
