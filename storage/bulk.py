@@ -266,21 +266,34 @@ def load_reviewed(storage: Database, run_id: int, *, keep_json: bool = False, le
         raise ValueError("load_reviewed: a PackCheck does not keep the JSON")
     with storage.guard(f"cannot load the reviews of run {run_id}"), storage.engine.connect() as conn:
         packs = checked_packs(storage, conn, run_id, keep_json) if check is None else None
-        verdicts = {r[0]: tuple(r[1:]) for r in conn.execute(verdicts_q).all()}
-        decisions = {r[0]: tuple(r[1:]) for r in conn.execute(decisions_q).all()}
+        verdicts = _transpose(conn.execute(verdicts_q).all(), 1 + len(vcols))
+        decisions = _transpose(conn.execute(decisions_q).all(), 1 + len(dcols))
         signal_rows = conn.execute(signals_q).all()
         if packs is None:
             packs = check.result(conn)  # type: ignore[union-attr]
     # reviewed: with a pack, a verdict and a decision (not blocked by a gate, nor half recorded)
-    reviewed = [r for r in signal_rows if r[0] in packs and r[0] in verdicts and r[0] in decisions]
+    at_verdict = dict(zip(verdicts[0], range(len(verdicts[0])), strict=True))
+    at_decision = dict(zip(decisions[0], range(len(decisions[0])), strict=True))
+    reviewed = [r for r in signal_rows if r[0] in packs and r[0] in at_verdict and r[0] in at_decision]
     ids = [r[0] for r in reviewed]
-    signals = [Signal(*values) for values in zip(*_columns("signals", _SIGNAL_COLUMNS, reviewed), strict=True)]
+    signals = list(map(Signal, *_columns("signals", _SIGNAL_COLUMNS, reviewed)))
     hashes, tags, equities, jsons = _transpose(map(packs.__getitem__, ids), 4)
     refs = list(map(PackRef, signals, hashes, tags, equities, jsons))
-    vals = dict(zip(vcols, _columns("verdicts", vcols, list(map(verdicts.__getitem__, ids))), strict=True))
+    # each verdict and decision column in signal order: one list lookup per value, no row tuple per signal
+    v_order, d_order = list(map(at_verdict.__getitem__, ids)), list(map(at_decision.__getitem__, ids))
+    vals = {name: rows.column("verdicts", name, _take(values, v_order))
+            for name, values in zip(vcols, verdicts[1:], strict=True)}
     modes = vals.pop("mode", [])
-    decided = dict(zip(dcols, _columns("decisions", dcols, list(map(decisions.__getitem__, ids))), strict=True))
+    decided = {name: rows.column("decisions", name, _take(values, d_order))
+               for name, values in zip(dcols, decisions[1:], strict=True)}
     return StoredReviews(refs, vals, decided, modes)
+
+
+def _take(values: Sequence[Any], order: Sequence[int]) -> Sequence[Any]:
+    """``[values[i] for i in order]`` (``values`` itself when ``order`` is every index in order)."""
+    if len(order) == len(values) and all(map(int.__eq__, order, range(len(order)))):
+        return values
+    return list(map(values.__getitem__, order))
 
 
 def _columns(table: str, names: Sequence[str], rows_: Sequence[Sequence[Any]]) -> list[list[Any]]:

@@ -209,3 +209,15 @@ def test_the_trailing_window_counted_over_masks_is_the_window_fed_in_order(seed:
         idx = np.flatnonzero(c.scored).tolist()
         feed = [(int(c.shadow_closed_ms[i]), int(c.created_ms[i]), bool(c.veto[i]), bool(c.lost[i])) for i in idx]
         assert _trailing(c, window_days, times) == trailing_at(times, int(window_days * 86_400_000), feed)
+
+
+def test_the_bootstrap_on_a_thread_of_its_own_gives_the_same_scorecard(monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.recorded.scorecard as sc
+
+    reviews, outcomes, trades, events = _run(5, 2500)
+    kw: dict[str, Any] = {"signals": 2600, "starting_equity": 10_000.0, "events": events, "modify_estimate": True}
+    inline = _text(score(reviews, outcomes, trades, **kw))
+    monkeypatch.setattr(sc, "_BOOTSTRAP_APART", 0)
+    apart = _text(score(reviews, outcomes, trades, **kw))
+    assert apart == inline == _text(scoring_reference.score(reviews, outcomes, trades, **kw))
+    assert json.loads(apart)["modify"]["improvement"]["ci95"] is not None

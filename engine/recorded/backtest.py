@@ -245,28 +245,26 @@ def _review_verdicts(stored: StoredRun, reviewer: Reviewer, *, reader: RunReader
         return run_all_sync() if synchronous else asyncio.run(run_all())
 
 
-def _value_key(x: Any) -> tuple[Any, ...]:
-    """A key equal for two values only when the clamp cannot tell them apart (type and, for floats, every bit:
-    ``True`` is not ``1``, ``-0.0`` is not ``0.0``)."""
-    return (type(x), x.hex() if type(x) is float else x)
-
-
 def decided_columns(packs: Sequence[PackRef | ContextPack], verdicts: Sequence[Verdict],
                     policy: PolicyConfig) -> tuple[list[Any], list[float]]:
     """Each verdict's clamped decision as scoring reads it — ``clamp(signal, verdict, policy, "active")``'s
     ``action`` and ``size_pct`` — with the clamp called once per distinct (verdict, confidence, modified size).
 
     Those three and the policy are all the clamp reads to decide the action and the size (the signal and the
-    modified stop only shape the decision's stop and notes), so equal keys give equal answers; a value that
-    cannot be a key (unhashable) is clamped on its own. ``tests/test_backtest_bulk.py`` checks it against the
-    clamp signal by signal.
+    modified stop only shape the decision's stop and notes), so equal keys give equal answers. The key holds each
+    value's type (``True == 1``, but the clamp reads a bool as no number); the sign of a zero cannot matter (-0.0
+    and 0.0 compare alike with the minimum confidence, and both are below the minimum size, which is > 0). A value
+    that cannot be a key
+    (unhashable) is clamped on its own. ``tests/test_backtest_bulk.py`` checks it against the clamp signal by
+    signal.
     """
     seen: dict[tuple[Any, ...], tuple[Any, float]] = {}
     actions: list[Any] = []
     sizes: list[float] = []
     for p, v in zip(packs, verdicts, strict=True):
+        kind, conf, size = v.verdict, v.confidence, v.modified_size_pct
+        key = (kind, type(kind), conf, type(conf), size, type(size))
         try:
-            key = (_value_key(v.verdict), _value_key(v.confidence), _value_key(v.modified_size_pct))
             got = seen.get(key)
         except TypeError:  # unhashable
             key, got = None, None
