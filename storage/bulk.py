@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
@@ -180,7 +181,7 @@ class PackCheck:
             storage.flush()  # verdicts still buffered in this process are what the child must see in the cache
         url = storage.engine.url.render_as_string(hide_password=False)
         try:
-            child = Child("storage.children:check_packs", url, storage.busy_timeout_ms, run_id, keys)
+            child = Child("storage.children:check_packs", url, storage.busy_timeout_ms, run_id)
         except OSError as e:
             log.warning("%s: cannot start a process to check the context packs (%s): checking them here",
                         storage.url_masked, e)
@@ -208,16 +209,24 @@ class PackCheck:
 
     def result(self, conn: Any) -> dict[str, tuple[str, str, float, str]]:
         """signal id → (hash, regime tag, equity, ""), as ``checked_packs``; ``conn`` reads them when the child
-        could not. Raises: StorageError."""
+        could not. Raises: StorageError.
+
+        With ``cache_keys``, whoever is free reads the verdict cache: this process, now, when the child is still
+        at the packs (it would only wait for them); else the child, while this process goes on with the packs.
+        """
         self._packs_taken = True
         if self.child is not None:
             try:
+                if self.cache_keys and not self.child.poll():
+                    self._cached = cached_verdicts(self.storage, self.run_id, self.cache_keys)
                 packs = self._from_child("checking them here")
+                if packs is not None and self.cache_keys and self._cached is None:
+                    self.child.send_bytes(pickle.dumps(self.cache_keys))  # the child reads the cache next
+                else:
+                    self._end_child()
             except BaseException:
                 self.close()
                 raise
-            if not self.cache_keys:
-                self._end_child()
             if packs is not None:
                 return packs  # type: ignore[no-any-return]
         return checked_packs(self.storage, conn, self.run_id, keep_json=False)

@@ -58,10 +58,10 @@ def serve_writer(pipe_in: Any, pipe_out: Any, url: str, busy_timeout_ms: int, ru
             store.close()
 
 
-def check_packs(inbox: Any, outbox: Any, url: str, busy_timeout_ms: int, run_id: int,
-                cache_keys: list[tuple[str, str, str]] | None = None) -> None:
+def check_packs(inbox: Any, outbox: Any, url: str, busy_timeout_ms: int, run_id: int) -> None:
     """The child of ``PackCheck``: ``checked_packs`` of run ``run_id``, sent to the parent (or its error); then,
-    for ``cache_keys``, the run's verdict-cache entries (``cached_verdict_rows``, packed for the pipe)."""
+    when the parent asks with (tier, model, prompt version) keys, the run's verdict-cache entries of those
+    (``cached_verdict_rows``, packed for the pipe)."""
     from storage import open_storage
 
     try:
@@ -70,9 +70,14 @@ def check_packs(inbox: Any, outbox: Any, url: str, busy_timeout_ms: int, run_id:
             packs = checked_packs(storage, conn, run_id, keep_json=False)
             outbox.send(("ok", packs))
             del packs
-            if cache_keys:
-                with storage.guard("cannot read the verdict cache"):
-                    found = packed(cached_verdict_rows(storage, conn, run_id, cache_keys))
-                outbox.send(("ok", found))
+            try:
+                asked = inbox.recv_bytes()
+            except (EOFError, OSError):  # the parent read the cache itself, or needs nothing more
+                return
+            if asked == CLOSE:
+                return
+            with storage.guard("cannot read the verdict cache"):
+                found = packed(cached_verdict_rows(storage, conn, run_id, pickle.loads(asked)))
+            outbox.send(("ok", found))
     except StorageError as e:
         outbox.send(("error", str(e)))

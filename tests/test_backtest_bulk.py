@@ -318,25 +318,37 @@ def test_packs_checked_in_a_child_are_the_packs_checked_here(flaky: tuple[str, i
     assert got.packs == here.packs
 
 
+@pytest.mark.parametrize("packs_ready", [True, False])
 def test_verdict_cache_entries_read_by_the_child_are_the_ones_read_here(flaky: tuple[str, int, Path],
-                                                                        in_child: list[Any]) -> None:
-    """The child that checks the packs reads the verdict cache next: the same entries, equal texts still shared."""
+                                                                        in_child: list[Any], packs_ready: bool,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever is free reads the verdict cache — the child once it sent the packs, or this process while the child
+    is still at them — and the entries are the same either way, equal texts still shared."""
+    import time
+
     from storage import bulk, open_storage
+    from storage.child import Child
 
     url, run_id, d = flaky
     with open_storage(url) as store:
         run_backtest(store, run_id, [d / "strict.yaml"])  # fills the cache for the strict tier
-        keys = list(bulk.cached_verdicts(store, run_id, [("strict", "x", "y")]))  # a key with no entries
-        cascade_keys = sorted({(k[0], k[1], k[2]) for k in _cache_keys(store)})
-        keys = [*cascade_keys, *keys]
+        keys = [*sorted(_cache_keys(store)), ("strict", "x", "y")]  # and a key with no entries
         check = bulk.PackCheck.start(store, run_id, keys)
         assert in_child[-1] == (check, True)
         with pytest.raises(RuntimeError, match="result"):
             check.cached_verdicts()
+        if packs_ready:
+            deadline = time.monotonic() + 60
+            while not check.child.poll() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        else:
+            monkeypatch.setattr(Child, "poll", lambda self: False)
+        child = check.child
         got = bulk.load_reviewed(store, run_id, lean=True, check=check)
-        assert check.child is not None  # still reading the cache
+        assert (check.child is not None) is packs_ready  # the child reads the cache, or has ended
         from_child = check.cached_verdicts()
         assert check.child is None and check.cached_verdicts() is from_child
+        assert child.exit_code() == 0
         here = bulk.cached_verdicts(store, run_id, keys)
         assert got.packs == bulk.load_reviewed(store, run_id, lean=True).packs
     assert list(from_child) == list(here) == keys and from_child[("strict", "x", "y")] == {}
@@ -348,7 +360,7 @@ def test_verdict_cache_entries_read_by_the_child_are_the_ones_read_here(flaky: t
 
 def _cache_keys(store: Any) -> list[tuple[str, str, str]]:
     with store.engine.connect() as conn:
-        return [tuple(r) for r in conn.exec_driver_sql(
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in conn.exec_driver_sql(
             "SELECT DISTINCT tier, model, prompt_version FROM verdict_cache").all()]
 
 
