@@ -221,3 +221,4 @@ def test_the_bootstrap_on_a_thread_of_its_own_gives_the_same_scorecard(monkeypat
     apart = _text(score(reviews, outcomes, trades, **kw))
     assert apart == inline == _text(scoring_reference.score(reviews, outcomes, trades, **kw))
     assert json.loads(apart)["modify"]["improvement"]["ci95"] is not None
+
