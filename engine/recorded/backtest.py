@@ -412,9 +412,10 @@ def _column_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def _score(stored: StoredRun, reviewed: SignalColumns, verdicts: VerdictColumns, window_days: float) -> Scorecard:
+def _score(stored: StoredRun, reviewed: SignalColumns, verdicts: VerdictColumns, window_days: float,
+           pending: list[Callable[[], None]] | None = None) -> Scorecard:
     return score_columns(reviewed, verdicts, [], signals=len(stored.reviews), starting_equity=stored.starting_equity,
-                         window_days=window_days, modify_estimate=True)
+                         window_days=window_days, modify_estimate=True, pending=pending)
 
 
 def run_backtest(reader: RunReader, run_id: int, paths: Sequence[Path], *, build_reviewer: Callable[..., Reviewer],
@@ -438,6 +439,8 @@ def run_backtest(reader: RunReader, run_id: int, paths: Sequence[Path], *, build
     window = float(stored_value(config_json, "scoring.retire.window_days", 14.0))
     prepared: list[_Prepared] = []
     check = None
+    # what finishes each column's card (its bootstrap, on a thread of its own while the next columns are worked on)
+    pending: list[Callable[[], None]] = []
     try:
         for loaded, _ in configs:
             prepared.append(_prepare(reader, loaded, build_reviewer))
@@ -451,7 +454,7 @@ def run_backtest(reader: RunReader, run_id: int, paths: Sequence[Path], *, build
             stored = load_stored(reader, run_id, lean=True, check=check)
             t0 = time.perf_counter()
             reviewed = stored.signal_columns()  # shared by every column
-            recorded = _score(stored, reviewed, stored.recorded_columns(), window)
+            recorded = _score(stored, reviewed, stored.recorded_columns(), window, pending)
             n = len(stored.reviews)
             columns = [BacktestColumn("recorded", "recorded", recorded, n, score_s=time.perf_counter() - t0)]
             hashes = {p.hash for p in stored.reviews.packs}
@@ -467,7 +470,9 @@ def run_backtest(reader: RunReader, run_id: int, paths: Sequence[Path], *, build
             gc.freeze()
         for name, path, (loaded, warnings), p in zip(_column_names(paths), paths, configs, prepared, strict=True):
             columns.append(_reviewer_column(reader, stored, reviewed, name, path, loaded, warnings, window, p,
-                                            concurrency=concurrency, progress=progress))
+                                            concurrency=concurrency, progress=progress, pending=pending))
+        for finish in pending:
+            finish()
     finally:
         gc.unfreeze()
         if check is not None:
@@ -506,7 +511,8 @@ def _prepare(reader: RunReader, loaded: LoadedConfig, build_reviewer: Callable[.
 
 def _reviewer_column(reader: RunReader, stored: StoredRun, reviewed: SignalColumns, name: str, path: Path,
                      loaded: LoadedConfig, warnings: list[str], window: float, prepared: _Prepared, *,
-                     concurrency: int, progress: Progress | None) -> BacktestColumn:
+                     concurrency: int, progress: Progress | None,
+                     pending: list[Callable[[], None]] | None = None) -> BacktestColumn:
     """One reviewer's column: review every stored pack with its reviewer (and prefetched cache), score the reviews."""
     reviewer, cache = prepared.reviewer, prepared.cache
     # A synchronous reviewer makes no cycles worth collecting (review_stored keeps the collector off for it):
@@ -526,7 +532,7 @@ def _reviewer_column(reader: RunReader, stored: StoredRun, reviewed: SignalColum
         review_s = time.perf_counter() - t1
         t2 = time.perf_counter()
         with gc_paused():
-            card = _score(stored, reviewed, decided, window)
+            card = _score(stored, reviewed, decided, window, pending)
         events = [f"{e.subject}: {e.message}" for e in reviewer.drain_events()]
         budgets = reviewer.budget_use()
         column = BacktestColumn(name, str(path), card, len(verdicts), review_s=review_s,

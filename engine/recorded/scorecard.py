@@ -184,6 +184,7 @@ class _Tally:
             np.add.at(out, codes[mask], values[mask])
             return out.tolist()
 
+        self._random: dict[int, tuple[int, int, float]] = {}  # group → random_veto's range and p-value
         scored, lost, veto = c.scored, c.lost, c.veto
         amb, mod, live, paid = c.ambiguous, c.modified, c.live, c.live & ~c.cached
         self.reviewed = np.bincount(codes, minlength=groups).tolist()
@@ -231,8 +232,11 @@ class _Tally:
         if n == 0 or N == 0:
             return {"expected": K / N if N else None, "range95": None, "veto_rate": 0.0 if N else None,
                     "p_value": None, "method": "hypergeometric"}
-        lo, hi = hypergeom_range(N, K, n)
-        return {"expected": K / N, "range95": [lo / n, hi / n], "veto_rate": n / N, "p_value": hypergeom_sf(k, N, K, n),
+        found = self._random.get(i)
+        if found is None:  # asked for by the figures and by the lift: computed once
+            found = self._random[i] = (*hypergeom_range(N, K, n), hypergeom_sf(k, N, K, n))
+        lo, hi, p = found
+        return {"expected": K / N, "range95": [lo / n, hi / n], "veto_rate": n / N, "p_value": p,
                 "method": "hypergeometric"}
 
     def modify(self, i: int) -> dict[str, Any]:
@@ -303,18 +307,24 @@ class RetireParams:
 
 def score_columns(reviewed: SignalColumns, verdicts: VerdictColumns, trades: Sequence[Trade], *, signals: int,
                   starting_equity: float, events: Sequence[Event] = (), window_days: float = 14.0,
-                  modify_estimate: bool = False, retire: RetireParams | None = None) -> Scorecard:
+                  modify_estimate: bool = False, retire: RetireParams | None = None,
+                  pending: list[Callable[[], None]] | None = None) -> Scorecard:
     """``score`` of reviews given as columns: the reviewed signals with their outcomes (``SignalColumns``,
     shared by every reviewer a backtest compares) and one reviewer's verdicts and decisions, in the same order.
+
+    ``pending``: the caller finishes the card — the modify improvement's bootstrap, which may still be running
+    on its own thread, is put in when the caller calls what is appended there (a backtest scores its next column
+    meanwhile). Without it the card is complete on return.
     """
     with gc_paused():
         return _score(columns(reviewed, verdicts, modify_estimate), verdicts, trades, signals=signals,
                       starting_equity=starting_equity, events=events, window_days=window_days,
-                      modify_estimate=modify_estimate, retire=retire or RetireParams())
+                      modify_estimate=modify_estimate, retire=retire or RetireParams(), pending=pending)
 
 
 def _score(c: Columns, v: VerdictColumns, trades: Sequence[Trade], *, signals: int, starting_equity: float,
-           events: Sequence[Event], window_days: float, modify_estimate: bool, retire: RetireParams) -> Scorecard:
+           events: Sequence[Event], window_days: float, modify_estimate: bool, retire: RetireParams,
+           pending: list[Callable[[], None]] | None = None) -> Scorecard:
     improvement = _modify_improvement_started(c)
     total = _Tally(c, np.zeros(c.n, dtype=np.intp), 1)
     breakdown: dict[str, dict[str, dict[str, Any]]] = {}
@@ -338,7 +348,7 @@ def _score(c: Columns, v: VerdictColumns, trades: Sequence[Trade], *, signals: i
                  "method": "estimate: clamped size × shadow pnl (modified stops not simulated)" if modify_estimate
                  else "realized: size × realized pnl against the shadow trade",
                  "unit": "pnl % points per unit of signal size, summed",
-                 "improvement": improvement()}
+                 "improvement": improvement() if pending is None else None}
     sc.success_rate = Rate(total.live[0] - total.fallback[0], total.live[0])
     sc.fallthrough_rate = Rate(total.through[0], total.live[0])
     sc.fallback_rate = Rate(total.fallback[0], total.live[0])
@@ -370,6 +380,8 @@ def _score(c: Columns, v: VerdictColumns, trades: Sequence[Trade], *, signals: i
     sc.events = dict(sorted(Counter(e.kind for e in events).items()))
     sc.account = account_of(events)
     sc.breakdown = breakdown
+    if pending is not None:
+        pending.append(lambda: sc.modify.__setitem__("improvement", improvement()))
     return sc
 
 
