@@ -82,6 +82,8 @@ _EQUITY_BYTES = re.compile(_EQUITY.pattern.encode())
 _NULLS = ("null", b"null")
 _VERDICT_KINDS = {str(x): x for x in VerdictKind}
 _CACHED_FIELDS = frozenset(rows.CACHE_FIELDS)
+# a cache entry's fields are Verdict's first ones, in order: an entry written in that order is built positionally
+_LEADING = tuple(f.name for f in fields(Verdict))[:len(rows.CACHE_FIELDS)] == rows.CACHE_FIELDS
 _SCAN = json.JSONDecoder().scan_once  # the C scanner json.loads uses
 
 
@@ -356,6 +358,8 @@ def _cached_verdict(text: str) -> Verdict:
     if end != len(text):
         d = json.loads(text)
     d["verdict"] = _VERDICT_KINDS[d["verdict"]]
+    if _LEADING and tuple(d) == rows.CACHE_FIELDS:  # as verdict_to_json wrote it: Verdict's leading fields
+        return Verdict(*d.values())
     if d.keys() == _CACHED_FIELDS:
         return Verdict(**d)
     return Verdict(**{k: d[k] for k in rows.CACHE_FIELDS})

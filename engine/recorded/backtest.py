@@ -137,9 +137,12 @@ class _PrefetchedCache:
     def get(self, tier: str, model: str, prompt_version: str, context_hash: str) -> Verdict | None:
         key = (tier, model, prompt_version)
         found = self.entries.get(key)
-        v = None if found is None else found.get(context_hash)
-        if v is not None or (key in self.prefetched and context_hash in self.hashes):
-            return v
+        if found is not None:
+            v = found.get(context_hash)
+            if v is not None:
+                return v
+        if key in self.prefetched and context_hash in self.hashes:
+            return None
         return self.inner.get(tier, model, prompt_version, context_hash) if self.inner is not None else None
 
     def put(self, tier: str, model: str, prompt_version: str, context_hash: str, verdict: Verdict) -> None:
