@@ -304,9 +304,12 @@ class PackCheck(Protocol):
     """A started check of a run's stored packs against their hashes (``RunReader.check_packs``); its answer is
     taken by ``RunReader.reviewed(..., check=...)``."""
 
+    def ask_cache(self, keys: Sequence[tuple[str, str, str]]) -> None:
+        """Read the run's verdict-cache entries of these (tier, model, prompt version) too (before the packs are
+        taken): by whichever process is free when they are."""
+        ...
     def cached_verdicts(self) -> dict[tuple[str, str, str], dict[str, Verdict]]:
-        """``RunReader.cached_verdicts`` of the run for the keys the check was started with (read beside the
-        check), once its packs were taken."""
+        """``RunReader.cached_verdicts`` of the run for the keys asked for, once the packs were taken."""
         ...
     def close(self) -> None: ...  # end it early (an error on the way); idempotent
 
@@ -329,10 +332,7 @@ class RunReader(Protocol):
         ``lean``: only the verdict and decision fields scoring reads; ``check``: the packs' check started earlier."""
         ...
     def outcomes(self, run_id: int, *, realized: bool = True) -> StoredOutcomes: ...  # shadow (and realized)
-    def check_packs(self, run_id: int, cache_keys: Sequence[tuple[str, str, str]] = ()) -> PackCheck:
-        """Start checking the packs (a child process for many) and reading the verdict-cache entries of
-        ``cache_keys`` for them."""
-        ...
+    def check_packs(self, run_id: int) -> PackCheck: ...  # start checking the packs (a child process for many)
     def packs(self, run_id: int, signal_ids: Sequence[str]) -> dict[str, ContextPack]: ...  # rebuilt in full
     def cached_verdicts(self, run_id: int, keys: Sequence[tuple[str, str, str]]
                         ) -> dict[tuple[str, str, str], dict[str, Verdict]]:

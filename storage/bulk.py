@@ -141,8 +141,7 @@ def checked_packs(storage: Database, conn: Any, run_id: int, keep_json: bool) ->
 
 class PackCheck:
     """``checked_packs`` of a run (without the JSON), done by a child process while this one works on — and, for
-    the (tier, model, prompt version) ``cache_keys`` it was started with, ``cached_verdicts`` of the run, read by
-    the same child once the packs are sent.
+    the (tier, model, prompt version) keys asked for (``ask_cache``), ``cached_verdicts`` of the run.
 
     Reading and hashing a run's packs is the largest part of a backtest's load (100,000 packs are ~500 MB),
     and independent of everything else it reads: a backtest starts this first, reads the other tables
@@ -156,39 +155,44 @@ class PackCheck:
 
     MIN_PACKS = 20_000
 
-    def __init__(self, storage: Database, run_id: int, child: Any = None,
-                 cache_keys: Sequence[tuple[str, str, str]] = ()) -> None:
+    def __init__(self, storage: Database, run_id: int, child: Any = None) -> None:
         self.storage = storage
         self.run_id = run_id
         self.child = child
-        self.cache_keys = list(dict.fromkeys(cache_keys))
+        self.cache_keys: list[tuple[str, str, str]] = []
         self._cached: dict[tuple[str, str, str], dict[str, Verdict]] | None = None
         self._packs_taken = False
 
     @classmethod
-    def start(cls, storage: Database, run_id: int, cache_keys: Sequence[tuple[str, str, str]] = ()) -> PackCheck:
+    def start(cls, storage: Database, run_id: int) -> PackCheck:
         from sqlalchemy import func
 
         from storage.child import Child, shareable
 
-        keys = list(dict.fromkeys(cache_keys))
         if not shareable(storage):
-            return cls(storage, run_id, cache_keys=keys)
+            return cls(storage, run_id)
         p = _PACKS.c
         with storage.guard(f"cannot count the context packs of run {run_id}"), storage.engine.connect() as conn:
             n = conn.execute(select(func.count()).select_from(_PACKS).where(p.run_id == run_id)).scalar_one()
         if n < cls.MIN_PACKS:
-            return cls(storage, run_id, cache_keys=keys)
-        if keys:
-            storage.flush()  # verdicts still buffered in this process are what the child must see in the cache
+            return cls(storage, run_id)
         url = storage.engine.url.render_as_string(hide_password=False)
         try:
-            child = Child("storage.children:check_packs", url, storage.busy_timeout_ms, run_id)
+            return cls(storage, run_id, Child("storage.children:check_packs", url, storage.busy_timeout_ms, run_id))
         except OSError as e:
             log.warning("%s: cannot start a process to check the context packs (%s): checking them here",
                         storage.url_masked, e)
-            return cls(storage, run_id, cache_keys=keys)
-        return cls(storage, run_id, child, keys)
+            return cls(storage, run_id)
+
+    def ask_cache(self, keys: Sequence[tuple[str, str, str]]) -> None:
+        """Read the run's verdict-cache entries of (tier, model, prompt version) ``keys`` too (``cached_verdicts``;
+        before ``result``). Entries still buffered in this process are written now, so that either process sees
+        them."""
+        if self._packs_taken:
+            raise RuntimeError("PackCheck.ask_cache: ask before the packs are taken (result)")
+        self.cache_keys = list(dict.fromkeys([*self.cache_keys, *keys]))
+        if self.cache_keys:
+            self.storage.flush()
 
     def _from_child(self, instead: str) -> Any:
         """The child's next answer, or None when it ended without one (logged; the caller does it here)."""
@@ -234,8 +238,8 @@ class PackCheck:
         return checked_packs(self.storage, conn, self.run_id, keep_json=False)
 
     def cached_verdicts(self) -> dict[tuple[str, str, str], dict[str, Verdict]]:
-        """``cached_verdicts`` of the run for the keys the check was started with (after ``result``). Raises:
-        StorageError."""
+        """``cached_verdicts`` of the run for the keys asked for (``ask_cache``), once the packs were taken
+        (``result``). Raises: StorageError."""
         if self.child is not None and not self._packs_taken:
             raise RuntimeError("PackCheck.cached_verdicts: take the packs (result) first")
         if self._cached is None:

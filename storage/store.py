@@ -307,10 +307,10 @@ class Storage(Database):
 
         return bulk.load_outcomes(self, run_id, realized=realized)
 
-    def check_packs(self, run_id: int, cache_keys: Sequence[tuple[str, str, str]] = ()) -> PackCheck:
+    def check_packs(self, run_id: int) -> PackCheck:
         from storage import bulk
 
-        return bulk.PackCheck.start(self, run_id, cache_keys)
+        return bulk.PackCheck.start(self, run_id)
 
     def packs(self, run_id: int, signal_ids: Sequence[str]) -> dict[str, ContextPack]:
         from storage import bulk

@@ -293,8 +293,8 @@ def in_child(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     started: list[Any] = []
     real = bulk.PackCheck.start.__func__  # type: ignore[attr-defined]
 
-    def start(cls: Any, storage: Any, run_id: int, cache_keys: Any = ()) -> Any:
-        check = real(cls, storage, run_id, cache_keys)
+    def start(cls: Any, storage: Any, run_id: int) -> Any:
+        check = real(cls, storage, run_id)
         started.append((check, check.child is not None))
         return check
 
@@ -333,7 +333,8 @@ def test_verdict_cache_entries_read_by_the_child_are_the_ones_read_here(flaky: t
     with open_storage(url) as store:
         run_backtest(store, run_id, [d / "strict.yaml"])  # fills the cache for the strict tier
         keys = [*sorted(_cache_keys(store)), ("strict", "x", "y")]  # and a key with no entries
-        check = bulk.PackCheck.start(store, run_id, keys)
+        check = bulk.PackCheck.start(store, run_id)
+        check.ask_cache(keys)
         assert in_child[-1] == (check, True)
         with pytest.raises(RuntimeError, match="result"):
             check.cached_verdicts()
@@ -346,6 +347,8 @@ def test_verdict_cache_entries_read_by_the_child_are_the_ones_read_here(flaky: t
         child = check.child
         got = bulk.load_reviewed(store, run_id, lean=True, check=check)
         assert (check.child is not None) is packs_ready  # the child reads the cache, or has ended
+        with pytest.raises(RuntimeError, match="before the packs"):
+            check.ask_cache(keys)
         from_child = check.cached_verdicts()
         assert check.child is None and check.cached_verdicts() is from_child
         assert child.exit_code() == 0

@@ -431,8 +431,10 @@ def run_backtest(reader: RunReader, run_id: int, paths: Sequence[Path], *, build
     builds a reviewer from a file's ``reviewer:`` section (``engine.app.build_reviewer``).
 
     Order of work: the packs' check starts first (``RunReader.check_packs``: for a large run a child process
-    reads and hashes them), then each reviewer is built and its verdict-cache entries are read, then the other
-    tables; the checked packs are taken last. Raises: ConfigError (a reviewer file), StorageError.
+    reads and hashes them), then each reviewer is built and its tiers' verdict-cache keys are handed to the check
+    (``PackCheck.ask_cache``), then the other tables are read; the checked packs are taken last, and the cache
+    entries — read by whichever process was free — once the recorded column is scored.
+    Raises: ConfigError (a reviewer file), StorageError.
     """
     if concurrency < 1:
         raise ConfigError(f"--concurrency: must be >= 1 (got {concurrency})")
@@ -440,15 +442,15 @@ def run_backtest(reader: RunReader, run_id: int, paths: Sequence[Path], *, build
     config_json = reader.get_run(run_id).config_json
     configs = [reviewer_config(Path(p), config_json, run_id=run_id, env=env) for p in paths]
     window = float(stored_value(config_json, "scoring.retire.window_days", 14.0))
+    check = reader.check_packs(run_id)
     prepared: list[_Prepared] = []
-    check = None
     # what finishes each column's card (its bootstrap, on a thread of its own while the next columns are worked on)
     pending: list[Callable[[], None]] = []
     try:
         for loaded, _ in configs:
             prepared.append(_prepare(reader, loaded, build_reviewer))
         keys = list(dict.fromkeys(k for p in prepared for k in p.keys))
-        check = reader.check_packs(run_id, keys)
+        check.ask_cache(keys)
         # The collector is off while the run is loaded and scored (no reference cycles, only many objects), and
         # the loaded run is frozen before it is switched on again: immutable from here on, it is not rescanned
         # on every pass of the collector that runs while a reviewer works (asyncio makes reference cycles), nor
@@ -478,8 +480,7 @@ def run_backtest(reader: RunReader, run_id: int, paths: Sequence[Path], *, build
             finish()
     finally:
         gc.unfreeze()
-        if check is not None:
-            check.close()
+        check.close()
         for p in prepared:
             if not p.closed:
                 asyncio.run(p.reviewer.aclose())
