@@ -423,6 +423,32 @@ def test_a_child_that_dies_is_replaced_by_checking_here(flaky: tuple[str, int, P
                in r.getMessage() for r in caplog.records)
 
 
+def test_a_child_that_dies_after_the_packs_is_replaced_by_reading_the_cache_here(
+        flaky: tuple[str, int, Path], in_child: list[Any], caplog: pytest.LogCaptureFixture) -> None:
+    import os
+    import signal
+    import time
+
+    from storage import bulk, open_storage
+
+    url, run_id, d = flaky
+    with open_storage(url) as store:
+        run_backtest(store, run_id, [d / "strict.yaml"])
+        keys = sorted(_cache_keys(store))
+        check = bulk.PackCheck.start(store, run_id)
+        check.ask_cache(keys)
+        deadline = time.monotonic() + 60
+        while not check.child.poll() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        child = check.child
+        bulk.load_reviewed(store, run_id, lean=True, check=check)  # the child is asked for the cache ...
+        os.kill(child.pid, signal.SIGKILL)  # ... and dies before it answers (or after: its answer is then lost)
+        found = check.cached_verdicts()
+        here = bulk.cached_verdicts(store, run_id, keys)
+    assert found == here and sum(map(len, here.values())) > 100
+    assert check.child is None and child.process.returncode is not None
+
+
 def test_a_check_not_taken_ends_its_child(flaky: tuple[str, int, Path], in_child: list[Any]) -> None:
     from storage import bulk, open_storage
 
