@@ -24,7 +24,7 @@ import pickle
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from sqlalchemy import LargeBinary, Table, and_, bindparam, cast, select
@@ -289,7 +289,8 @@ def load_reviewed(storage: Database, run_id: int, *, keep_json: bool = False, le
     # reviewed: with a pack, a verdict and a decision (not blocked by a gate, nor half recorded)
     at_verdict = dict(zip(verdicts[0], range(len(verdicts[0])), strict=True))
     at_decision = dict(zip(decisions[0], range(len(decisions[0])), strict=True))
-    reviewed = [r for r in signal_rows if r[0] in packs and r[0] in at_verdict and r[0] in at_decision]
+    complete = packs.keys() & at_verdict.keys() & at_decision.keys() & set(map(itemgetter(0), signal_rows))
+    reviewed = signal_rows if len(complete) == len(signal_rows) else [r for r in signal_rows if r[0] in complete]
     ids = [r[0] for r in reviewed]
     signals = list(map(Signal, *_columns("signals", _SIGNAL_COLUMNS, reviewed)))
     hashes, tags, equities, jsons = _transpose(map(packs.__getitem__, ids), 4)
