@@ -8,11 +8,12 @@ re-reviews up to 100,000 signals and needs them all at once, so the readers here
   join costs two B-tree searches per joined row and is slower than the separate passes together;
 - read a pack's JSON once and check it against its stored hash (SHA-256) as it streams past; it is never
   decoded, only searched for its equity (what scoring needs), and kept only when asked to. For a large run a
-  child process does this while the backtest reads the verdict cache and the other tables (``PackCheck``);
-- leave verdicts and decisions as rows until asked for (``ReviewedRows.verdict``): scoring reads the few
-  columns it needs straight from the rows;
+  child process does this while the backtest reads the other tables (``PackCheck``);
+- leave verdicts and decisions as columns (put in signal order by index, text columns parsed once per distinct
+  value): scoring reads the few columns it needs straight from them;
 - read the verdict-cache entries a backtest can use in one query per (tier, model, prompt version): the
-  run's packs joined to the cache's primary key, so nothing else in the cache is read.
+  run's packs joined to the cache's primary key, so nothing else in the cache is read — by the child that
+  checked the packs when it is done with them, else by this process while the child is still at them.
 """
 
 from __future__ import annotations

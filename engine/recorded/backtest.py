@@ -13,14 +13,21 @@ costs ~0.5 ms, and one SQL round trip per verdict-cache lookup ~0.2 ms, so:
   as it streams past, and only what scoring needs is kept (a ``PackRef`` per pack). The recorded verdicts stay
   columns: the recorded column is scored from them, and ``StoredRun.records`` builds objects only when asked;
 - the verdict cache is read in bulk, one query per tier of the reviewer (the run's packs joined to the
-  cache's primary key), and handed to the cascade as a dict-backed cache: its lookups are dict lookups;
+  cache's primary key) — by the process that checks the packs once it sent them, or by this one while that
+  one is still at them (``PackCheck.ask_cache``) — and handed to the cascade as a dict-backed cache: its
+  lookups are dict lookups;
 - a pack whose first tier has a cached verdict never reaches a tier: the reviewer answers it from the cache by
   its hash alone (``Reviewer.review_cached``). Every other pack is rebuilt in full (``ContextPack.from_json``,
   hash verified) before any tier sees it;
 - a cascade whose tiers all answer without awaiting (rules) runs through ``Cascade.review_many_sync``,
   any other through ``Cascade.review_many``, in chunks of ``--concurrency`` packs;
+- the clamp decides each column's actions and sizes once per distinct (verdict, confidence, modified size)
+  (``decided_columns``), and the column is scored from its verdicts straight (``verdict_columns``): no
+  Decision or ReviewRecord per signal;
 - every column is scored over arrays (``engine.recorded.scorecard.score_columns``) against one ``SignalColumns``
-  of the run: the signals and their outcomes are read into arrays once, not once per column.
+  of the run: the signals and their outcomes are read into arrays once, not once per column. A column's
+  modify-improvement bootstrap (2,000 resamples of numpy work that releases the GIL) runs on a thread of its
+  own while the next columns are reviewed and scored, and is put into its card before the backtest returns.
 
 The reviewers are built by the caller's ``build_reviewer`` (the composition root's, ``engine.app.run_backtest``):
 this module knows the ``Reviewer`` and ``RunReader`` ports only.
