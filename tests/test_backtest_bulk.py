@@ -459,3 +459,19 @@ def test_a_check_not_taken_ends_its_child(flaky: tuple[str, int, Path], in_child
         check.close()
         check.close()  # idempotent
     assert child.process.returncode is not None and check.child is None
+
+
+def test_the_same_reviewer_twice_reviews_afresh_in_both_columns(tmp_path: Path) -> None:
+    """Each column has its own prefetched cache: the answers one column's tiers put are not the other's hits
+    within one backtest (both are cache hits the next time)."""
+    from storage import open_storage
+    from tests.test_backtest import record_synthetic_run
+
+    (tmp_path / "rules.yaml").write_text("reviewer:\n  tiers:\n    - {name: rules, provider: rules}\n")
+    with open_storage(f"sqlite:///{tmp_path / 'twice.db'}") as store:
+        run_id = record_synthetic_run(store, 300)
+        first = run_backtest(store, run_id, [tmp_path / "rules.yaml", tmp_path / "rules.yaml"])
+        second = run_backtest(store, run_id, [tmp_path / "rules.yaml", tmp_path / "rules.yaml"])
+    assert [c.name for c in first.columns] == ["recorded", "rules", "rules#2"]
+    assert [c.card.sources for c in first.columns[1:]] == [{"rules": 300}, {"rules": 300}]
+    assert [c.card.sources for c in second.columns[1:]] == [{"cache": 300}, {"cache": 300}]

@@ -264,9 +264,8 @@ def decided_columns(packs: Sequence[PackRef | ContextPack], verdicts: Sequence[V
     modified stop only shape the decision's stop and notes), so equal keys give equal answers. The key holds each
     value's type (``True == 1``, but the clamp reads a bool as no number); the sign of a zero cannot matter (-0.0
     and 0.0 compare alike with the minimum confidence, and both are below the minimum size, which is > 0). A value
-    that cannot be a key
-    (unhashable) is clamped on its own. ``tests/test_backtest_bulk.py`` checks it against the clamp signal by
-    signal.
+    that cannot be a key (unhashable) is clamped on its own. ``tests/test_backtest_bulk.py`` checks it against the
+    clamp signal by signal.
     """
     seen: dict[tuple[Any, ...], tuple[Any, float]] = {}
     actions: list[Any] = []
@@ -474,8 +473,8 @@ def run_backtest(reader: RunReader, run_id: int, paths: Sequence[Path], *, build
             found = check.cached_verdicts() if keys else {}
             cache = reader.verdict_cache() if keys else None
             for p in prepared:
-                if p.keys:
-                    p.cache = _PrefetchedCache(cache, {k: found[k] for k in p.keys}, set(p.keys), hashes)
+                if p.keys:  # a dict of its own per column: what one column's tiers put is not another's hit
+                    p.cache = _PrefetchedCache(cache, {k: dict(found[k]) for k in p.keys}, set(p.keys), hashes)
                     p.reviewer.cache = p.cache
             for p in prepared:
                 p.cache_s = (time.perf_counter() - t1) / len(prepared)
