@@ -304,6 +304,13 @@ class PackCheck(Protocol):
     """A started check of a run's stored packs against their hashes (``RunReader.check_packs``); its answer is
     taken by ``RunReader.reviewed(..., check=...)``."""
 
+    def ask_cache(self, keys: Sequence[tuple[str, str, str]]) -> None:
+        """Read the run's verdict-cache entries of these (tier, model, prompt version) too (before the packs are
+        taken): by whichever process is free when they are."""
+        ...
+    def cached_verdicts(self) -> dict[tuple[str, str, str], dict[str, Verdict]]:
+        """``RunReader.cached_verdicts`` of the run for the keys asked for, once the packs were taken."""
+        ...
     def close(self) -> None: ...  # end it early (an error on the way); idempotent
 
 

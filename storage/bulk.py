@@ -8,11 +8,12 @@ re-reviews up to 100,000 signals and needs them all at once, so the readers here
   join costs two B-tree searches per joined row and is slower than the separate passes together;
 - read a pack's JSON once and check it against its stored hash (SHA-256) as it streams past; it is never
   decoded, only searched for its equity (what scoring needs), and kept only when asked to. For a large run a
-  child process does this while the backtest reads the verdict cache and the other tables (``PackCheck``);
-- leave verdicts and decisions as rows until asked for (``ReviewedRows.verdict``): scoring reads the few
-  columns it needs straight from the rows;
+  child process does this while the backtest reads the other tables (``PackCheck``);
+- leave verdicts and decisions as columns (put in signal order by index, text columns parsed once per distinct
+  value): scoring reads the few columns it needs straight from them;
 - read the verdict-cache entries a backtest can use in one query per (tier, model, prompt version): the
-  run's packs joined to the cache's primary key, so nothing else in the cache is read.
+  run's packs joined to the cache's primary key, so nothing else in the cache is read — by the child that
+  checked the packs when it is done with them, else by this process while the child is still at them.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import fields
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from sqlalchemy import LargeBinary, Table, and_, bindparam, cast, select
@@ -79,6 +83,8 @@ _EQUITY_BYTES = re.compile(_EQUITY.pattern.encode())
 _NULLS = ("null", b"null")
 _VERDICT_KINDS = {str(x): x for x in VerdictKind}
 _CACHED_FIELDS = frozenset(rows.CACHE_FIELDS)
+# a cache entry's fields are Verdict's first ones, in order: an entry written in that order is built positionally
+_LEADING = tuple(f.name for f in fields(Verdict))[:len(rows.CACHE_FIELDS)] == rows.CACHE_FIELDS
 _SCAN = json.JSONDecoder().scan_once  # the C scanner json.loads uses
 
 
@@ -135,14 +141,17 @@ def checked_packs(storage: Database, conn: Any, run_id: int, keep_json: bool) ->
 
 
 class PackCheck:
-    """``checked_packs`` of a run (without the JSON), done by a child process while this one works on.
+    """``checked_packs`` of a run (without the JSON), done by a child process while this one works on — and, for
+    the (tier, model, prompt version) keys asked for (``ask_cache``), ``cached_verdicts`` of the run.
 
     Reading and hashing a run's packs is the largest part of a backtest's load (100,000 packs are ~500 MB),
-    and independent of everything else it reads: a backtest starts this first, reads the verdict cache and
-    the other tables meanwhile, and takes the result (``result``) last. A child (``storage.child``) does it for
-    a run of at least ``MIN_PACKS`` packs in a database another process can open (a child costs about half a
-    second to start); otherwise, or when the child ends without an answer (logged), ``result`` does it here.
-    Either way the answer is the same, and so is the StorageError for a pack that does not match its hash.
+    and independent of everything else it reads: a backtest starts this first, reads the other tables
+    meanwhile, and takes the result (``result``) last; the verdict-cache entries (``cached_verdicts``: one join
+    of the run's packs to the cache per key, and the JSON of each distinct entry decoded) follow while it scores
+    the recorded column. A child (``storage.child``) does it for a run of at least ``MIN_PACKS`` packs in a
+    database another process can open (a child costs about half a second to start); otherwise, or when the child
+    ends without an answer (logged), ``result`` and ``cached_verdicts`` do it here. Either way the answers are
+    the same, and so is the StorageError for a pack that does not match its hash.
     """
 
     MIN_PACKS = 20_000
@@ -151,6 +160,9 @@ class PackCheck:
         self.storage = storage
         self.run_id = run_id
         self.child = child
+        self.cache_keys: list[tuple[str, str, str]] = []
+        self._cached: dict[tuple[str, str, str], dict[str, Verdict]] | None = None
+        self._packs_taken = False
 
     @classmethod
     def start(cls, storage: Database, run_id: int) -> PackCheck:
@@ -173,26 +185,77 @@ class PackCheck:
                         storage.url_masked, e)
             return cls(storage, run_id)
 
-    def result(self, conn: Any) -> dict[str, tuple[str, str, float, str]]:
-        """signal id → (hash, regime tag, equity, ""), as ``checked_packs``; ``conn`` reads them when the child
-        could not. Raises: StorageError."""
+    def ask_cache(self, keys: Sequence[tuple[str, str, str]]) -> None:
+        """Read the run's verdict-cache entries of (tier, model, prompt version) ``keys`` too (``cached_verdicts``;
+        before ``result``). Entries still buffered in this process are written now, so that either process sees
+        them."""
+        if self._packs_taken:
+            raise RuntimeError("PackCheck.ask_cache: ask before the packs are taken (result)")
+        self.cache_keys = list(dict.fromkeys([*self.cache_keys, *keys]))
+        if self.cache_keys:
+            self.storage.flush()
+
+    def _from_child(self, instead: str) -> Any:
+        """The child's next answer, or None when it ended without one (logged; the caller does it here)."""
+        try:
+            kind, value = self.child.recv()
+        except EOFError:
+            log.warning("%s: the process checking the context packs ended with exit code %s: %s",
+                        self.storage.url_masked, self.child.exit_code(), instead)
+            self._end_child()
+            return None
+        if kind != "ok":
+            self._end_child()
+            raise StorageError(value)
+        return value
+
+    def _end_child(self) -> None:
         child, self.child = self.child, None
         if child is not None:
+            child.end()
+
+    def result(self, conn: Any) -> dict[str, tuple[str, str, float, str]]:
+        """signal id → (hash, regime tag, equity, ""), as ``checked_packs``; ``conn`` reads them when the child
+        could not. Raises: StorageError.
+
+        With ``cache_keys``, whoever is free reads the verdict cache: this process, now, when the child is still
+        at the packs (it would only wait for them); else the child, while this process goes on with the packs.
+        """
+        self._packs_taken = True
+        if self.child is not None:
             try:
-                kind, value = child.recv()
-            except EOFError:
-                log.warning("%s: the process checking the context packs ended with exit code %s: checking them "
-                            "here", self.storage.url_masked, child.exit_code())
-            else:
-                if kind != "ok":
-                    raise StorageError(value)
-                return value  # type: ignore[no-any-return]
-            finally:
-                child.end()
+                if self.cache_keys and not self.child.poll():
+                    self._cached = cached_verdicts(self.storage, self.run_id, self.cache_keys)
+                packs = self._from_child("checking them here")
+                if packs is not None and self.cache_keys and self._cached is None:
+                    self.child.send_bytes(pickle.dumps(self.cache_keys))  # the child reads the cache next
+                else:
+                    self._end_child()
+            except BaseException:
+                self.close()
+                raise
+            if packs is not None:
+                return packs  # type: ignore[no-any-return]
         return checked_packs(self.storage, conn, self.run_id, keep_json=False)
 
+    def cached_verdicts(self) -> dict[tuple[str, str, str], dict[str, Verdict]]:
+        """``cached_verdicts`` of the run for the keys asked for (``ask_cache``), once the packs were taken
+        (``result``). Raises: StorageError."""
+        if self.child is not None and not self._packs_taken:
+            raise RuntimeError("PackCheck.cached_verdicts: take the packs (result) first")
+        if self._cached is None:
+            found = None
+            if self.child is not None:
+                try:
+                    found = self._from_child("reading the verdict cache here")
+                finally:
+                    self._end_child()
+            self._cached = (_unpacked(found) if found is not None
+                            else cached_verdicts(self.storage, self.run_id, self.cache_keys))
+        return self._cached
+
     def close(self) -> None:
-        """End the child if ``result`` was not taken (an error on the way). Idempotent."""
+        """End the child if its answers were not taken (an error on the way). Idempotent."""
         child, self.child = self.child, None
         if child is not None:
             child.process.kill()
@@ -219,21 +282,35 @@ def load_reviewed(storage: Database, run_id: int, *, keep_json: bool = False, le
         raise ValueError("load_reviewed: a PackCheck does not keep the JSON")
     with storage.guard(f"cannot load the reviews of run {run_id}"), storage.engine.connect() as conn:
         packs = checked_packs(storage, conn, run_id, keep_json) if check is None else None
-        verdicts = {r[0]: tuple(r[1:]) for r in conn.execute(verdicts_q).all()}
-        decisions = {r[0]: tuple(r[1:]) for r in conn.execute(decisions_q).all()}
+        verdicts = _transpose(conn.execute(verdicts_q).all(), 1 + len(vcols))
+        decisions = _transpose(conn.execute(decisions_q).all(), 1 + len(dcols))
         signal_rows = conn.execute(signals_q).all()
         if packs is None:
             packs = check.result(conn)  # type: ignore[union-attr]
     # reviewed: with a pack, a verdict and a decision (not blocked by a gate, nor half recorded)
-    reviewed = [r for r in signal_rows if r[0] in packs and r[0] in verdicts and r[0] in decisions]
+    at_verdict = dict(zip(verdicts[0], range(len(verdicts[0])), strict=True))
+    at_decision = dict(zip(decisions[0], range(len(decisions[0])), strict=True))
+    complete = packs.keys() & at_verdict.keys() & at_decision.keys() & set(map(itemgetter(0), signal_rows))
+    reviewed = signal_rows if len(complete) == len(signal_rows) else [r for r in signal_rows if r[0] in complete]
     ids = [r[0] for r in reviewed]
-    signals = [Signal(*values) for values in zip(*_columns("signals", _SIGNAL_COLUMNS, reviewed), strict=True)]
+    signals = list(map(Signal, *_columns("signals", _SIGNAL_COLUMNS, reviewed)))
     hashes, tags, equities, jsons = _transpose(map(packs.__getitem__, ids), 4)
     refs = list(map(PackRef, signals, hashes, tags, equities, jsons))
-    vals = dict(zip(vcols, _columns("verdicts", vcols, list(map(verdicts.__getitem__, ids))), strict=True))
+    # each verdict and decision column in signal order: one list lookup per value, no row tuple per signal
+    v_order, d_order = list(map(at_verdict.__getitem__, ids)), list(map(at_decision.__getitem__, ids))
+    vals = {name: rows.column("verdicts", name, _take(values, v_order))
+            for name, values in zip(vcols, verdicts[1:], strict=True)}
     modes = vals.pop("mode", [])
-    decided = dict(zip(dcols, _columns("decisions", dcols, list(map(decisions.__getitem__, ids))), strict=True))
+    decided = {name: rows.column("decisions", name, _take(values, d_order))
+               for name, values in zip(dcols, decisions[1:], strict=True)}
     return StoredReviews(refs, vals, decided, modes)
+
+
+def _take(values: Sequence[Any], order: Sequence[int]) -> Sequence[Any]:
+    """``[values[i] for i in order]`` (``values`` itself when ``order`` is every index in order)."""
+    if len(order) == len(values) and all(map(int.__eq__, order, range(len(order)))):
+        return values
+    return list(map(values.__getitem__, order))
 
 
 def _columns(table: str, names: Sequence[str], rows_: Sequence[Sequence[Any]]) -> list[list[Any]]:
@@ -287,6 +364,8 @@ def _cached_verdict(text: str) -> Verdict:
     if end != len(text):
         d = json.loads(text)
     d["verdict"] = _VERDICT_KINDS[d["verdict"]]
+    if _LEADING and tuple(d) == rows.CACHE_FIELDS:  # as verdict_to_json wrote it: Verdict's leading fields
+        return Verdict(*d.values())
     if d.keys() == _CACHED_FIELDS:
         return Verdict(**d)
     return Verdict(**{k: d[k] for k in rows.CACHE_FIELDS})
@@ -303,6 +382,28 @@ def _read_cached(text: str) -> Verdict | None:
             return None
 
 
+def cached_verdict_rows(storage: Database, conn: Any, run_id: int, keys: Sequence[tuple[str, str, str]]
+                        ) -> dict[tuple[str, str, str], dict[str, Verdict]]:
+    """``cached_verdicts`` on an open connection (buffered entries already written)."""
+    c, p = _CACHE.c, _PACKS.c
+    q = (select(c.context_hash, c.verdict)
+         .select_from(_PACKS)
+         .join(_CACHE, and_(c.tier == bindparam("t"), c.model == bindparam("m"), c.prompt_version == bindparam("pv"),
+                            c.context_hash == p.hash))
+         .where(p.run_id == run_id))
+    out: dict[tuple[str, str, str], dict[str, Verdict]] = {}
+    for t, m, pv in dict.fromkeys(keys):
+        found = conn.execute(q, {"t": t, "m": m, "pv": pv}).all()
+        # A verdict is immutable: equal texts (a deterministic tier answers many packs alike) share one.
+        read = {text: _read_cached(text) for text in dict.fromkeys(text for _, text in found)}
+        entries = out[(t, m, pv)] = {}
+        for h, text in found:
+            v = read[text]
+            if v is not None:
+                entries[h] = v
+    return out
+
+
 def cached_verdicts(storage: Database, run_id: int,
                     keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], dict[str, Verdict]]:
     """The verdict-cache entries of (tier, model, prompt version) ``keys`` for the packs of run ``run_id``:
@@ -312,22 +413,36 @@ def cached_verdicts(storage: Database, run_id: int,
     backtest of this run can use and nothing else. Entries still buffered in this process are written
     first. An entry that cannot be read is left out (a miss), as ``SqlVerdictCache.get`` treats it.
     """
-    c, p = _CACHE.c, _PACKS.c
-    q = (select(c.context_hash, c.verdict)
-         .select_from(_PACKS)
-         .join(_CACHE, and_(c.tier == bindparam("t"), c.model == bindparam("m"), c.prompt_version == bindparam("pv"),
-                            c.context_hash == p.hash))
-         .where(p.run_id == run_id))
-    out: dict[tuple[str, str, str], dict[str, Verdict]] = {}
     storage.flush()
     with storage.guard("cannot read the verdict cache"), storage.engine.connect() as conn:
-        for t, m, pv in dict.fromkeys(keys):
-            found = conn.execute(q, {"t": t, "m": m, "pv": pv}).all()
-            # A verdict is immutable: equal texts (a deterministic tier answers many packs alike) share one.
-            read = {text: _read_cached(text) for text in dict.fromkeys(text for _, text in found)}
-            entries = out[(t, m, pv)] = {}
-            for h, text in found:
-                v = read[text]
-                if v is not None:
-                    entries[h] = v
+        return cached_verdict_rows(storage, conn, run_id, keys)
+
+
+_VERDICT_VALUES = attrgetter(*(f.name for f in fields(Verdict)))
+Packed = dict[tuple[str, str, str], tuple[list[str], list[int], list[tuple[Any, ...]]]]
+
+
+def packed(found: dict[tuple[str, str, str], dict[str, Verdict]]) -> Packed:
+    """``cached_verdicts``' answer as plain values for a pipe: per key, the hashes, each one's number among the
+    distinct verdicts, and those verdicts' field values (a pickled dataclass is rebuilt attribute by attribute)."""
+    out: Packed = {}
+    for key, entries in found.items():
+        number: dict[int, int] = {}
+        values: list[tuple[Any, ...]] = []
+        codes: list[int] = []
+        for v in entries.values():
+            i = number.get(id(v))
+            if i is None:
+                i = number[id(v)] = len(values)
+                values.append(_VERDICT_VALUES(v))
+            codes.append(i)
+        out[key] = (list(entries), codes, values)
+    return out
+
+
+def _unpacked(data: Packed) -> dict[tuple[str, str, str], dict[str, Verdict]]:
+    out: dict[tuple[str, str, str], dict[str, Verdict]] = {}
+    for key, (hashes, codes, values) in data.items():
+        verdicts = [Verdict(*v) for v in values]
+        out[key] = dict(zip(hashes, map(verdicts.__getitem__, codes), strict=True))
     return out

@@ -14,7 +14,7 @@ from typing import Any
 
 from engine.errors import StorageError
 from storage import open_storage
-from storage.bulk import checked_packs
+from storage.bulk import cached_verdict_rows, checked_packs, packed
 from storage.child import CLOSE
 from storage.recorder import RunRecorder
 
@@ -58,15 +58,26 @@ def serve_writer(pipe_in: Any, pipe_out: Any, url: str, busy_timeout_ms: int, ru
             store.close()
 
 
-def check_packs(_inbox: Any, outbox: Any, url: str, busy_timeout_ms: int, run_id: int) -> None:
-    """The child of ``PackCheck``: ``_checked_packs`` of run ``run_id``, sent to the parent (or its error)."""
+def check_packs(inbox: Any, outbox: Any, url: str, busy_timeout_ms: int, run_id: int) -> None:
+    """The child of ``PackCheck``: ``checked_packs`` of run ``run_id``, sent to the parent (or its error); then,
+    when the parent asks with (tier, model, prompt version) keys, the run's verdict-cache entries of those
+    (``cached_verdict_rows``, packed for the pipe)."""
     from storage import open_storage
 
     try:
         with open_storage(url, create=False, busy_timeout_ms=busy_timeout_ms) as storage, \
                 storage.guard(f"cannot load the reviews of run {run_id}"), storage.engine.connect() as conn:
             packs = checked_packs(storage, conn, run_id, keep_json=False)
+            outbox.send(("ok", packs))
+            del packs
+            try:
+                asked = inbox.recv_bytes()
+            except (EOFError, OSError):  # the parent read the cache itself, or needs nothing more
+                return
+            if asked == CLOSE:
+                return
+            with storage.guard("cannot read the verdict cache"):
+                found = packed(cached_verdict_rows(storage, conn, run_id, pickle.loads(asked)))
+            outbox.send(("ok", found))
     except StorageError as e:
         outbox.send(("error", str(e)))
-        return
-    outbox.send(("ok", packs))

@@ -163,10 +163,22 @@ CONVERT: dict[str, dict[str, Callable[[Any], Any]]] = {
 }
 
 
+# Converters that parse text (a few distinct values in a column: "[]", the same tags): called once per distinct
+# value, the (immutable) result shared by the rows that hold it.
+_PARSERS = frozenset({strings_of, attempts_of})
+
+
 def column(table: str, name: str, values: Sequence[Any]) -> list[Any]:
     """A whole stored column of ``table`` converted as its value type holds it."""
     convert = CONVERT.get(table, {}).get(name)
-    return list(values) if convert is None else list(map(convert, values))
+    if convert is None:
+        return list(values)
+    if convert in _PARSERS:
+        parsed = {v: convert(v) for v in dict.fromkeys(values)}
+        return list(map(parsed.__getitem__, values))
+    if convert is _int_or_none and None not in values:
+        convert = int
+    return list(map(convert, values))
 
 
 def _decode(table: str, r: Any, fields: Sequence[str]) -> list[Any]:

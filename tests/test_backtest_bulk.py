@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from engine.app import run_backtest
-from engine.config import load_config
+from engine.config import PolicyConfig, load_config
+from engine.core.clamp import clamp
 from engine.errors import StorageError
 from engine.recorded.stored import load_stored
 from engine.types import (
@@ -209,6 +210,39 @@ def test_an_in_memory_database_backtests_from_its_cache(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ backtest
 
 
+def test_the_clamp_once_per_distinct_verdict_decides_as_the_clamp_signal_by_signal() -> None:
+    """``decided_columns`` calls the clamp once per (verdict, confidence, modified size): every action and size
+    is the one the clamp gives that signal, odd values included (bools, -0.0, NaN, strings, unhashables)."""
+    import math
+    import random
+
+    from engine.recorded.backtest import decided_columns
+
+    rng = random.Random(3)
+    odd: list[Any] = [None, True, False, 0, 1, 50, 50.0, -0.0, 0.0, 5.0, 7, 150.0, float("nan"), float("inf"),
+                      "50", [50], 10**400, 0.3, 0.29999999999999993, 0.2]
+    kinds: list[Any] = [*VerdictKind, "veto", "maybe"]
+    signals, verdicts = [], []
+    for i in range(3000):
+        side = Side.LONG if i % 2 else Side.SHORT
+        signals.append(Signal(f"s{i}", "st", "X/USDT", side, 1_000 + i, 100.0, 100.0 - side.sign * 2,
+                              100.0 + side.sign * 4, 0.1, "5m"))
+        verdicts.append(Verdict(rng.choice(kinds), rng.choice([0.9, 0.9, *odd]), modified_size_pct=rng.choice(odd),
+                                modified_sl=rng.choice([None, 99.0, 101.0, "x"])))
+    for policy in (PolicyConfig(), PolicyConfig(min_confidence=0.0, min_size_pct=1, max_size_pct=40)):
+        actions, sizes = decided_columns([_Ref(s) for s in signals], verdicts, policy)
+        want = [clamp(s, v, policy, "active") for s, v in zip(signals, verdicts, strict=True)]
+        assert actions == [d.action for d in want]
+        assert [math.copysign(1, x) for x in sizes] == [math.copysign(1, d.size_pct) for d in want]
+        assert sizes == [d.size_pct for d in want]
+
+
+class _Ref:
+    def __init__(self, signal: Signal) -> None:
+        self.signal = signal
+
+
+
 def test_every_backtest_column_is_the_per_signal_scorecard_of_its_reviews(
         flaky: tuple[str, int, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """The recorded column and each reviewer's, uncached and cached, scored as the old scorer scores them."""
@@ -218,14 +252,15 @@ def test_every_backtest_column_is_the_per_signal_scorecard_of_its_reviews(
     url, run_id, d = flaky
     (d / "llm.yaml").write_text(json.dumps({"reviewer": FLAKY}), encoding="utf-8")  # scripted: fails, falls back
     seen: list[list[ReviewRecord]] = []
-    review_stored = bt.review_stored
+    verdict_columns = bt.verdict_columns
 
-    def spy(*a: Any, **k: Any) -> list[ReviewRecord]:
-        out = review_stored(*a, **k)
-        seen.append(out)
-        return out
+    def spy(packs: Any, verdicts: Any, policy: Any) -> Any:
+        # each column's reviews as the per-signal path makes them: the clamp called signal by signal
+        seen.append([ReviewRecord(p, v, clamp(p.signal, v, policy, "active"), "active")
+                     for p, v in zip(packs, verdicts, strict=True)])
+        return verdict_columns(packs, verdicts, policy)
 
-    monkeypatch.setattr(bt, "review_stored", spy)
+    monkeypatch.setattr(bt, "verdict_columns", spy)
     store = open_storage(url)
     try:
         full = load_stored(store, run_id)
@@ -281,6 +316,55 @@ def test_packs_checked_in_a_child_are_the_packs_checked_here(flaky: tuple[str, i
         assert child.process.returncode == 0 and check.child is None
     assert len(got) == len(here) > 100
     assert got.packs == here.packs
+
+
+@pytest.mark.parametrize("packs_ready", [True, False])
+def test_verdict_cache_entries_read_by_the_child_are_the_ones_read_here(flaky: tuple[str, int, Path],
+                                                                        in_child: list[Any], packs_ready: bool,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever is free reads the verdict cache — the child once it sent the packs, or this process while the child
+    is still at them — and the entries are the same either way, equal texts still shared."""
+    import time
+
+    from storage import bulk, open_storage
+    from storage.child import Child
+
+    url, run_id, d = flaky
+    with open_storage(url) as store:
+        run_backtest(store, run_id, [d / "strict.yaml"])  # fills the cache for the strict tier
+        keys = [*sorted(_cache_keys(store)), ("strict", "x", "y")]  # and a key with no entries
+        check = bulk.PackCheck.start(store, run_id)
+        check.ask_cache(keys)
+        assert in_child[-1] == (check, True)
+        with pytest.raises(RuntimeError, match="result"):
+            check.cached_verdicts()
+        if packs_ready:
+            deadline = time.monotonic() + 60
+            while not check.child.poll() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        else:
+            monkeypatch.setattr(Child, "poll", lambda self: False)
+        child = check.child
+        got = bulk.load_reviewed(store, run_id, lean=True, check=check)
+        assert (check.child is not None) is packs_ready  # the child reads the cache, or has ended
+        with pytest.raises(RuntimeError, match="before the packs"):
+            check.ask_cache(keys)
+        from_child = check.cached_verdicts()
+        assert check.child is None and check.cached_verdicts() is from_child
+        assert child.exit_code() == 0
+        here = bulk.cached_verdicts(store, run_id, keys)
+        assert got.packs == bulk.load_reviewed(store, run_id, lean=True).packs
+    assert list(from_child) == list(here) == keys and from_child[("strict", "x", "y")] == {}
+    assert sum(map(len, here.values())) > 100
+    for key in keys:
+        assert from_child[key] == here[key]
+        assert len({id(v) for v in from_child[key].values()}) == len({id(v) for v in here[key].values()})
+
+
+def _cache_keys(store: Any) -> list[tuple[str, str, str]]:
+    with store.engine.connect() as conn:
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in conn.exec_driver_sql(
+            "SELECT DISTINCT tier, model, prompt_version FROM verdict_cache").all()]
 
 
 def test_a_backtest_with_the_check_in_a_child_is_the_same_backtest(flaky: tuple[str, int, Path],
@@ -339,6 +423,32 @@ def test_a_child_that_dies_is_replaced_by_checking_here(flaky: tuple[str, int, P
                in r.getMessage() for r in caplog.records)
 
 
+def test_a_child_that_dies_after_the_packs_is_replaced_by_reading_the_cache_here(
+        flaky: tuple[str, int, Path], in_child: list[Any], caplog: pytest.LogCaptureFixture) -> None:
+    import os
+    import signal
+    import time
+
+    from storage import bulk, open_storage
+
+    url, run_id, d = flaky
+    with open_storage(url) as store:
+        run_backtest(store, run_id, [d / "strict.yaml"])
+        keys = sorted(_cache_keys(store))
+        check = bulk.PackCheck.start(store, run_id)
+        check.ask_cache(keys)
+        deadline = time.monotonic() + 60
+        while not check.child.poll() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        child = check.child
+        bulk.load_reviewed(store, run_id, lean=True, check=check)  # the child is asked for the cache ...
+        os.kill(child.pid, signal.SIGKILL)  # ... and dies before it answers (or after: its answer is then lost)
+        found = check.cached_verdicts()
+        here = bulk.cached_verdicts(store, run_id, keys)
+    assert found == here and sum(map(len, here.values())) > 100
+    assert check.child is None and child.process.returncode is not None
+
+
 def test_a_check_not_taken_ends_its_child(flaky: tuple[str, int, Path], in_child: list[Any]) -> None:
     from storage import bulk, open_storage
 
@@ -349,3 +459,19 @@ def test_a_check_not_taken_ends_its_child(flaky: tuple[str, int, Path], in_child
         check.close()
         check.close()  # idempotent
     assert child.process.returncode is not None and check.child is None
+
+
+def test_the_same_reviewer_twice_reviews_afresh_in_both_columns(tmp_path: Path) -> None:
+    """Each column has its own prefetched cache: the answers one column's tiers put are not the other's hits
+    within one backtest (both are cache hits the next time)."""
+    from storage import open_storage
+    from tests.test_backtest import record_synthetic_run
+
+    (tmp_path / "rules.yaml").write_text("reviewer:\n  tiers:\n    - {name: rules, provider: rules}\n")
+    with open_storage(f"sqlite:///{tmp_path / 'twice.db'}") as store:
+        run_id = record_synthetic_run(store, 300)
+        first = run_backtest(store, run_id, [tmp_path / "rules.yaml", tmp_path / "rules.yaml"])
+        second = run_backtest(store, run_id, [tmp_path / "rules.yaml", tmp_path / "rules.yaml"])
+    assert [c.name for c in first.columns] == ["recorded", "rules", "rules#2"]
+    assert [c.card.sources for c in first.columns[1:]] == [{"rules": 300}, {"rules": 300}]
+    assert [c.card.sources for c in second.columns[1:]] == [{"cache": 300}, {"cache": 300}]

@@ -181,3 +181,44 @@ def store_signals(url: str, run_id: int) -> int:
 
     with open_storage(url) as store:
         return int(store.table_counts(run_id)["signals"])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_trailing_window_counted_over_masks_is_the_window_fed_in_order(seed: int) -> None:
+    """The scorecard's trailing windows (as of each retire event and the end) are what ``trailing_at`` — a
+    ``TrailingWindow`` fed outcome by outcome as they close — counts, for any window and event times."""
+    import numpy as np
+
+    from engine.core.scored import trailing_at
+    from engine.recorded.columns import columns
+    from engine.recorded.scorecard import _trailing
+
+    rng = random.Random(seed)
+    reviews = [_review(rng, i) for i in range(rng.choice([0, 1, 50, 900]))]
+    outcomes = []
+    for r in reviews:
+        created = r.pack.signal.created_ms
+        if rng.random() < 0.9:
+            closed = created + rng.choice([0, 1, 300_000, rng.randrange(10 * 86_400_000), -5])
+            outcomes.append(Outcome(r.pack.signal.id, OutcomeKind.SHADOW, True, _float(rng), 0.0,
+                                    rng.choice(["stop", "target", "time"]), rng.random() < 0.1, created, closed))
+    c = columns(SignalColumns.of([r.pack for r in reviews], outcomes), VerdictColumns.of(reviews), True)
+    for window_days in (14.0, 0.5, 3.0, 0.001, 40.0):
+        times = sorted(T0 + rng.randrange(45 * 86_400_000) for _ in range(rng.randrange(5)))
+        times += [times[-1]] if times and rng.random() < 0.5 else []  # two events at the same time
+        idx = np.flatnonzero(c.scored).tolist()
+        feed = [(int(c.shadow_closed_ms[i]), int(c.created_ms[i]), bool(c.veto[i]), bool(c.lost[i])) for i in idx]
+        assert _trailing(c, window_days, times) == trailing_at(times, int(window_days * 86_400_000), feed)
+
+
+def test_the_bootstrap_on_a_thread_of_its_own_gives_the_same_scorecard(monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.recorded.scorecard as sc
+
+    reviews, outcomes, trades, events = _run(5, 2500)
+    kw: dict[str, Any] = {"signals": 2600, "starting_equity": 10_000.0, "events": events, "modify_estimate": True}
+    inline = _text(score(reviews, outcomes, trades, **kw))
+    monkeypatch.setattr(sc, "_BOOTSTRAP_APART", 0)
+    apart = _text(score(reviews, outcomes, trades, **kw))
+    assert apart == inline == _text(scoring_reference.score(reviews, outcomes, trades, **kw))
+    assert json.loads(apart)["modify"]["improvement"]["ci95"] is not None
+

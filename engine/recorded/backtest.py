@@ -13,14 +13,21 @@ costs ~0.5 ms, and one SQL round trip per verdict-cache lookup ~0.2 ms, so:
   as it streams past, and only what scoring needs is kept (a ``PackRef`` per pack). The recorded verdicts stay
   columns: the recorded column is scored from them, and ``StoredRun.records`` builds objects only when asked;
 - the verdict cache is read in bulk, one query per tier of the reviewer (the run's packs joined to the
-  cache's primary key), and handed to the cascade as a dict-backed cache: its lookups are dict lookups;
+  cache's primary key) — by the process that checks the packs once it sent them, or by this one while that
+  one is still at them (``PackCheck.ask_cache``) — and handed to the cascade as a dict-backed cache: its
+  lookups are dict lookups;
 - a pack whose first tier has a cached verdict never reaches a tier: the reviewer answers it from the cache by
   its hash alone (``Reviewer.review_cached``). Every other pack is rebuilt in full (``ContextPack.from_json``,
   hash verified) before any tier sees it;
 - a cascade whose tiers all answer without awaiting (rules) runs through ``Cascade.review_many_sync``,
   any other through ``Cascade.review_many``, in chunks of ``--concurrency`` packs;
+- the clamp decides each column's actions and sizes once per distinct (verdict, confidence, modified size)
+  (``decided_columns``), and the column is scored from its verdicts straight (``verdict_columns``): no
+  Decision or ReviewRecord per signal;
 - every column is scored over arrays (``engine.recorded.scorecard.score_columns``) against one ``SignalColumns``
-  of the run: the signals and their outcomes are read into arrays once, not once per column.
+  of the run: the signals and their outcomes are read into arrays once, not once per column. A column's
+  modify-improvement bootstrap (2,000 resamples of numpy work that releases the GIL) runs on a thread of its
+  own while the next columns are reviewed and scored, and is put into its card before the backtest returns.
 
 The reviewers are built by the caller's ``build_reviewer`` (the composition root's, ``engine.app.run_backtest``):
 this module knows the ``Reviewer`` and ``RunReader`` ports only.
@@ -37,6 +44,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -136,9 +144,12 @@ class _PrefetchedCache:
     def get(self, tier: str, model: str, prompt_version: str, context_hash: str) -> Verdict | None:
         key = (tier, model, prompt_version)
         found = self.entries.get(key)
-        v = None if found is None else found.get(context_hash)
-        if v is not None or (key in self.prefetched and context_hash in self.hashes):
-            return v
+        if found is not None:
+            v = found.get(context_hash)
+            if v is not None:
+                return v
+        if key in self.prefetched and context_hash in self.hashes:
+            return None
         return self.inner.get(tier, model, prompt_version, context_hash) if self.inner is not None else None
 
     def put(self, tier: str, model: str, prompt_version: str, context_hash: str, verdict: Verdict) -> None:
@@ -172,6 +183,18 @@ def review_stored(stored: StoredRun, reviewer: Reviewer, policy: PolicyConfig, *
     packs it cannot answer are rebuilt in full — from ``reader`` (``RunReader.packs``: read again and re-verified)
     or, without one, from the JSON the PackRefs kept (``load_stored(keep_json=True)``) — and reviewed.
     """
+    packs = stored.reviews.packs
+    with gc_paused() if reviewer.synchronous else contextlib.nullcontext():
+        verdicts = _review_verdicts(stored, reviewer, reader=reader, concurrency=concurrency, progress=progress,
+                                    label=label)
+        # the signal as recorded (exact floats), not as rounded into the pack's canonical JSON
+        return [ReviewRecord(p, v, clamp(p.signal, v, policy, "active"), "active")
+                for p, v in zip(packs, verdicts, strict=True)]
+
+
+def _review_verdicts(stored: StoredRun, reviewer: Reviewer, *, reader: RunReader | None, concurrency: int,
+                     progress: Progress | None, label: str) -> list[Verdict]:
+    """``review_stored``'s verdicts, in pack order (before the clamp)."""
     packs = stored.reviews.packs
     n = len(packs)
     chunk = max(1, int(concurrency))
@@ -229,10 +252,51 @@ def review_stored(stored: StoredRun, reviewer: Reviewer, policy: PolicyConfig, *
     # rescan the growing list of verdicts, again and again (0.3-0.6 s of 100,000 reviews). With an event
     # loop it stays on: asyncio makes cycles.
     with gc_paused() if synchronous else contextlib.nullcontext():
-        verdicts = run_all_sync() if synchronous else asyncio.run(run_all())
-        # the signal as recorded (exact floats), not as rounded into the pack's canonical JSON
-        return [ReviewRecord(p, v, clamp(p.signal, v, policy, "active"), "active")
-                for p, v in zip(packs, verdicts, strict=True)]
+        return run_all_sync() if synchronous else asyncio.run(run_all())
+
+
+def decided_columns(packs: Sequence[PackRef | ContextPack], verdicts: Sequence[Verdict],
+                    policy: PolicyConfig) -> tuple[list[Any], list[float]]:
+    """Each verdict's clamped decision as scoring reads it — ``clamp(signal, verdict, policy, "active")``'s
+    ``action`` and ``size_pct`` — with the clamp called once per distinct (verdict, confidence, modified size).
+
+    Those three and the policy are all the clamp reads to decide the action and the size (the signal and the
+    modified stop only shape the decision's stop and notes), so equal keys give equal answers. The key holds each
+    value's type (``True == 1``, but the clamp reads a bool as no number); the sign of a zero cannot matter (-0.0
+    and 0.0 compare alike with the minimum confidence, and both are below the minimum size, which is > 0). A value
+    that cannot be a key (unhashable) is clamped on its own. ``tests/test_backtest_bulk.py`` checks it against the
+    clamp signal by signal.
+    """
+    seen: dict[tuple[Any, ...], tuple[Any, float]] = {}
+    actions: list[Any] = []
+    sizes: list[float] = []
+    for p, v in zip(packs, verdicts, strict=True):
+        kind, conf, size = v.verdict, v.confidence, v.modified_size_pct
+        key = (kind, type(kind), conf, type(conf), size, type(size))
+        try:
+            got = seen.get(key)
+        except TypeError:  # unhashable
+            key, got = None, None
+        if got is None:
+            d = clamp(p.signal, v, policy, "active")
+            got = (d.action, d.size_pct)
+            if key is not None:
+                seen[key] = got
+        actions.append(got[0])
+        sizes.append(got[1])
+    return actions, sizes
+
+
+_OF_VERDICT = attrgetter("verdict", "source", "tier", "latency_ms", "input_tokens", "output_tokens", "cached_tokens",
+                         "cost_usd", "attempts")
+
+
+def verdict_columns(packs: Sequence[PackRef | ContextPack], verdicts: Sequence[Verdict],
+                    policy: PolicyConfig) -> VerdictColumns:
+    """``VerdictColumns.of`` the records ``review_stored`` returns, without a Decision or ReviewRecord per signal."""
+    cols = list(zip(*map(_OF_VERDICT, verdicts), strict=True)) or [()] * 9
+    actions, sizes = decided_columns(packs, verdicts, policy)
+    return VerdictColumns(*cols, actions, sizes)
 
 
 # -------------------------------------------------------------------------------------------- result
@@ -310,7 +374,11 @@ def estimate_backtest(reader: RunReader, run_id: int, paths: Sequence[Path], *,
     prepared: list[_Prepared] = []
     try:
         for loaded, _ in configs:
-            prepared.append(_prepare(reader, run_id, loaded, build_reviewer))
+            p = _prepare(reader, loaded, build_reviewer)
+            if p.keys:
+                with gc_paused():
+                    p.cache = p.reviewer.cache = prefetch_cache(reader, p.keys, run_id)
+            prepared.append(p)
         with gc_paused():
             stored = load_stored(reader, run_id, lean=True)
         hashes = {p.hash for p in stored.reviews.packs}
@@ -353,9 +421,10 @@ def _column_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def _score(stored: StoredRun, reviewed: SignalColumns, verdicts: VerdictColumns, window_days: float) -> Scorecard:
+def _score(stored: StoredRun, reviewed: SignalColumns, verdicts: VerdictColumns, window_days: float,
+           pending: list[Callable[[], None]] | None = None) -> Scorecard:
     return score_columns(reviewed, verdicts, [], signals=len(stored.reviews), starting_equity=stored.starting_equity,
-                         window_days=window_days, modify_estimate=True)
+                         window_days=window_days, modify_estimate=True, pending=pending)
 
 
 def run_backtest(reader: RunReader, run_id: int, paths: Sequence[Path], *, build_reviewer: Callable[..., Reviewer],
@@ -368,8 +437,10 @@ def run_backtest(reader: RunReader, run_id: int, paths: Sequence[Path], *, build
     builds a reviewer from a file's ``reviewer:`` section (``engine.app.build_reviewer``).
 
     Order of work: the packs' check starts first (``RunReader.check_packs``: for a large run a child process
-    reads and hashes them), then each reviewer is built and its verdict-cache entries are read, then the other
-    tables; the checked packs are taken last. Raises: ConfigError (a reviewer file), StorageError.
+    reads and hashes them), then each reviewer is built and its tiers' verdict-cache keys are handed to the check
+    (``PackCheck.ask_cache``), then the other tables are read; the checked packs are taken last, and the cache
+    entries — read by whichever process was free — once the recorded column is scored.
+    Raises: ConfigError (a reviewer file), StorageError.
     """
     if concurrency < 1:
         raise ConfigError(f"--concurrency: must be >= 1 (got {concurrency})")
@@ -379,9 +450,13 @@ def run_backtest(reader: RunReader, run_id: int, paths: Sequence[Path], *, build
     window = float(stored_value(config_json, "scoring.retire.window_days", 14.0))
     check = reader.check_packs(run_id)
     prepared: list[_Prepared] = []
+    # what finishes each column's card (its bootstrap, on a thread of its own while the next columns are worked on)
+    pending: list[Callable[[], None]] = []
     try:
         for loaded, _ in configs:
-            prepared.append(_prepare(reader, run_id, loaded, build_reviewer))
+            prepared.append(_prepare(reader, loaded, build_reviewer))
+        keys = list(dict.fromkeys(k for p in prepared for k in p.keys))
+        check.ask_cache(keys)
         # The collector is off while the run is loaded and scored (no reference cycles, only many objects), and
         # the loaded run is frozen before it is switched on again: immutable from here on, it is not rescanned
         # on every pass of the collector that runs while a reviewer works (asyncio makes reference cycles), nor
@@ -390,17 +465,25 @@ def run_backtest(reader: RunReader, run_id: int, paths: Sequence[Path], *, build
             stored = load_stored(reader, run_id, lean=True, check=check)
             t0 = time.perf_counter()
             reviewed = stored.signal_columns()  # shared by every column
-            recorded = _score(stored, reviewed, stored.recorded_columns(), window)
+            recorded = _score(stored, reviewed, stored.recorded_columns(), window, pending)
             n = len(stored.reviews)
             columns = [BacktestColumn("recorded", "recorded", recorded, n, score_s=time.perf_counter() - t0)]
             hashes = {p.hash for p in stored.reviews.packs}
+            t1 = time.perf_counter()
+            found = check.cached_verdicts() if keys else {}
+            cache = reader.verdict_cache() if keys else None
             for p in prepared:
-                if p.cache is not None:
-                    p.cache.hashes = hashes
+                if p.keys:  # a dict of its own per column: what one column's tiers put is not another's hit
+                    p.cache = _PrefetchedCache(cache, {k: dict(found[k]) for k in p.keys}, set(p.keys), hashes)
+                    p.reviewer.cache = p.cache
+            for p in prepared:
+                p.cache_s = (time.perf_counter() - t1) / len(prepared)
             gc.freeze()
         for name, path, (loaded, warnings), p in zip(_column_names(paths), paths, configs, prepared, strict=True):
             columns.append(_reviewer_column(reader, stored, reviewed, name, path, loaded, warnings, window, p,
-                                            concurrency=concurrency, progress=progress))
+                                            concurrency=concurrency, progress=progress, pending=pending))
+        for finish in pending:
+            finish()
     finally:
         gc.unfreeze()
         check.close()
@@ -413,16 +496,17 @@ def run_backtest(reader: RunReader, run_id: int, paths: Sequence[Path], *, build
 
 @dataclass
 class _Prepared:
-    """One reviewer column before the run is loaded: its reviewer and its prefetched verdict-cache entries."""
+    """One reviewer column before the run is loaded: its reviewer, the verdict-cache keys of its tiers (none
+    with the cache off), and — once the run is loaded — its prefetched verdict-cache entries."""
 
     reviewer: Reviewer
-    cache: _PrefetchedCache | None
-    cache_s: float
+    keys: list[tuple[str, str, str]]
+    cache: _PrefetchedCache | None = None
+    cache_s: float = 0.0
     closed: bool = False
 
 
-def _prepare(reader: RunReader, run_id: int, loaded: LoadedConfig,
-             build_reviewer: Callable[..., Reviewer]) -> _Prepared:
+def _prepare(reader: RunReader, loaded: LoadedConfig, build_reviewer: Callable[..., Reviewer]) -> _Prepared:
     from engine.recorded.spend import recorded_spend
 
     cfg = loaded.config
@@ -432,17 +516,13 @@ def _prepare(reader: RunReader, run_id: int, loaded: LoadedConfig,
     # budgets: a backtest is no run (its own spend starts at 0, and its calls are not recorded as verdicts), but a
     # tier whose daily budget is shared by the database (scope database) starts from what runs spent today
     reviewer.seed_spend(recorded_spend(reader, None))
-    t0 = time.perf_counter()
-    with gc_paused():
-        cache = prefetch_cache(reader, _tier_keys(reviewer), run_id) if cfg.reviewer.cache else None
-        gc.freeze()  # the prefetched entries too: they stay as they are while the reviewer reads them
-    reviewer.cache = cache
-    return _Prepared(reviewer, cache, time.perf_counter() - t0)
+    return _Prepared(reviewer, _tier_keys(reviewer) if cfg.reviewer.cache else [])
 
 
 def _reviewer_column(reader: RunReader, stored: StoredRun, reviewed: SignalColumns, name: str, path: Path,
                      loaded: LoadedConfig, warnings: list[str], window: float, prepared: _Prepared, *,
-                     concurrency: int, progress: Progress | None) -> BacktestColumn:
+                     concurrency: int, progress: Progress | None,
+                     pending: list[Callable[[], None]] | None = None) -> BacktestColumn:
     """One reviewer's column: review every stored pack with its reviewer (and prefetched cache), score the reviews."""
     reviewer, cache = prepared.reviewer, prepared.cache
     # A synchronous reviewer makes no cycles worth collecting (review_stored keeps the collector off for it):
@@ -450,21 +530,23 @@ def _reviewer_column(reader: RunReader, stored: StoredRun, reviewed: SignalColum
     with gc_paused() if reviewer.synchronous else contextlib.nullcontext():
         t1 = time.perf_counter()
         try:
-            reviews = review_stored(stored, reviewer, loaded.config.policy, reader=reader, concurrency=concurrency,
-                                    progress=progress, label=name)
+            verdicts = _review_verdicts(stored, reviewer, reader=reader, concurrency=concurrency,
+                                        progress=progress, label=name)
         finally:
             prepared.closed = True
             asyncio.run(reviewer.aclose())
             if cache is not None:
                 cache.flush()  # the next identical backtest is served from these
+        with gc_paused():
+            decided = verdict_columns(stored.reviews.packs, verdicts, loaded.config.policy)  # the clamp
         review_s = time.perf_counter() - t1
         t2 = time.perf_counter()
         with gc_paused():
-            card = _score(stored, reviewed, VerdictColumns.of(reviews), window)
+            card = _score(stored, reviewed, decided, window, pending)
         events = [f"{e.subject}: {e.message}" for e in reviewer.drain_events()]
         budgets = reviewer.budget_use()
-        column = BacktestColumn(name, str(path), card, len(reviews), review_s=review_s,
+        column = BacktestColumn(name, str(path), card, len(verdicts), review_s=review_s,
                                 score_s=time.perf_counter() - t2, cache_s=prepared.cache_s, events=events,
                                 warnings=[*warnings, *(w for _, w in loaded.disabled_tiers)], budgets=budgets)
-        del reviews, cache  # freed while the collector is still off
+        del verdicts, decided, cache  # freed while the collector is still off
     return column

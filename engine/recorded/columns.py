@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
@@ -43,7 +44,6 @@ def gc_paused() -> Iterator[None]:
 
 _PACK, _VERDICT, _DECISION = attrgetter("pack"), attrgetter("verdict"), attrgetter("decision")
 _OF_PACK = attrgetter("signal", "equity", "regime_tag")
-_OF_SIGNAL = attrgetter("id", "created_ms", "strategy_id", "symbol", "size_hint")
 _OF_VERDICT = attrgetter("verdict", "source", "tier", "latency_ms", "input_tokens", "output_tokens", "cached_tokens",
                          "cost_usd", "attempts")
 _OF_DECISION = attrgetter("action", "size_pct")
@@ -51,6 +51,7 @@ _OF_OUTCOME = attrgetter("filled", "pnl_pct", "exit_reason", "ambiguous", "close
 _OF_REALIZED = attrgetter("filled", "pnl_pct")
 _OF_ATTEMPT = attrgetter("tier", "ok", "kind", "latency_ms")
 _OK = attrgetter("ok")
+_NOT_NONE = functools.partial(operator.is_not, None)  # x is not None, as a C call
 _NO_OUTCOME = (False, 0.0, "", False, None)  # a missing shadow outcome's facts (masked out by ``shadow_known``)
 _NOT_CALLS = ("cache", "breaker_open", "budget", "deadline", "cancelled")  # attempts that say nothing of a tier's speed
 
@@ -172,10 +173,11 @@ class SignalColumns:
         shadow outcomes as (filled, pnl_pct, exit_reason, ambiguous, closed_ms) and the realized ones as
         (filled, pnl_pct)."""
         n = len(signals)
-        ids, created, strategies, symbols, size_hints = _transpose(map(_OF_SIGNAL, signals), 5)
-        ids = list(ids)
+        # one pass per field (a C loop each), not a tuple per signal transposed
+        ids, created, strategies, symbols, size_hints = (list(map(attrgetter(f), signals)) for f in
+                                                         ("id", "created_ms", "strategy_id", "symbol", "size_hint"))
         shadows = list(map(shadow.get, ids))
-        known = np.fromiter((o is not None for o in shadows), dtype=np.bool_, count=n)
+        known = np.fromiter(map(_NOT_NONE, shadows), dtype=np.bool_, count=n)
         filled, pnl, exit_reason, amb, closed = _transpose((_NO_OUTCOME if o is None else o for o in shadows), 5)
         shadow_filled = known & _bools(filled, n)
         shadow_pnl = _floats(pnl)
@@ -185,7 +187,7 @@ class SignalColumns:
         with np.errstate(invalid="ignore"):
             lost = finished & (shadow_pnl < 0)
         reals = list(map(realized.get, ids))
-        realized_known = np.fromiter((o is not None for o in reals), dtype=np.bool_, count=n)
+        realized_known = np.fromiter(map(_NOT_NONE, reals), dtype=np.bool_, count=n)
         realized_filled = realized_known & _bools((o is not None and o[0] for o in reals), n)
         return cls(
             n=n, ids=ids, created_ms=np.array(created, dtype=np.int64), strategies=list(strategies),

@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, compress
+from itertools import chain, compress, pairwise
 from typing import Any
 
 import numpy as np
@@ -184,6 +184,7 @@ class _Tally:
             np.add.at(out, codes[mask], values[mask])
             return out.tolist()
 
+        self._random: dict[int, tuple[int, int, float]] = {}  # group → random_veto's range and p-value
         scored, lost, veto = c.scored, c.lost, c.veto
         amb, mod, live, paid = c.ambiguous, c.modified, c.live, c.live & ~c.cached
         self.reviewed = np.bincount(codes, minlength=groups).tolist()
@@ -231,8 +232,11 @@ class _Tally:
         if n == 0 or N == 0:
             return {"expected": K / N if N else None, "range95": None, "veto_rate": 0.0 if N else None,
                     "p_value": None, "method": "hypergeometric"}
-        lo, hi = hypergeom_range(N, K, n)
-        return {"expected": K / N, "range95": [lo / n, hi / n], "veto_rate": n / N, "p_value": hypergeom_sf(k, N, K, n),
+        found = self._random.get(i)
+        if found is None:  # asked for by the figures and by the lift: computed once
+            found = self._random[i] = (*hypergeom_range(N, K, n), hypergeom_sf(k, N, K, n))
+        lo, hi, p = found
+        return {"expected": K / N, "range95": [lo / n, hi / n], "veto_rate": n / N, "p_value": p,
                 "method": "hypergeometric"}
 
     def modify(self, i: int) -> dict[str, Any]:
@@ -303,18 +307,25 @@ class RetireParams:
 
 def score_columns(reviewed: SignalColumns, verdicts: VerdictColumns, trades: Sequence[Trade], *, signals: int,
                   starting_equity: float, events: Sequence[Event] = (), window_days: float = 14.0,
-                  modify_estimate: bool = False, retire: RetireParams | None = None) -> Scorecard:
+                  modify_estimate: bool = False, retire: RetireParams | None = None,
+                  pending: list[Callable[[], None]] | None = None) -> Scorecard:
     """``score`` of reviews given as columns: the reviewed signals with their outcomes (``SignalColumns``,
     shared by every reviewer a backtest compares) and one reviewer's verdicts and decisions, in the same order.
+
+    ``pending``: the caller finishes the card — the modify improvement's bootstrap, which may still be running
+    on its own thread, is put in when the caller calls what is appended there (a backtest scores its next column
+    meanwhile). Without it the card is complete on return.
     """
     with gc_paused():
         return _score(columns(reviewed, verdicts, modify_estimate), verdicts, trades, signals=signals,
                       starting_equity=starting_equity, events=events, window_days=window_days,
-                      modify_estimate=modify_estimate, retire=retire or RetireParams())
+                      modify_estimate=modify_estimate, retire=retire or RetireParams(), pending=pending)
 
 
 def _score(c: Columns, v: VerdictColumns, trades: Sequence[Trade], *, signals: int, starting_equity: float,
-           events: Sequence[Event], window_days: float, modify_estimate: bool, retire: RetireParams) -> Scorecard:
+           events: Sequence[Event], window_days: float, modify_estimate: bool, retire: RetireParams,
+           pending: list[Callable[[], None]] | None = None) -> Scorecard:
+    improvement = _modify_improvement_started(c)
     total = _Tally(c, np.zeros(c.n, dtype=np.intp), 1)
     breakdown: dict[str, dict[str, dict[str, Any]]] = {}
     for dim, groups in c.groups.items():
@@ -337,7 +348,7 @@ def _score(c: Columns, v: VerdictColumns, trades: Sequence[Trade], *, signals: i
                  "method": "estimate: clamped size × shadow pnl (modified stops not simulated)" if modify_estimate
                  else "realized: size × realized pnl against the shadow trade",
                  "unit": "pnl % points per unit of signal size, summed",
-                 "improvement": _modify_improvement(c)}
+                 "improvement": improvement() if pending is None else None}
     sc.success_rate = Rate(total.live[0] - total.fallback[0], total.live[0])
     sc.fallthrough_rate = Rate(total.through[0], total.live[0])
     sc.fallback_rate = Rate(total.fallback[0], total.live[0])
@@ -369,6 +380,8 @@ def _score(c: Columns, v: VerdictColumns, trades: Sequence[Trade], *, signals: i
     sc.events = dict(sorted(Counter(e.kind for e in events).items()))
     sc.account = account_of(events)
     sc.breakdown = breakdown
+    if pending is not None:
+        pending.append(lambda: sc.modify.__setitem__("improvement", improvement()))
     return sc
 
 
@@ -450,18 +463,59 @@ def _pnl(trades: Sequence[Trade], starting_equity: float) -> dict[str, Any]:
 
 def _trailing(c: Columns, window_days: float, times: Sequence[int]) -> list[TrailingCounts]:
     """The retire rule's trailing window as of each of ``times`` (``engine.core.scored``: signals created in
-    (t − window, t] whose scored shadow outcome had closed by t), from the stored rows."""
-    scored = np.flatnonzero(c.scored).tolist()
-    closed, created = c.shadow_closed_ms.tolist(), c.created_ms.tolist()
-    veto, lost = c.veto.tolist(), c.lost.tolist()
-    return trailing_at(times, int(window_days * _DAY_MS),
-                       ((closed[i], created[i], veto[i], lost[i]) for i in scored))
+    (t − window, t] whose scored shadow outcome had closed by t), from the stored rows.
+
+    For ascending ``times`` that is, at each t, a count over masks: a ``TrailingWindow`` fed in order of closing
+    holds at t exactly the outcomes known by t (closed, and never before the signal) whose signal was created
+    after t − window, since the window's start only moves forward. Otherwise ``trailing_at`` replays the feed.
+    """
+    window_ms = int(window_days * _DAY_MS)
+    scored = c.scored
+    if window_ms <= 0 or any(b < a for a, b in pairwise(times)):
+        idx = np.flatnonzero(scored).tolist()
+        closed, created = c.shadow_closed_ms.tolist(), c.created_ms.tolist()
+        veto, lost = c.veto.tolist(), c.lost.tolist()
+        return trailing_at(times, window_ms, ((closed[i], created[i], veto[i], lost[i]) for i in idx))
+    created = c.created_ms[scored]
+    known = np.maximum(c.shadow_closed_ms[scored], created)
+    veto, lost = c.veto[scored], c.lost[scored]
+    out = []
+    for t in times:
+        since = t - window_ms
+        inside = (known <= t) & (created > since)
+        v, lo = inside & veto, inside & lost
+        out.append(TrailingCounts(since, t, int(np.count_nonzero(v & lo)), int(np.count_nonzero(v)),
+                                  int(np.count_nonzero(lo)), int(np.count_nonzero(inside))))
+    return out
 
 
 def _check_dict(t: TrailingCounts, retire: RetireParams, window_days: float) -> dict[str, Any]:
     check = retire_check(t, min_vetoes=retire.min_vetoes, alpha=retire.alpha, below=retire.below)
     return {**check.to_dict(), "window_days": window_days,
             "message": check.message(window_days) if check.retire else None}
+
+
+_BOOTSTRAP_APART = 2_000  # modified trades from which the bootstrap runs on a thread of its own
+
+
+def _modify_improvement_started(c: Columns) -> Callable[[], dict[str, Any]]:
+    """``_modify_improvement(c)``, started: call the result for its answer. With many modified trades it runs on
+    a thread while the caller counts the rest: its resampling is numpy work that releases the GIL (drawing,
+    gathering, averaging), so a second core does it beside the counting. Its seeded generator is its own: the
+    same interval either way."""
+    if int(np.count_nonzero(c.modified)) < _BOOTSTRAP_APART:
+        answer = _modify_improvement(c)
+        return lambda: answer
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bootstrap")
+    future = pool.submit(_modify_improvement, c)
+    pool.shutdown(wait=False)
+
+    def result() -> dict[str, Any]:
+        return future.result()
+
+    return result
 
 
 def _modify_improvement(c: Columns) -> dict[str, Any]:
