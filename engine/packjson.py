@@ -236,8 +236,27 @@ def _summary_json_of(t: TradeSummary) -> str:
     if hit is None:
         if len(_SUMMARY_JSON) >= _SUMMARY_JSON_MAX:
             _SUMMARY_JSON.clear()
-        hit = _SUMMARY_JSON[id(t)] = (t, _summary_json(t))
+        hit = _SUMMARY_JSON[id(t)] = (t, _summary_json_fast(t))
     return hit[1]
+
+
+def _summary_json_fast(t: TradeSummary) -> str:
+    """``_summary_json(t)`` written with f-strings in sorted-key order (a replay whose strategy closes a trade
+    before most packs writes a new summary for most packs)."""
+    closed, opened = t.closed_ms, t.opened_ms
+    try:
+        return (f'{{"closed_at":{_jstr(_iso_ms(_int(closed)))},"closed_ms":{_ji(closed)},'
+                f'"exit_reason":{_js(t.exit_reason)},"opened_at":{_jstr(_iso_ms(_int(opened)))},'
+                f'"opened_ms":{_ji(opened)},"pnl_pct":{_jn(t.pnl_pct)},"r_multiple":{_jn(t.r_multiple)},'
+                f'"side":{_jstr(str(t.side))},"symbol":{_js(t.symbol)}}}')
+    except _Slow:
+        return _summary_json(t)
+
+
+def _int(x: object) -> int:
+    if type(x) is int:
+        return x
+    raise _Slow
 
 
 def _trades_json(trades: tuple[TradeSummary, ...]) -> tuple[str, bytes]:
