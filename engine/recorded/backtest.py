@@ -44,7 +44,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -287,16 +286,10 @@ def decided_columns(packs: Sequence[PackRef | ContextPack], verdicts: Sequence[V
     return actions, sizes
 
 
-_OF_VERDICT = attrgetter("verdict", "source", "tier", "latency_ms", "input_tokens", "output_tokens", "cached_tokens",
-                         "cost_usd", "attempts")
-
-
 def verdict_columns(packs: Sequence[PackRef | ContextPack], verdicts: Sequence[Verdict],
                     policy: PolicyConfig) -> VerdictColumns:
     """``VerdictColumns.of`` the records ``review_stored`` returns, without a Decision or ReviewRecord per signal."""
-    cols = list(zip(*map(_OF_VERDICT, verdicts), strict=True)) or [()] * 9
-    actions, sizes = decided_columns(packs, verdicts, policy)
-    return VerdictColumns(*cols, actions, sizes)
+    return VerdictColumns.decided(verdicts, *decided_columns(packs, verdicts, policy))
 
 
 # -------------------------------------------------------------------------------------------- result

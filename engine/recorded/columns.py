@@ -20,7 +20,17 @@ from typing import Any
 import numpy as np
 
 from engine.core.scored import is_finished, is_scored
-from engine.types import ContextPack, Outcome, OutcomeKind, PackRef, ReviewRecord, Signal, TierAttempt, VerdictKind
+from engine.types import (
+    ContextPack,
+    Outcome,
+    OutcomeKind,
+    PackRef,
+    ReviewRecord,
+    Signal,
+    TierAttempt,
+    Verdict,
+    VerdictKind,
+)
 
 __all__ = ["Columns", "Groups", "SignalColumns", "VerdictColumns", "columns", "gc_paused", "split_outcomes"]
 
@@ -223,9 +233,13 @@ class VerdictColumns:
 
     @classmethod
     def of(cls, reviews: Sequence[ReviewRecord]) -> VerdictColumns:
-        kinds, sources, tiers, latency, tin, tout, tcached, cost, attempts = _transpose(
-            map(_OF_VERDICT, map(_VERDICT, reviews)), 9)
         actions, sizes = _transpose(map(_OF_DECISION, map(_DECISION, reviews)), 2)
+        return cls.decided(list(map(_VERDICT, reviews)), actions, sizes)
+
+    @classmethod
+    def decided(cls, verdicts: Sequence[Verdict], actions: Sequence[Any], sizes: Sequence[float]) -> VerdictColumns:
+        """From the verdicts and, in the same order, their clamped decisions' actions and sizes."""
+        kinds, sources, tiers, latency, tin, tout, tcached, cost, attempts = _transpose(map(_OF_VERDICT, verdicts), 9)
         return cls(kinds, sources, tiers, latency, tin, tout, tcached, cost, attempts, actions, sizes)
 
     def __len__(self) -> int:
