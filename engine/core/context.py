@@ -241,14 +241,8 @@ class ContextBuilder:
             if len(self._regime_cache) > 64:
                 self._regime_cache.clear()
             rc = self.cfg.regime
-            hist = self.market.history(symbol)
-            n = regime_closes(rc)
-            if hist.preloaded:
-                end = hist._end(t)
-                hit = regime_of_logs(hist.log_closes()[max(hist._lo(), end - n):end], rc, self.timeframe_ms,
-                                     self.horizon_bars)
-            else:
-                hit = regime_of(hist.closes(n, as_of_ms=t), rc, self.timeframe_ms, self.horizon_bars)
+            logs = self.market.history(symbol).log_closes(regime_closes(rc), as_of_ms=t)
+            hit = regime_of_logs(logs, rc, self.timeframe_ms, self.horizon_bars)
             self._regime_cache[key] = hit
         return hit
 

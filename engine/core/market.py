@@ -540,15 +540,16 @@ class SymbolHistory:
             raise ValueError(f"{self.symbol}: series() needs a preloaded history")
         return ind.array
 
-    def log_closes(self) -> np.ndarray:
-        """A preloaded history only: the log of every close of the whole series (taken once), read-only."""
+    def log_closes(self, n: int, as_of_ms: int | None = None) -> np.ndarray:
+        """``np.log(closes(n, as_of_ms))``: a preloaded history takes the log of its whole series once and hands
+        out a read-only slice of it (the log of a close is the same number either way)."""
+        if not self._preloaded:
+            return np.log(self.closes(n, as_of_ms))
         logs = self._logs
         if logs is None:
-            if not self._preloaded:
-                raise ValueError(f"{self.symbol}: log_closes() needs a preloaded history")
             logs = self._logs = np.log(self._close)
             logs.flags.writeable = False
-        return logs
+        return self._view(logs, n, as_of_ms)
 
     def column(self, name: str) -> np.ndarray:
         """A preloaded history only: a whole column (close_ms, open, high, low, close, volume), read-only."""
@@ -626,7 +627,6 @@ class MarketState:
         c = float(_add(da * db) / da.shape[0] / (sa * sb))  # (da * db).mean(): the same operations
         return max(-1.0, min(1.0, c))
 
-
     def correlations(self, a: str, others: Iterable[str], lookback: int, min_overlap: int = 10,
                      as_of_ms: int | None = None) -> dict[str, float | None]:
         """``correlation(a, b, …)`` for each b in ``others``, to the bit, the pairs whose windows cover the same
@@ -640,25 +640,21 @@ class MarketState:
         if ha is None or ha.count < 2 or len(others) < _BATCH_FROM:
             return {b: self.correlation(a, b, lookback, min_overlap, as_of_ms) for b in others}
         end = ha._end(as_of_ms)
-        window_a = self._window(ha, end, n)
+        window_a = ha.log_closes(n, as_of_ms)
         batch: list[tuple[str, np.ndarray]] = []
-        seen: set[str] = set()
         for b in others:
-            if b in seen:
-                continue
-            seen.add(b)
             hb = self.histories.get(b)
-            if b == a or hb is None or hb.count < 2 or window_a is None or not self._aligned(ha, hb, end, n, as_of_ms):
+            if b == a or hb is None or hb.count < 2 or window_a.shape[0] < 2 \
+                    or not self._aligned(ha, hb, end, n, as_of_ms):
                 out[b] = self.correlation(a, b, lookback, min_overlap, as_of_ms)
                 continue
-            wb = self._window(hb, hb._end(as_of_ms), n)
-            if wb is None or wb.shape != window_a.shape:
+            wb = hb.log_closes(n, as_of_ms)
+            if wb.shape != window_a.shape:
                 out[b] = self.correlation(a, b, lookback, min_overlap, as_of_ms)
                 continue
             batch.append((b, wb))
         if not batch:
             return out
-        assert window_a is not None
         logs = np.stack([window_a] + [w for _, w in batch])
         r = logs[:, 1:] - logs[:, :-1]  # np.diff, per row
         m = r.shape[1]
@@ -675,15 +671,6 @@ class MarketState:
             else:
                 out[b] = max(-1.0, min(1.0, s / m / (sa * sb)))  # correlation's arithmetic, in its order
         return out
-
-    def _window(self, h: SymbolHistory, end: int, n: int) -> np.ndarray | None:
-        """Log closes of the last ``n`` closes before buffer index ``end`` (as ``closes`` would cut them)."""
-        lo = max(h._lo(), end - n)
-        if end - lo < 2:
-            return None
-        if h._preloaded:
-            return h.log_closes()[lo:end]
-        return np.log(h._close[lo:end])
 
     def _aligned(self, ha: SymbolHistory, hb: SymbolHistory, end: int, n: int, as_of_ms: int | None) -> bool:
         """Do the two windows cover the same closes?"""
