@@ -382,7 +382,7 @@ def _read_cached(text: str) -> Verdict | None:
             return None
 
 
-def cached_verdict_rows(storage: Database, conn: Any, run_id: int, keys: Sequence[tuple[str, str, str]]
+def cached_verdict_rows(conn: Any, run_id: int, keys: Sequence[tuple[str, str, str]]
                         ) -> dict[tuple[str, str, str], dict[str, Verdict]]:
     """``cached_verdicts`` on an open connection (buffered entries already written)."""
     c, p = _CACHE.c, _PACKS.c
@@ -415,7 +415,7 @@ def cached_verdicts(storage: Database, run_id: int,
     """
     storage.flush()
     with storage.guard("cannot read the verdict cache"), storage.engine.connect() as conn:
-        return cached_verdict_rows(storage, conn, run_id, keys)
+        return cached_verdict_rows(conn, run_id, keys)
 
 
 _VERDICT_VALUES = attrgetter(*(f.name for f in fields(Verdict)))

@@ -77,7 +77,7 @@ def check_packs(inbox: Any, outbox: Any, url: str, busy_timeout_ms: int, run_id:
             if asked == CLOSE:
                 return
             with storage.guard("cannot read the verdict cache"):
-                found = packed(cached_verdict_rows(storage, conn, run_id, pickle.loads(asked)))
+                found = packed(cached_verdict_rows(conn, run_id, pickle.loads(asked)))
             outbox.send(("ok", found))
     except StorageError as e:
         outbox.send(("error", str(e)))
