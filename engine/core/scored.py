@@ -21,11 +21,14 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
+
+import numpy as np
 
 from engine.stats import binom_sf
 
 __all__ = ["UNFINISHED_EXITS", "RetireCheck", "TrailingCounts", "TrailingWindow", "is_finished", "is_scored",
-           "retire_check", "trailing_at"]
+           "retire_check", "trailing_at", "trailing_at_columns"]
 
 # Exit reasons of an outcome that did not finish: no exit yet, or marked out at the end of the data.
 UNFINISHED_EXITS = frozenset({"", "end"})
@@ -119,6 +122,29 @@ def trailing_at(times: Sequence[int], window_ms: int, outcomes: Iterable[tuple[i
             window.add(created, veto, lost)
             i += 1
         out.append(window.counts(t))
+    return out
+
+
+def trailing_at_columns(times: Sequence[int], window_ms: int, closed_ms: np.ndarray, created_ms: np.ndarray,
+                        veto: np.ndarray, lost: np.ndarray) -> list[TrailingCounts]:
+    """``trailing_at`` over scored outcomes given as arrays, counted over masks for ascending ``times``.
+
+    A ``TrailingWindow`` fed in order of knowing (closed, never before the signal) holds at t exactly the
+    outcomes known by t whose signal was created after t − window, since the window's start only moves
+    forward: so each t is a count over masks. Otherwise (times out of order, no window) ``trailing_at`` replays
+    the feed.
+    """
+    if window_ms <= 0 or any(b < a for a, b in pairwise(times)):
+        return trailing_at(times, window_ms, zip(closed_ms.tolist(), created_ms.tolist(), veto.tolist(),
+                                                 lost.tolist(), strict=True))
+    known = np.maximum(closed_ms, created_ms)
+    out = []
+    for t in times:
+        since = t - window_ms
+        inside = (known <= t) & (created_ms > since)
+        v, lo = inside & veto, inside & lost
+        out.append(TrailingCounts(since, t, int(np.count_nonzero(v & lo)), int(np.count_nonzero(v)),
+                                  int(np.count_nonzero(lo)), int(np.count_nonzero(inside))))
     return out
 
 

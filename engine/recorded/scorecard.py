@@ -36,13 +36,13 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, compress, pairwise
+from itertools import chain, compress
 from typing import Any
 
 import numpy as np
 
 from engine.config import stored_value
-from engine.core.scored import TrailingCounts, retire_check, trailing_at
+from engine.core.scored import TrailingCounts, retire_check, trailing_at_columns
 from engine.ports import RunReader
 from engine.recorded.columns import (
     _NOT_CALLS,
@@ -463,30 +463,10 @@ def _pnl(trades: Sequence[Trade], starting_equity: float) -> dict[str, Any]:
 
 def _trailing(c: Columns, window_days: float, times: Sequence[int]) -> list[TrailingCounts]:
     """The retire rule's trailing window as of each of ``times`` (``engine.core.scored``: signals created in
-    (t − window, t] whose scored shadow outcome had closed by t), from the stored rows.
-
-    For ascending ``times`` that is, at each t, a count over masks: a ``TrailingWindow`` fed in order of closing
-    holds at t exactly the outcomes known by t (closed, and never before the signal) whose signal was created
-    after t − window, since the window's start only moves forward. Otherwise ``trailing_at`` replays the feed.
-    """
-    window_ms = int(window_days * _DAY_MS)
-    scored = c.scored
-    if window_ms <= 0 or any(b < a for a, b in pairwise(times)):
-        idx = np.flatnonzero(scored).tolist()
-        closed, created = c.shadow_closed_ms.tolist(), c.created_ms.tolist()
-        veto, lost = c.veto.tolist(), c.lost.tolist()
-        return trailing_at(times, window_ms, ((closed[i], created[i], veto[i], lost[i]) for i in idx))
-    created = c.created_ms[scored]
-    known = np.maximum(c.shadow_closed_ms[scored], created)
-    veto, lost = c.veto[scored], c.lost[scored]
-    out = []
-    for t in times:
-        since = t - window_ms
-        inside = (known <= t) & (created > since)
-        v, lo = inside & veto, inside & lost
-        out.append(TrailingCounts(since, t, int(np.count_nonzero(v & lo)), int(np.count_nonzero(v)),
-                                  int(np.count_nonzero(lo)), int(np.count_nonzero(inside))))
-    return out
+    (t − window, t] whose scored shadow outcome had closed by t), from the stored rows."""
+    s = c.scored
+    return trailing_at_columns(times, int(window_days * _DAY_MS), c.shadow_closed_ms[s], c.created_ms[s], c.veto[s],
+                               c.lost[s])
 
 
 def _check_dict(t: TrailingCounts, retire: RetireParams, window_days: float) -> dict[str, Any]:
