@@ -14,6 +14,7 @@ never in a loss rate. Nothing is recomputed from market data: the stored packs a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -27,6 +28,7 @@ from engine.config import stored_value
 from engine.core.scored import is_finished, is_scored
 from engine.ports import RunReader
 from engine.stats import benjamini_hochberg, wilson
+from engine.types import RunInfo
 
 if TYPE_CHECKING:
     from engine.recorded.stored import StoredRun
@@ -274,7 +276,7 @@ def _bin_notes_one(facts: list[SignalFacts], by_fifth: bool = False) -> list[Sig
         for g, fn in relabel.items():
             if g in fields:
                 fields[g] = fn(fields[g])
-        out.append(SignalFacts(fields, x.style, x.scored, x.ambiguous, x.lost, x.r_multiple, x.stratum))
+        out.append(dataclasses.replace(x, fields=fields))
     return out
 
 
@@ -402,7 +404,7 @@ def analyze(reader: RunReader, run_id: int, *, alpha: float = 0.05, permutations
     ``stored``: the run as the caller already read it (``load_stored(..., keep_json=True)``). Raises: StorageError.
     """
     run = reader.get_run(run_id)
-    out = analyze_facts(_facts(reader, run_id, stored), alpha=alpha, permutations=permutations, seed=seed)
+    out = analyze_facts(_facts(reader, run, stored), alpha=alpha, permutations=permutations, seed=seed)
     out.run_id, out.run = run.id, run.name
     return out
 
@@ -422,20 +424,18 @@ def analyze_runs(reader: RunReader, run_ids: Sequence[int], *, alpha: float = 0.
     for k, rid in enumerate(run_ids):
         run = reader.get_run(rid)
         runs.append((run.id, run.name))
-        facts += [SignalFacts(f.fields, f.style, f.scored, f.ambiguous, f.lost, f.r_multiple, k)
-                  for f in _facts(reader, rid, None)]
+        facts += [dataclasses.replace(f, stratum=k) for f in _facts(reader, run, None)]
     out = analyze_facts(facts, alpha=alpha, permutations=permutations, seed=seed)
     out.run = " + ".join(name for _, name in runs)
     out.runs = runs
     return out
 
 
-def _facts(reader: RunReader, run_id: int, stored: StoredRun | None) -> list[SignalFacts]:
+def _facts(reader: RunReader, run: RunInfo, stored: StoredRun | None) -> list[SignalFacts]:
     from engine.recorded.stored import load_stored
 
-    run = reader.get_run(run_id)
     if stored is None or any(not p.json for p in stored.packs):
-        stored = load_stored(reader, run_id, keep_json=True)
+        stored = load_stored(reader, run.id, keep_json=True)
     c = stored.stored_outcomes.columns
     shadow = {sid: (f, p, r, e, a) for sid, kind, f, p, r, e, a in zip(
         c["signal_id"], c["kind"], c["filled"], c["pnl_pct"], c["r_multiple"], c["exit_reason"], c["ambiguous"],
