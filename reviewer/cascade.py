@@ -128,20 +128,35 @@ class Cascade:
         """For each pack hash, the verdict a review would give from the first tier's cached verdict — counted as a
         review, with its cache attempt, exactly as ``review`` answers it — or None when the first tier has none
         (the pack must then be reviewed in full: a later tier's cached verdict only counts after the first
-        tier failed)."""
+        tier failed).
+
+        The hashes are looked up as one batch: each answer's latency is the batch's time shared equally among
+        its hits (one clock reading per batch, not two per hash), so the answers of one cached verdict are
+        equal, and are one object.
+        """
         if self._mode == "off" or not self.tiers or self.cache is None:
             return [None] * len(hashes)
         tier = self.tiers[0]
         pv = tier.prompt_version
+        start = self.clock_s()
+        found = [self._cache_get(tier, pv, h) for h in hashes]
+        hits = len(found) - found.count(None)
+        if not hits:
+            return found
+        self.reviews += hits
+        self.stats[tier.name].cache_hits += hits
+        took = (self.clock_s() - start) * 1000 / hits
+        attempts = (TierAttempt(tier.name, True, "cache", took),)
+        answers: dict[int, Verdict] = {}
         out: list[Verdict | None] = []
-        for h in hashes:
-            start = self.clock_s()
-            cached = self._cache_get(tier, pv, h)
+        for cached in found:
             if cached is None:
                 out.append(None)
                 continue
-            self.reviews += 1
-            out.append(self._answer_cached(tier, cached, [], start))
+            v = answers.get(id(cached))
+            if v is None:
+                v = answers[id(cached)] = _from_cache_verdict(cached, tier.name, took, attempts)
+            out.append(v)
         return out
 
     def review_many_sync(self, packs: Sequence[ContextPack]) -> list[Verdict]:

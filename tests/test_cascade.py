@@ -258,6 +258,26 @@ def test_cache_hit_returns_source_cache_and_skips_the_tier() -> None:
     assert c.stats["a"].cache_hits == 1
 
 
+def test_review_cached_answers_a_batch_as_review_would_and_leaves_misses_to_a_full_review() -> None:
+    cache = DictCache()
+    a = ScriptedTier(script=[VETO, ACCEPT], name="a", model="m1")
+    c = cascade(a, cache=cache)
+    fresh = [run(c.review(pack(i))) for i in (1, 2)]
+    hashes = [pack(1).hash, pack(3).hash, pack(2).hash, pack(1).hash]
+    got = c.review_cached(hashes)
+    assert got[1] is None  # pack 3 was never reviewed: a miss, not counted
+    assert [(v.verdict, v.confidence, v.rationale, v.source, v.tier) for v in (got[0], got[2], got[3])] == [
+        (fresh[0].verdict, 0.8, "no", "cache", "a"), (fresh[1].verdict, 0.7, "fine", "cache", "a"),
+        (fresh[0].verdict, 0.8, "no", "cache", "a")]
+    assert got[0] is got[3] and got[0] is not got[2]  # one answer per cached verdict
+    assert all([x.kind for x in v.attempts] == ["cache"] and v.latency_ms >= 0 and v.reviewed_at_ms == 0
+               for v in (got[0], got[2]))
+    assert (c.reviews, c.stats["a"].cache_hits, a.calls) == (2 + 3, 3, 2)
+    assert c.review_cached([pack(4).hash]) == [None] and c.reviews == 5
+    c.mode = "off"
+    assert c.review_cached(hashes) == [None] * 4
+
+
 def test_cache_is_keyed_by_prompt_version() -> None:
     cache = DictCache()
     run(cascade(ScriptedTier(script=[VETO], name="a"), cache=cache).review(pack()))
