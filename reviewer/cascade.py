@@ -132,7 +132,7 @@ class Cascade:
 
         The hashes are looked up as one batch: each answer's latency is the batch's time shared equally among
         its hits (one clock reading per batch, not two per hash), so the answers of one cached verdict are
-        equal, and are one object.
+        equal.
         """
         if self._mode == "off" or not self.tiers or self.cache is None:
             return [None] * len(hashes)
@@ -147,17 +147,8 @@ class Cascade:
         self.stats[tier.name].cache_hits += hits
         took = (self.clock_s() - start) * 1000 / hits
         attempts = (TierAttempt(tier.name, True, "cache", took),)
-        answers: dict[int, Verdict] = {}
-        out: list[Verdict | None] = []
-        for cached in found:
-            if cached is None:
-                out.append(None)
-                continue
-            v = answers.get(id(cached))
-            if v is None:
-                v = answers[id(cached)] = _from_cache_verdict(cached, tier.name, took, attempts)
-            out.append(v)
-        return out
+        return [None if cached is None else _from_cache_verdict(cached, tier.name, took, attempts)
+                for cached in found]
 
     def review_many_sync(self, packs: Sequence[ContextPack]) -> list[Verdict]:
         """``review_many`` for a cascade of synchronous tiers (e.g. rules only), without an event loop.
