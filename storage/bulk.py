@@ -8,7 +8,10 @@ re-reviews up to 100,000 signals and needs them all at once, so the readers here
   join costs two B-tree searches per joined row and is slower than the separate passes together;
 - read a pack's JSON once and check it against its stored hash (SHA-256) as it streams past; it is never
   decoded, only searched for its equity (what scoring needs), and kept only when asked to. For a large run a
-  child process does this while the backtest reads the other tables (``PackCheck``);
+  child process does this while the backtest reads the other tables (``PackCheck``). What the check yields
+  (hash, regime tag, equity per pack) is stored with the generation of the run's packs it saw (``pack_digests``,
+  ``pack_checks``: migration 0005); while no pack row has changed since (triggers count every change), the next
+  backtest reads that instead of ~450 MB of JSON per 100,000 packs;
 - leave verdicts and decisions as columns (put in signal order by index, text columns parsed once per distinct
   value): scoring reads the few columns it needs straight from them;
 - read the verdict-cache entries a backtest can use in one query per (tier, model, prompt version): the
@@ -28,7 +31,7 @@ from dataclasses import fields
 from operator import attrgetter, itemgetter
 from typing import Any
 
-from sqlalchemy import LargeBinary, Table, and_, bindparam, cast, select
+from sqlalchemy import LargeBinary, Table, and_, bindparam, cast, delete, func, select, update
 
 from engine.errors import StorageError
 from engine.types import (
@@ -46,7 +49,16 @@ from engine.types import (
 )
 from storage import rows
 from storage.database import Database
-from storage.models import ContextPackRow, DecisionRow, OutcomeRow, SignalRow, VerdictCacheRow, VerdictRow
+from storage.models import (
+    ContextPackRow,
+    DecisionRow,
+    OutcomeRow,
+    PackCheckRow,
+    PackDigestRow,
+    SignalRow,
+    VerdictCacheRow,
+    VerdictRow,
+)
 
 __all__ = [
     "SCORED_DECISION_COLUMNS",
@@ -64,6 +76,8 @@ _VERDICTS: Table = VerdictRow.__table__  # type: ignore[assignment]
 _DECISIONS: Table = DecisionRow.__table__  # type: ignore[assignment]
 _OUTCOMES: Table = OutcomeRow.__table__  # type: ignore[assignment]
 _CACHE: Table = VerdictCacheRow.__table__  # type: ignore[assignment]
+_CHECKS: Table = PackCheckRow.__table__  # type: ignore[assignment]
+_DIGESTS: Table = PackDigestRow.__table__  # type: ignore[assignment]
 
 # what scoring reads of a verdict and a decision (a backtest loads only these: ``load_reviewed(lean=True)``)
 SCORED_VERDICT_COLUMNS = ("verdict", "source", "tier", "latency_ms", "input_tokens", "output_tokens", "cached_tokens",
@@ -86,6 +100,7 @@ _CACHED_FIELDS = frozenset(rows.CACHE_FIELDS)
 # a cache entry's fields are Verdict's first ones, in order: an entry written in that order is built positionally
 _LEADING = tuple(f.name for f in fields(Verdict))[:len(rows.CACHE_FIELDS)] == rows.CACHE_FIELDS
 _SCAN = json.JSONDecoder().scan_once  # the C scanner json.loads uses
+Packs = dict[str, tuple[str, str, float, str]]  # signal id → (hash, regime tag, equity, JSON or "")
 
 
 # --------------------------------------------------------------------------------------- conversions
@@ -104,7 +119,7 @@ def _equity_of(text: str | bytes, where: str) -> float:
 # ----------------------------------------------------------------------------------------- reviews
 
 
-def checked_packs(storage: Database, conn: Any, run_id: int, keep_json: bool) -> dict[str, tuple[str, str, float, str]]:
+def checked_packs(storage: Database, conn: Any, run_id: int, keep_json: bool) -> Packs:
     """signal id → (hash, regime tag, equity, JSON or ""), every JSON checked against its stored hash.
 
     SQLite stores the text as UTF-8 (the default database encoding): it is read as those bytes, which are
@@ -115,7 +130,7 @@ def checked_packs(storage: Database, conn: Any, run_id: int, keep_json: bool) ->
     q = select(p.signal_id, p.hash, p.regime_tag, cast(p.json, LargeBinary) if as_bytes else p.json).where(
         p.run_id == run_id)
     equity = _EQUITY_BYTES if as_bytes else _EQUITY
-    out: dict[str, tuple[str, str, float, str]] = {}
+    out: Packs = {}
     for part in conn.execution_options(yield_per=_STREAM).execute(q).partitions():
         sids, hashes, tags, datas = _transpose(part, 4)
         computed = [hashlib.sha256(d).hexdigest() for d in datas] if as_bytes else list(map(content_hash, datas))
@@ -140,6 +155,71 @@ def checked_packs(storage: Database, conn: Any, run_id: int, keep_json: bool) ->
     return out
 
 
+def pack_generation(storage: Database, run_id: int) -> tuple[int, int | None] | None:
+    """(generation, verified) of the run's packs (``pack_checks``), its row made first when missing; None when the
+    row cannot be written (a read-only database: a check's answer then is not kept). Read before a check starts,
+    so that any change to the packs after this point moves the generation past the one returned."""
+    k = _CHECKS.c
+    mine = select(k.generation, k.verified).where(k.run_id == run_id)
+    try:
+        with storage.guard(f"cannot read the pack checks of run {run_id}"):
+            with storage.engine.connect() as conn:
+                found = conn.execute(mine).first()
+            if found is None:
+                from sqlalchemy.dialects import postgresql, sqlite
+
+                with storage.writer.begin() as conn:
+                    ins = (sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert)(_CHECKS)
+                    conn.execute(ins.values(run_id=run_id, generation=0).on_conflict_do_nothing())
+                    found = conn.execute(mine).first()
+    except StorageError as e:
+        log.warning("%s", e)
+        return None
+    return None if found is None else (int(found[0]), None if found[1] is None else int(found[1]))
+
+
+def stored_digests(conn: Any, run_id: int) -> Packs | None:
+    """``checked_packs``' answer as a check stored it (``keep_digests``), or None unless the stamp stands (no pack
+    row changed since that check) and covers every pack of the run. One query reads the stamp and the digests."""
+    d, k, p = _DIGESTS.c, _CHECKS.c, _PACKS.c
+    q = (select(d.signal_id, d.hash, d.regime_tag, d.equity)
+         .join(_CHECKS, and_(k.run_id == d.run_id, k.verified == k.generation))
+         .where(d.run_id == run_id))
+    found = conn.execute(q).all()
+    if not found:
+        return None
+    n = conn.execute(select(func.count()).select_from(_PACKS).where(p.run_id == run_id)).scalar_one()
+    if n != len(found):
+        return None
+    sids, hashes, tags, equities = _transpose(found, 4)
+    return dict(zip(sids, zip(hashes, tags, equities, [""] * len(sids), strict=True), strict=True))
+
+
+def keep_digests(storage: Database, run_id: int, generation: int, packs: Packs) -> bool:
+    """Store ``packs`` (a check's answer, taken after ``pack_generation`` read ``generation``) as the run's digests,
+    stamped with that generation — unless a pack row changed meanwhile (the generation moved on: nothing is
+    stamped). A failure is logged: the digests only save the next backtest time. Returns whether they were kept."""
+    import time
+
+    k = _CHECKS.c
+    flat: list[Any] = []
+    for sid, (h, tag, equity, _) in packs.items():
+        flat += (run_id, sid, h, tag, equity)
+    try:
+        with storage.guard(f"cannot keep the checked packs of run {run_id}"), storage.writer.connect() as conn, \
+                conn.begin() as transaction:
+            conn.execute(delete(_DIGESTS).where(_DIGESTS.c.run_id == run_id))
+            storage.statements.insert["pack_digests"].run(conn, flat)
+            stamped = conn.execute(update(_CHECKS).where(k.run_id == run_id, k.generation == generation)
+                                   .values(verified=generation, checked_ms=int(time.time() * 1000))).rowcount
+            if stamped != 1:
+                transaction.rollback()  # the packs changed since the check read them: its answer stands for nothing
+    except StorageError as e:
+        log.warning("%s", e)
+        return False
+    return stamped == 1
+
+
 class PackCheck:
     """``checked_packs`` of a run (without the JSON), done by a child process while this one works on — and, for
     the (tier, model, prompt version) keys asked for (``ask_cache``), ``cached_verdicts`` of the run.
@@ -152,17 +232,31 @@ class PackCheck:
     database another process can open (a child costs about half a second to start); otherwise, or when the child
     ends without an answer (logged), ``result`` and ``cached_verdicts`` do it here. Either way the answers are
     the same, and so is the StorageError for a pack that does not match its hash.
+
+    The answer is kept (``keep``: ``pack_digests``, stamped with the packs' generation ``pack_generation`` read
+    before the check began). When a later check starts and the stamp still stands — no pack row of the run was
+    inserted, updated or deleted since, and its digests were not touched — it reads the digests (and the cache
+    through them) instead, in this process: a repeat backtest trusts a check already made rather than hashing
+    the JSON again.
     """
 
     MIN_PACKS = 20_000
 
-    def __init__(self, storage: Database, run_id: int, child: Any = None) -> None:
+    def __init__(self, storage: Database, run_id: int, child: Any = None, *,
+                 generation: tuple[int, int | None] | None = None) -> None:
         self.storage = storage
         self.run_id = run_id
         self.child = child
+        # the packs' generation read before the check began (None: its answer cannot be kept), and whether the
+        # digests a check stored stand for the packs as they are (then they are read instead of the packs)
+        self.generation = None if generation is None else generation[0]
+        self.digests = generation is not None and generation[1] == generation[0]
+        self.kept: bool | None = None  # whether this check's answer was stored (None: nothing to store)
         self.cache_keys: list[tuple[str, str, str]] = []
         self._cached: dict[tuple[str, str, str], dict[str, Verdict]] | None = None
         self._packs_taken = False
+        self._answer: Packs | None = None
+        self._sent: list[tuple[str, str, str]] | None = None  # the keys a child reading only the cache was given
 
     @classmethod
     def start(cls, storage: Database, run_id: int) -> PackCheck:
@@ -170,20 +264,23 @@ class PackCheck:
 
         from storage.child import Child, shareable
 
+        generation = pack_generation(storage, run_id)
         if not shareable(storage):
-            return cls(storage, run_id)
+            return cls(storage, run_id, generation=generation)
         p = _PACKS.c
         with storage.guard(f"cannot count the context packs of run {run_id}"), storage.engine.connect() as conn:
             n = conn.execute(select(func.count()).select_from(_PACKS).where(p.run_id == run_id)).scalar_one()
         if n < cls.MIN_PACKS:
-            return cls(storage, run_id)
+            return cls(storage, run_id, generation=generation)
         url = storage.engine.url.render_as_string(hide_password=False)
         try:
-            return cls(storage, run_id, Child("storage.children:check_packs", url, storage.busy_timeout_ms, run_id))
+            stamped = generation is not None and generation[0] == generation[1]  # the child reads the cache only
+            return cls(storage, run_id, Child("storage.children:check_packs", url, storage.busy_timeout_ms, run_id,
+                                              stamped), generation=generation)
         except OSError as e:
             log.warning("%s: cannot start a process to check the context packs (%s): checking them here",
                         storage.url_masked, e)
-            return cls(storage, run_id)
+            return cls(storage, run_id, generation=generation)
 
     def ask_cache(self, keys: Sequence[tuple[str, str, str]]) -> None:
         """Read the run's verdict-cache entries of (tier, model, prompt version) ``keys`` too (``cached_verdicts``;
@@ -194,6 +291,12 @@ class PackCheck:
         self.cache_keys = list(dict.fromkeys([*self.cache_keys, *keys]))
         if self.cache_keys:
             self.storage.flush()
+        if self.digests and self.child is not None:  # a child that checks nothing: it reads the cache at once
+            if self._sent is None:
+                self._sent = list(self.cache_keys)
+                self.child.send_bytes(pickle.dumps(self._sent))
+            elif self._sent != self.cache_keys:  # asked again, for more: all of it is read here instead
+                self.close()
 
     def _from_child(self, instead: str) -> Any:
         """The child's next answer, or None when it ended without one (logged; the caller does it here)."""
@@ -222,6 +325,18 @@ class PackCheck:
         at the packs (it would only wait for them); else the child, while this process goes on with the packs.
         """
         self._packs_taken = True
+        if self.digests:
+            if self.child is not None and self._sent is None:
+                self._end_child()  # it was given nothing to do
+            found = stored_digests(conn, self.run_id)
+            if found is not None:
+                return found
+            # The stamp was withdrawn since ``start`` (a pack changed): check the packs here, but keep nothing, as
+            # the connection's view may predate the generation read. A child reading the cache goes on: the
+            # entries are looked up by the hashes loaded here.
+            self.digests, self.generation = False, None
+            self._answer = checked_packs(self.storage, conn, self.run_id, keep_json=False)
+            return self._answer
         if self.child is not None:
             try:
                 if self.cache_keys and not self.child.poll():
@@ -235,8 +350,19 @@ class PackCheck:
                 self.close()
                 raise
             if packs is not None:
+                self._answer = packs
                 return packs  # type: ignore[no-any-return]
-        return checked_packs(self.storage, conn, self.run_id, keep_json=False)
+        self._answer = checked_packs(self.storage, conn, self.run_id, keep_json=False)
+        return self._answer
+
+    def keep(self) -> bool | None:
+        """Store the answer of the check just taken (``result``) for the next backtest (``keep_digests``), on a
+        connection of its own: call it once the reading connection is closed. None: nothing to store (the
+        digests were read, or the generation is unknown); else whether they were kept."""
+        answer, self._answer = self._answer, None
+        if answer is not None and self.generation is not None:
+            self.kept = keep_digests(self.storage, self.run_id, self.generation, answer)
+        return self.kept
 
     def cached_verdicts(self) -> dict[tuple[str, str, str], dict[str, Verdict]]:
         """``cached_verdicts`` of the run for the keys asked for (``ask_cache``), once the packs were taken
@@ -251,7 +377,7 @@ class PackCheck:
                 finally:
                     self._end_child()
             self._cached = (_unpacked(found) if found is not None
-                            else cached_verdicts(self.storage, self.run_id, self.cache_keys))
+                            else cached_verdicts(self.storage, self.run_id, self.cache_keys, digests=self.digests))
         return self._cached
 
     def close(self) -> None:
@@ -281,12 +407,17 @@ def load_reviewed(storage: Database, run_id: int, *, keep_json: bool = False, le
     if check is not None and keep_json:
         raise ValueError("load_reviewed: a PackCheck does not keep the JSON")
     with storage.guard(f"cannot load the reviews of run {run_id}"), storage.engine.connect() as conn:
-        packs = checked_packs(storage, conn, run_id, keep_json) if check is None else None
+        packs = None
+        if check is None:
+            packs = (None if keep_json else stored_digests(conn, run_id)) or checked_packs(storage, conn, run_id,
+                                                                                          keep_json)
         verdicts = _transpose(conn.execute(verdicts_q).all(), 1 + len(vcols))
         decisions = _transpose(conn.execute(decisions_q).all(), 1 + len(dcols))
         signal_rows = conn.execute(signals_q).all()
         if packs is None:
             packs = check.result(conn)  # type: ignore[union-attr]
+    if check is not None:
+        check.keep()
     # reviewed: with a pack, a verdict and a decision (not blocked by a gate, nor half recorded)
     at_verdict = dict(zip(verdicts[0], range(len(verdicts[0])), strict=True))
     at_decision = dict(zip(decisions[0], range(len(decisions[0])), strict=True))
@@ -382,15 +513,16 @@ def _read_cached(text: str) -> Verdict | None:
             return None
 
 
-def cached_verdict_rows(conn: Any, run_id: int, keys: Sequence[tuple[str, str, str]]
+def cached_verdict_rows(conn: Any, run_id: int, keys: Sequence[tuple[str, str, str]], *, digests: bool = False
                         ) -> dict[tuple[str, str, str], dict[str, Verdict]]:
     """``cached_verdicts`` on an open connection (buffered entries already written)."""
-    c, p = _CACHE.c, _PACKS.c
+    c = _CACHE.c
+    packs = _DIGESTS if digests else _PACKS
     q = (select(c.context_hash, c.verdict)
-         .select_from(_PACKS)
+         .select_from(packs)
          .join(_CACHE, and_(c.tier == bindparam("t"), c.model == bindparam("m"), c.prompt_version == bindparam("pv"),
-                            c.context_hash == p.hash))
-         .where(p.run_id == run_id))
+                            c.context_hash == packs.c.hash))
+         .where(packs.c.run_id == run_id))
     out: dict[tuple[str, str, str], dict[str, Verdict]] = {}
     for t, m, pv in dict.fromkeys(keys):
         found = conn.execute(q, {"t": t, "m": m, "pv": pv}).all()
@@ -404,18 +536,21 @@ def cached_verdict_rows(conn: Any, run_id: int, keys: Sequence[tuple[str, str, s
     return out
 
 
-def cached_verdicts(storage: Database, run_id: int,
-                    keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], dict[str, Verdict]]:
+def cached_verdicts(storage: Database, run_id: int, keys: Sequence[tuple[str, str, str]], *,
+                    digests: bool = False) -> dict[tuple[str, str, str], dict[str, Verdict]]:
     """The verdict-cache entries of (tier, model, prompt version) ``keys`` for the packs of run ``run_id``:
     per key (every one of ``keys``), context hash → verdict.
 
-    One query per key: it walks the run's packs and probes the cache by its primary key, so it reads what a
-    backtest of this run can use and nothing else. Entries still buffered in this process are written
-    first. An entry that cannot be read is left out (a miss), as ``SqlVerdictCache.get`` treats it.
+    One query per key: it walks the run's packs (``digests``: their stored digests, a narrow table, where the
+    packs' hashes sit among ~450 MB of JSON per 100,000) and probes the cache by its primary key, so it reads
+    what a backtest of this run can use and nothing else. The caller looks the entries up by the hashes it
+    loaded: a hash walked here that it did not load is never asked for, and one it loaded but not walked here
+    is a miss (reviewed afresh). Entries still buffered in this process are written first. An entry that cannot
+    be read is left out (a miss), as ``SqlVerdictCache.get`` treats it.
     """
     storage.flush()
     with storage.guard("cannot read the verdict cache"), storage.engine.connect() as conn:
-        return cached_verdict_rows(conn, run_id, keys)
+        return cached_verdict_rows(conn, run_id, keys, digests=digests)
 
 
 _VERDICT_VALUES = attrgetter(*(f.name for f in fields(Verdict)))

@@ -58,18 +58,20 @@ def serve_writer(pipe_in: Any, pipe_out: Any, url: str, busy_timeout_ms: int, ru
             store.close()
 
 
-def check_packs(inbox: Any, outbox: Any, url: str, busy_timeout_ms: int, run_id: int) -> None:
+def check_packs(inbox: Any, outbox: Any, url: str, busy_timeout_ms: int, run_id: int, digests: bool = False) -> None:
     """The child of ``PackCheck``: ``checked_packs`` of run ``run_id``, sent to the parent (or its error); then,
     when the parent asks with (tier, model, prompt version) keys, the run's verdict-cache entries of those
-    (``cached_verdict_rows``, packed for the pipe)."""
+    (``cached_verdict_rows``, packed for the pipe). ``digests``: the parent reads the packs' stored digests
+    itself; this only reads the cache, through them."""
     from storage import open_storage
 
     try:
         with open_storage(url, create=False, busy_timeout_ms=busy_timeout_ms) as storage, \
                 storage.guard(f"cannot load the reviews of run {run_id}"), storage.engine.connect() as conn:
-            packs = checked_packs(storage, conn, run_id, keep_json=False)
-            outbox.send(("ok", packs))
-            del packs
+            if not digests:
+                packs = checked_packs(storage, conn, run_id, keep_json=False)
+                outbox.send(("ok", packs))
+                del packs
             try:
                 asked = inbox.recv_bytes()
             except (EOFError, OSError):  # the parent read the cache itself, or needs nothing more
@@ -77,7 +79,7 @@ def check_packs(inbox: Any, outbox: Any, url: str, busy_timeout_ms: int, run_id:
             if asked == CLOSE:
                 return
             with storage.guard("cannot read the verdict cache"):
-                found = packed(cached_verdict_rows(conn, run_id, pickle.loads(asked)))
+                found = packed(cached_verdict_rows(conn, run_id, pickle.loads(asked), digests=digests))
             outbox.send(("ok", found))
     except StorageError as e:
         outbox.send(("error", str(e)))

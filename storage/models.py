@@ -42,6 +42,8 @@ __all__ = [
     "GateResultRow",
     "NewsItemRow",
     "OutcomeRow",
+    "PackCheckRow",
+    "PackDigestRow",
     "RunRow",
     "SignalRow",
     "TradeRow",
@@ -310,7 +312,33 @@ class VerdictCacheRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # wall clock, for pruning by age
 
 
-# Tables whose rows belong to one run (table_counts and deletes walk these), in write order.
+class PackCheckRow(Base):
+    """The generation of a run's context packs (raised by triggers on every change to them) and the one the stored
+    digests were checked at (migration 0005): the digests stand for the packs only while the two are equal."""
+
+    __tablename__ = "pack_checks"
+
+    run_id: Mapped[int] = _run_fk()
+    generation: Mapped[int] = mapped_column(BigInteger, server_default="0")  # triggers: +1 per changed pack row
+    verified: Mapped[int | None] = mapped_column(BigInteger)  # generation the digests were taken at; NULL: none
+    checked_ms: Mapped[int | None] = mapped_column(BigInteger)  # wall clock of that check, for people
+
+
+class PackDigestRow(Base):
+    """What checking one stored pack against its hash yields (storage.bulk.PackCheck), kept for the next backtest."""
+
+    __tablename__ = "pack_digests"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    run_id: Mapped[int] = _run_fk()
+    signal_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    hash: Mapped[str] = mapped_column(String(64))  # the pack's hash, its JSON checked against it
+    regime_tag: Mapped[str] = mapped_column(String(32))
+    equity: Mapped[float] = mapped_column(Float)  # the pack's equity, read from its JSON
+
+
+# Tables whose rows belong to one run (table_counts and deletes walk these), in write order. pack_checks and
+# pack_digests belong to a run too but record nothing: they are derived from context_packs, rebuilt on demand.
 RUN_SCOPED_TABLES = (
     "bars", "signals", "gate_results", "context_packs", "verdicts", "decisions", "fills", "trades", "outcomes",
     "events", "news_items",

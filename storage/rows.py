@@ -98,6 +98,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
                  "opened_ms", "closed_ms", "note"),
     "events": ("run_id", "seq", "kind", "at_ms", "subject", "message", "data"),
     "news_items": ("run_id", "id", "published_ms", "symbols", "headline", "source", "category"),
+    "pack_digests": ("run_id", "signal_id", "hash", "regime_tag", "equity"),  # derived (storage.bulk.PackCheck)
 }
 
 

@@ -25,6 +25,7 @@ from storage.models import (
     GateResultRow,
     NewsItemRow,
     OutcomeRow,
+    PackDigestRow,
     RunRow,
     SignalRow,
     TradeRow,
@@ -46,6 +47,7 @@ OUTCOMES: Table = OutcomeRow.__table__  # type: ignore[assignment]
 EVENTS: Table = EventRow.__table__  # type: ignore[assignment]
 NEWS: Table = NewsItemRow.__table__  # type: ignore[assignment]
 RUNS: Table = RunRow.__table__  # type: ignore[assignment]
+DIGESTS: Table = PackDigestRow.__table__  # type: ignore[assignment]
 CACHE: Table = VerdictCacheRow.__table__  # type: ignore[assignment]
 
 # Write order of one slice: parents before the rows whose foreign keys point at them.
@@ -147,7 +149,7 @@ class Statements:
         self.insert: dict[str, Insert] = {
             t.name: Insert(t, dialect, raw=t is not CACHE)
             for t in (BARS, SIGNALS, GATES, PACKS, VERDICTS, DECISIONS, FILLS, TRADES, OUTCOMES, NEWS,
-                      EVENTS, CACHE)
+                      EVENTS, CACHE, DIGESTS)
         }
         last = RUNS.c.last_slice_ms
         upto = bindparam("upto", type_=BigInteger)

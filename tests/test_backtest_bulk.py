@@ -286,14 +286,15 @@ def test_every_backtest_column_is_the_per_signal_scorecard_of_its_reviews(
 
 @pytest.fixture
 def in_child(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every PackCheck runs in a child process (whatever the run's size); the checks started are listed, each
-    with whether it started a child."""
+    """Every PackCheck checks the packs (the digests an earlier check kept are set aside) in a child process
+    (whatever the run's size); the checks started are listed, each with whether it started a child."""
     from storage import bulk
 
     started: list[Any] = []
     real = bulk.PackCheck.start.__func__  # type: ignore[attr-defined]
 
     def start(cls: Any, storage: Any, run_id: int) -> Any:
+        _unstamp(storage, run_id)
         check = real(cls, storage, run_id)
         started.append((check, check.child is not None))
         return check
@@ -301,6 +302,12 @@ def in_child(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     monkeypatch.setattr(bulk.PackCheck, "MIN_PACKS", 0)
     monkeypatch.setattr(bulk.PackCheck, "start", classmethod(start))
     return started
+
+
+def _unstamp(store: Any, run_id: int) -> None:
+    """Withdraw the stamp of the run's kept digests: the next PackCheck checks the packs again."""
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE pack_checks SET verified = NULL WHERE run_id = ?", (run_id,))
 
 
 def test_packs_checked_in_a_child_are_the_packs_checked_here(flaky: tuple[str, int, Path], in_child: list[Any]) -> None:
