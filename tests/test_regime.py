@@ -130,3 +130,42 @@ def test_the_pack_version_is_in_the_hash_and_old_packs_keep_theirs() -> None:
     assert again.hash == old.hash and again.version == "context-v1"
     # the same facts under another version never share a hash (nor a cached verdict)
     assert _pack(RegimeInfo(RegimeTag.CHOP, 0.9, 0.5, 40.0, 96, 8)).hash != old.hash
+
+
+_KERNEL_PROBE = """
+import hashlib, json, sys
+import numpy as np
+from engine.config import RegimeConfig
+from engine.core.context import regime_of
+rng = np.random.default_rng(7)
+cfg = RegimeConfig()
+out, dots = [], []
+for k in range(200):
+    closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.001 * (1 + k % 5), 700)))
+    info = regime_of(closes, cfg, 300_000)
+    out.append(repr((info.tag.value, info.variance_ratio, info.z, info.realized_vol_ann, info.vol_percentile)))
+    x = np.diff(np.log(closes))
+    dots.append(float(np.dot(x[3:], x[:-3])))
+print(hashlib.sha256(json.dumps(out).encode()).hexdigest(), hashlib.sha256(json.dumps(dots).encode()).hexdigest())
+"""
+
+
+def test_the_regime_does_not_depend_on_the_cpu_s_blas_kernel() -> None:
+    """A BLAS dot adds in an order its CPU kernel picks: the regime's figures (and so a pack's hash) must not
+    follow it, or two cluster workers seal the same signal differently. Runs the regime under several of the
+    bundled OpenBLAS's kernels; meaningful only where those kernels give np.dot different bits (else skipped)."""
+    import os
+    import subprocess
+    import sys
+
+    regimes, dots = set(), set()
+    for core in ("Haswell", "Sandybridge", "Nehalem", "Prescott"):
+        env = {**os.environ, "OPENBLAS_CORETYPE": core}
+        done = subprocess.run([sys.executable, "-c", _KERNEL_PROBE], env=env, capture_output=True, text=True,
+                              check=True, timeout=120)
+        regime, dot = done.stdout.split()
+        regimes.add(regime)
+        dots.add(dot)
+    if len(dots) == 1:
+        pytest.skip("this machine's BLAS gives the same dots under every kernel: nothing to tell apart")
+    assert len(regimes) == 1
