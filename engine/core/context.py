@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from engine.config import ContextConfig, RegimeConfig
+from engine.core import portable
 from engine.core.headlines import sanitize_headline, symbol_matches
 from engine.core.market import MarketState, var
 from engine.core.portfolio import Portfolio
@@ -53,7 +54,7 @@ def regime_of(closes: np.ndarray, cfg: RegimeConfig, timeframe_ms: int, horizon_
     - ``fixed`` (context-v1): VR of overlapping k-bar sums of the last ``lookback`` returns against
       ``trend_above`` / ``revert_below``.
     """
-    return regime_of_logs(np.log(closes[-regime_closes(cfg):]), cfg, timeframe_ms, horizon_bars)
+    return regime_of_logs(portable.log(closes[-regime_closes(cfg):]), cfg, timeframe_ms, horizon_bars)
 
 
 def regime_of_logs(logs: np.ndarray, cfg: RegimeConfig, timeframe_ms: int, horizon_bars: int = 48) -> RegimeInfo:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.core import portable
 from engine.types import Bar
 
 __all__ = ["MarketState", "SymbolHistory", "var"]
@@ -451,7 +452,7 @@ class SymbolHistory:
         """Log returns of the last ``n_closes`` closes (as of ``as_of_ms``) with their demeaned values and
         std, memoised per window: every pair and signal of a slice reuses them."""
         return self._per_window(
-            "moments", n_closes, as_of_ms, lambda: _moments(np.diff(np.log(self.closes(n_closes, as_of_ms)))))
+            "moments", n_closes, as_of_ms, lambda: _moments(np.diff(self.log_closes(n_closes, as_of_ms))))
 
     def cached_times(self, n_closes: int, as_of_ms: int | None) -> bytes:
         """The close times of the last ``n_closes`` bars (as of ``as_of_ms``) as bytes, memoised per window:
@@ -541,13 +542,14 @@ class SymbolHistory:
         return ind.array
 
     def log_closes(self, n: int, as_of_ms: int | None = None) -> np.ndarray:
-        """``np.log(closes(n, as_of_ms))``: a preloaded history takes the log of its whole series once and hands
-        out a read-only slice of it (the log of a close is the same number either way)."""
+        """The log of ``closes(n, as_of_ms)`` (``engine.core.portable.log``: the same bits on every CPU): a
+        preloaded history takes the log of its whole series once and hands out a read-only slice of it (the
+        log of a close is the same number either way)."""
         if not self._preloaded:
-            return np.log(self.closes(n, as_of_ms))
+            return portable.log(self.closes(n, as_of_ms))
         logs = self._logs
         if logs is None:
-            logs = self._logs = np.log(self._close)
+            logs = self._logs = portable.log(self._close)
             logs.flags.writeable = False
         return self._view(logs, n, as_of_ms)
 
@@ -712,11 +714,10 @@ def _aligned_moments(ha: SymbolHistory, hb: SymbolHistory, lookback: int,
         # of each symbol's window are computed once per slice and shared by every pair and signal
         return ha.cached_moments(lookback + 1, as_of_ms), hb.cached_moments(lookback + 1, as_of_ms)
     ta, tb = ha.close_times(lookback + 1, as_of_ms), hb.close_times(lookback + 1, as_of_ms)
-    ca, cb = ha.closes(lookback + 1, as_of_ms), hb.closes(lookback + 1, as_of_ms)
     common, ia, ib = np.intersect1d(ta, tb, assume_unique=True, return_indices=True)
     if len(common) < 2:
         return None
     # returns only between consecutive common closes that are one bar apart in both series
-    ca_c, cb_c = np.log(ca[ia]), np.log(cb[ib])
+    ca_c, cb_c = ha.log_closes(lookback + 1, as_of_ms)[ia], hb.log_closes(lookback + 1, as_of_ms)[ib]
     consecutive = np.diff(common) == ha.timeframe_ms
     return _moments(np.diff(ca_c)[consecutive]), _moments(np.diff(cb_c)[consecutive])

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from engine.core import portable
 from engine.inputs.feeds import bars_from_columns
 from engine.types import Bar, MarketLimits, NewsCategory, NewsItem
 
@@ -289,9 +290,9 @@ class SyntheticFeed:
         rng = np.random.default_rng(market_ss)
 
         profiles = np.array([_PROFILES.get(b, _DEFAULT_PROFILE) for b in bases])
-        price0 = profiles[:, 0] * np.exp(rng.normal(0.0, 0.05, n_sym))
+        price0 = profiles[:, 0] * portable.exp(rng.normal(0.0, 0.05, n_sym))
         sigma = profiles[:, 1] * rng.uniform(0.9, 1.1, n_sym) * math.sqrt(tf / _BASE_TF_MS)
-        quote_day = profiles[:, 2] * np.exp(rng.normal(0.0, 0.2, n_sym))
+        quote_day = profiles[:, 2] * portable.exp(rng.normal(0.0, 0.2, n_sym))
         other_beta = rng.uniform(*_OTHER_BETA, n_sym)
         beta = np.array([_MARKET_BETA.get(b, ob) for b, ob in zip(bases, other_beta, strict=True)])
 
@@ -335,16 +336,16 @@ class SyntheticFeed:
         # candles: close from accumulated returns, open = previous close (rarely a tiny gap), wicks
         crng = np.random.default_rng(candle_ss)
         close = np.cumsum(r, axis=1)
-        close += np.log(price0)[:, None]
-        np.exp(close, out=close)
+        close += portable.log(price0)[:, None]
+        close = portable.exp(close)
         open_ = np.empty_like(close)
         open_[:, 0] = price0
         open_[:, 1:] = close[:, :-1]
         gap = crng.random((n_sym, n)) < _GAP_PROB
-        open_[gap] *= np.exp(crng.normal(0.0, _GAP_SD, int(gap.sum())) * vol[gap])
+        open_[gap] *= portable.exp(crng.normal(0.0, _GAP_SD, int(gap.sum())) * vol[gap])
         wicks = crng.exponential(_WICK_MEAN, (2, n_sym, n))
         wicks *= vol
-        np.exp(wicks, out=wicks)
+        wicks = portable.exp(wicks)
         high = np.maximum(open_, close)
         low = np.minimum(open_, close)
         # exp(≥ 0) ≥ 1, so the wicks can only widen the body; the max/min guard the last ulp
@@ -356,11 +357,11 @@ class SyntheticFeed:
         # symbol's daily quote volume
         if tf < _DAY_MS:
             hour = ((open_ms + tf // 2) % _DAY_MS) / _HOUR_MS
-            season = 1.0 + _SEASON_AMP * np.cos(2.0 * math.pi * (hour - _SEASON_PEAK_H) / 24.0)
+            season = 1.0 + _SEASON_AMP * portable.cos(2.0 * math.pi * (hour - _SEASON_PEAK_H) / 24.0)
         else:
             season = np.ones(n)
         volume = crng.normal(-0.5 * _VOLUME_NOISE_SD**2, _VOLUME_NOISE_SD, (n_sym, n))
-        np.exp(volume, out=volume)
+        volume = portable.exp(volume)
         volume *= 1.0 + _VOLUME_RETURN_GAIN * np.abs(r) / sigma[:, None]
         volume *= season
         volume *= (quote_day * tf / _DAY_MS / _VOLUME_NORM)[:, None]
@@ -422,7 +423,7 @@ class SyntheticFeed:
         sign = np.array([_NEWS_SIGN[c] for c in cats], dtype=float)[cat_idx]
         item = np.repeat(np.arange(count), span)
         step = np.arange(item.size) - np.repeat(np.cumsum(span) - span, span)
-        w = np.exp(-step / (span[item] / 3.0))
+        w = portable.exp(-step / (span[item] / 3.0))
         w /= np.bincount(item, weights=w, minlength=count)[item]
         move = sign * size * sigma[who] * np.sqrt(span)
         bar = at[item] + 1 + step
