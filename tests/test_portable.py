@@ -88,11 +88,16 @@ def test_special_values_are_numpy_s_without_warnings() -> None:
 
 def test_the_results_do_not_depend_on_the_array_s_layout() -> None:
     """Elementwise: a slice of the log of a series is the log of the slice (a replay takes it once)."""
-    x = 100 * np.exp(np.cumsum(_samples(4).normal(0, 0.01, 5000)))
+    x = 100 * np.exp(np.cumsum(_samples(4).normal(0, 0.01, 3 * portable._CHUNK + 1002)))  # chunked, off-grid
     whole = portable.log(x)
     np.testing.assert_array_equal(portable.log(x[1234:4321]), whole[1234:4321])
+    np.testing.assert_array_equal(portable.log(x[12345:]), whole[12345:])
     np.testing.assert_array_equal(portable.log(x[::7]), whole[::7])
+    np.testing.assert_array_equal(portable.log(x.reshape(-1, 7))[3], whole[21:28])
     np.testing.assert_array_equal(portable.exp(whole[17:99]), portable.exp(whole)[17:99])
+    np.testing.assert_array_equal(portable.exp(whole[70_000:]), portable.exp(whole)[70_000:])
+    np.testing.assert_array_equal(portable.cos(whole[5:]), portable.cos(whole)[5:])
+    assert portable.log(np.float64(1.0)) == 0.0 and portable.exp(0.0) == 1.0
 
 
 _REPLAY_PROBE = """
