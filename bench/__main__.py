@@ -26,6 +26,26 @@ BASELINE = HERE / "baseline.json"  # the figures before the current round of wor
 SCALE = os.environ.get("BENCH_SCALE", "1")
 
 
+def other_kernels() -> dict[str, str]:
+    """Environment for a run on "another CPU": numpy's dispatched kernels off (all of them: no AVX-512, no AVX2
+    paths) and OpenBLAS's Nehalem kernel."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__
+    except ImportError:
+        __cpu_dispatch__ = []
+    env = {"OPENBLAS_CORETYPE": "Nehalem"}
+    if __cpu_dispatch__:
+        env["NPY_DISABLE_CPU_FEATURES"] = " ".join(__cpu_dispatch__)
+    return env
+
+
+def _same_bits(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """Do two runs of one case have one fingerprint?"""
+    if not a.get("fingerprint") or not b.get("fingerprint"):
+        return "—"
+    return "the same" if a["fingerprint"] == b["fingerprint"] else "DIFFERENT"
+
+
 def run_case(name: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     t = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "bench.cases", name], cwd=ROOT, capture_output=True, text=True,
@@ -134,6 +154,10 @@ def main() -> int:
                  "backtest_cached"):
         print(f"  running {name} …", flush=True)
         results[name] = run_case(name)
+    # the same engine run with numpy's CPU-dispatched kernels off and another OpenBLAS core type: what a
+    # machine without AVX-512 (or another worker of a cluster) would compute; its fingerprint must not move
+    print("  running pipeline_synthetic with other CPU kernels …", flush=True)
+    results["pipeline_synthetic_kernels"] = run_case("pipeline_synthetic", other_kernels())
     with tempfile.TemporaryDirectory() as d:
         npz = Path(d) / "bars.npz"
         print("  running sma_tradevet …", flush=True)
@@ -148,6 +172,7 @@ def main() -> int:
     rs, ps, rb, cx, rv, bt = (results[k] for k in ("replay_synthetic", "pipeline_synthetic", "replay_bittrex",
                                                     "context", "reviewer", "backtest_cached"))
     sm, bp, og = results["sma_tradevet"], results["backtesting_py"], results["outage"]
+    pk = results["pipeline_synthetic_kernels"]
     base = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
 
     def before(key: str, unit: str = "", digits: int = 0) -> str:
@@ -161,6 +186,8 @@ def main() -> int:
          "≤ 1,024 MB", before("replay_synthetic.peak_mb", " MB"), ""),
         ("  the same, nothing recorded (engine only)", fmt(ps.get("bars_per_s"), " bars/s"), "", "",
          fmt(ps.get("seconds"), " s", 1)),
+        ("  the same on other CPU kernels (numpy dispatch off, OpenBLAS Nehalem)", _same_bits(ps, pk),
+         "the same fingerprint", "", f"{fmt(pk.get('fills'), ' fills')}; {fmt(pk.get('seconds'), ' s', 1)}"),
         ("replay, bittrex 10 pairs 5m (rules, SQLite)", fmt(rb.get("bars_per_s"), " bars/s"),
          "", before("replay_bittrex.bars_per_s", " bars/s"), rb.get("skipped") or fmt(rb.get("seconds"), " s", 1)),
         ("  signals/s · peak memory", f"{fmt(rb.get('signals_per_s'), '/s')} · {fmt(rb.get('peak_mb'), ' MB')}",
@@ -235,6 +262,8 @@ def main() -> int:
         if key in known and known[key] != fp:
             changed.append(f"{case}: {known[key][:12]} → {fp[:12]}")
         known.setdefault(key, fp)
+    if _same_bits(ps, pk) == "DIFFERENT":
+        changed.append(f"pipeline_synthetic on other CPU kernels: {ps['fingerprint'][:12]} → {pk['fingerprint'][:12]}")
     FINGERPRINTS.write_text(json.dumps(known, indent=2, sort_keys=True) + "\n")
     RESULTS.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
