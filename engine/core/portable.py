@@ -9,10 +9,10 @@ only on which machine of a cluster ran it.
 
 These functions use only operations IEEE 754 rounds exactly and alike everywhere — + − × ÷ and the exact
 ``frexp``, ``ldexp``, ``rint`` — in a fixed order with fixed coefficients, so their bits do not depend on
-the machine. The methods are the classic ones (argument reduction by ln 2 or π/2 split in two parts, then a
-Taylor series long enough to fall below half an ulp); within about one ulp of the true value (the tests hold
-them to exact decimal arithmetic). Every figure that reaches a decision, a fill price or a pack hash takes
-its logs and exponentials from here.
+the machine. The methods are the classic ones (argument reduction by ln 2 split in two parts or π/2 in
+three, then a Taylor series long enough to fall below half an ulp): log and exp within one ulp of the true
+value, cos within two (the tests hold them to exact decimal arithmetic). Every figure that reaches a
+decision, a fill price or a pack hash takes its logs and exponentials from here.
 """
 
 from __future__ import annotations
