@@ -35,6 +35,7 @@ from engine.types import (
 __all__ = ["ContextBuilder", "regime_closes", "regime_of", "regime_of_logs", "trade_stats", "variance_ratio_z"]
 
 _YEAR_MS = 365 * 86_400_000
+_add = np.add.reduce
 
 
 def regime_of(closes: np.ndarray, cfg: RegimeConfig, timeframe_ms: int, horizon_bars: int = 48) -> RegimeInfo:
@@ -122,19 +123,20 @@ def variance_ratio_z(r: np.ndarray, block: int, m: int, skip: int) -> tuple[floa
     nb = r.shape[0] // block
     if nb < 2 * m:
         return None
-    b = r[r.shape[0] - nb * block:].reshape(nb, block).sum(axis=1)
-    x = b - b.mean()
-    x2 = x * x
-    d = float(x2.sum())
+    b = _add(r[r.shape[0] - nb * block:].reshape(nb, block), axis=1)
+    src, w, w2 = _lag_plan(nb, m, skip)
+    # x = b − b.mean() and x² written straight into the lag products' buffer, with the zero pad every
+    # out-of-range lag index points to (the same operations as the array methods, without their wrappers)
+    series = np.empty((2, nb + 1))
+    x, x2 = series[0, :nb], series[1, :nb]
+    np.subtract(b, _add(b) / nb, out=x)
+    np.multiply(x, x, out=x2)
+    d = float(_add(x2))
     if not d > 0:
         return None
-    src, w, w2 = _lag_plan(nb, m, skip)
-    series = np.empty((2, nb + 1))
-    series[0, :nb] = x
-    series[1, :nb] = x2
-    series[:, nb] = 0.0  # the pad every out-of-range lag index points to
+    series[:, nb] = 0.0
     # lag_sums[0, k] = Σ_i x[i + j_k] x[i], lag_sums[1, k] the same of x²: each a row of zero-padded products
-    lag_sums = np.add.reduce(series[:, src] * series[:, None, :nb], axis=2)
+    lag_sums = _add(np.take(series, src) * series[:, None, :nb], axis=2)
     # + 1/n: the sample autocorrelation's first-order bias under the null (Kendall), which otherwise pulls a
     # random walk's ratio below 1 by Σw/n (measured: 15 % of random walks tagged mean_reverting at n = 120)
     rho = lag_sums[0] / d + 1.0 / nb
@@ -148,11 +150,13 @@ def variance_ratio_z(r: np.ndarray, block: int, m: int, skip: int) -> tuple[floa
 
 @functools.lru_cache(maxsize=64)
 def _lag_plan(nb: int, m: int, skip: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For ``nb`` blocks and lags ``skip`` + 1 .. ``m`` − 1: the index of x[i + j] for every lag row and i (``nb``,
-    the zero pad, where i + j runs past the end), the weights 2 (1 − j/m) and their squares. Read-only."""
+    """For ``nb`` blocks and lags ``skip`` + 1 .. ``m`` − 1: the flat index of x[i + j] (and of x²[i + j]) in
+    the (2, ``nb`` + 1) buffer for every lag row and i (the zero pad where i + j runs past the end), the
+    weights 2 (1 − j/m) and their squares. Read-only."""
     lags = np.arange(skip + 1, m)
-    src = np.arange(nb)[None, :] + lags[:, None]
-    src[src >= nb] = nb
+    one = np.arange(nb)[None, :] + lags[:, None]
+    one[one >= nb] = nb
+    src = np.stack([one, one + (nb + 1)])  # flat indices into the (2, nb + 1) buffer of x and x²
     w = 2.0 * (1.0 - lags / m)
     plan = (src, w, w * w)
     for a in plan:
