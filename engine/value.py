@@ -8,6 +8,8 @@ kind ``counterfactual`` linked to the parent; only that run's id and metrics tra
 
 - the workers must reach the database: a SQLite file only works with workers on this machine (a cluster whose
   address or workers are elsewhere is refused with one line); a PostgreSQL URL works from anywhere;
+- the workers of an existing cluster must compute this machine's bits: a worker with another copy of the
+  project's code, or other numpy, pandas or Python versions, is refused with one line (``numeric_environment``);
 - a live run (``market.source: ccxt``) is replayed from the bars and news it recorded
   (``engine.inputs.feeds.recorded``), not from the exchange;
 - a replay that finished before (same label, same config, for a live run the same last bar) is not run again:
@@ -279,6 +281,7 @@ def _client(cluster: str | None, db_url: str, workers: int | None) -> Iterator[A
         raise ConfigError(f"--cluster {cluster}: cannot reach a Dask scheduler there ({type(e).__name__}: "
                           f"{str(e).splitlines()[0] if str(e) else 'no answer'})") from None
     try:
+        _same_bits_everywhere(client, cluster)
         if _is_sqlite(db_url):
             hosts = {_host(w) for w in client.scheduler_info().get("workers", {})}
             remote = sorted(h for h in hosts if not _loopback(h))
@@ -289,6 +292,66 @@ def _client(cluster: str | None, db_url: str, workers: int | None) -> Iterator[A
     finally:
         with contextlib.suppress(Exception):
             client.close()
+
+
+_PROJECT_PACKAGES = ("engine", "strategies", "reviewer", "storage")
+
+
+def numeric_environment() -> dict[str, str]:
+    """What a run's bits depend on besides its config and seed, on this process's machine: the interpreter, the
+    numpy and pandas versions, and a digest of this project's code (every ``.py`` file of its packages).
+
+    The CPU does not appear: every figure that could follow it (exp, log, BLAS) is computed CPU-independently
+    (``engine.core.portable``). Memoised: a process's code and libraries do not change under it."""
+    global _ENVIRONMENT
+    if _ENVIRONMENT is None:
+        import hashlib
+        import platform
+        from pathlib import Path
+
+        import numpy
+        import pandas
+
+        root = Path(__file__).resolve().parents[1]  # the packages sit side by side (the project's fixed layout)
+        h = hashlib.sha256()
+        for pkg in _PROJECT_PACKAGES:
+            for f in sorted((root / pkg).rglob("*.py")):
+                h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+        _ENVIRONMENT = {"python": platform.python_version(), "numpy": numpy.__version__,
+                        "pandas": pandas.__version__, "code": h.hexdigest()[:16]}
+    return dict(_ENVIRONMENT)
+
+
+_ENVIRONMENT: dict[str, str] | None = None
+
+
+def environment_mismatch(here: dict[str, str], there: dict[str, str]) -> str | None:
+    """The first difference between two ``numeric_environment``s, in words; None when they are equal."""
+    for key in ("code", "numpy", "pandas", "python"):
+        a, b = here.get(key) or "unknown", there.get(key) or "unknown"
+        if a != b:
+            if key == "code":
+                return f"its copy of the project's code differs (digest {b}, here {a})"
+            return f"it runs {key} {b}, here {a}"
+    return None
+
+
+def _same_bits_everywhere(client: Any, cluster: str) -> None:
+    """Refuse a cluster with a worker that would not compute this machine's bits (other code, numpy, pandas or
+    Python): the same config and seed must give the same run on any machine, and a trial or replay run there
+    would silently be another run. Raises: ConfigError naming the worker and the difference."""
+    here = numeric_environment()
+    try:
+        theirs = client.run(numeric_environment)
+    except Exception as e:  # a worker that cannot even import the project is as wrong as one with other code
+        raise ConfigError(f"--cluster {cluster}: cannot read the workers' numeric environment "
+                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}): "
+                          "they need this project installed") from None
+    for worker, env in sorted(theirs.items()):
+        diff = environment_mismatch(here, env)
+        if diff is not None:
+            raise ConfigError(f"--cluster {cluster}: worker {worker} would not compute this machine's bits: {diff} "
+                              "(install the same code and versions there)")
 
 
 def run_value(store: RunStore, run_id: int, *, db_url: str, n: int = 50, seed: int | None = None,

@@ -323,3 +323,58 @@ def test_postgresql_and_a_cluster_by_address_give_the_local_sqlite_distribution(
         got = json.loads(capsys.readouterr().out)["value"]
     assert got["random"]["fingerprint"] == coin_valued["random"]["fingerprint"]
     assert got["reviewer_off"]["pnl"] == coin_valued["reviewer_off"]["pnl"]
+
+
+# --------------------------------------------------------------------------- workers that compute other bits
+
+
+def test_environment_mismatch_names_the_first_difference() -> None:
+    from engine.value import environment_mismatch, numeric_environment
+
+    here = numeric_environment()
+    assert set(here) == {"python", "numpy", "pandas", "code"} and len(here["code"]) == 16
+    assert environment_mismatch(here, dict(here)) is None
+    assert environment_mismatch(here, {**here, "numpy": "1.26.4"}) == f"it runs numpy 1.26.4, here {here['numpy']}"
+    assert environment_mismatch(here, {**here, "code": "0" * 16, "numpy": "1"}).startswith(  # type: ignore[union-attr]
+        f"its copy of the project's code differs (digest {'0' * 16}, here {here['code']})")
+    assert environment_mismatch(here, {}) == "its copy of the project's code differs (digest unknown, here " \
+        f"{here['code']})"
+
+
+@pytest.mark.slow
+def test_a_cluster_worker_with_other_code_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A worker running a changed copy of the project would record trials that are other runs than a local one
+    (same config and seed, other bits): the cluster is refused before any task, naming the worker."""
+    import os
+    import subprocess
+    import sys
+
+    from distributed import Client, LocalCluster
+
+    from engine.errors import ConfigError
+    from engine.value import _client
+
+    root = Path(__file__).resolve().parents[1]
+    copy = tmp_path / "project"
+    for pkg in ("engine", "strategies", "reviewer", "storage"):
+        shutil.copytree(root / pkg, copy / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    changed = copy / "engine" / "core" / "fills.py"
+    changed.write_text(changed.read_text() + "\n# a worker's stale or edited copy\n")
+    with LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster:
+        env = {**os.environ, "PYTHONPATH": str(copy)}
+        worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address,
+                                   "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1", "--no-dashboard"],
+                                  env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            with Client(cluster.scheduler_address, timeout=10) as c:
+                c.wait_for_workers(1, timeout=60)
+            with pytest.raises(ConfigError) as err, \
+                    _client(cluster.scheduler_address, f"sqlite:///{tmp_path / 'x.db'}", None):
+                pass
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"--cluster {cluster.scheduler_address}: worker tcp://127.0.0.1:")
+    assert "would not compute this machine's bits: its copy of the project's code differs (digest " in msg
