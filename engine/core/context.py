@@ -173,13 +173,18 @@ def regime_closes(cfg: RegimeConfig) -> int:
 def _rolling_var(r: np.ndarray, lb: int) -> np.ndarray:
     """Sample variance of every ``lb``-window of ``r``, from running sums (O(n)). This exact sequence of
     operations defines the vol percentile's figures."""
-    # c1, c2 = np.concatenate(([0.0], np.cumsum(r))), the same of r * r: written into one buffer, and the
-    # window sums of both taken in one subtraction (the same additions and subtractions, fewer calls)
-    c = np.empty((2, r.shape[0] + 1))
-    c[:, 0] = 0.0
-    np.add.accumulate(r, out=c[0, 1:])
-    np.add.accumulate(r * r, out=c[1, 1:])
-    s1, s2 = c[:, lb:] - c[:, :-lb]
+    # c1, c2 = np.concatenate(([0.0], np.cumsum(r))), the same of r * r, and their window sums c[lb:] − c[:-lb]:
+    # accumulated as the real and imaginary parts of one complex series, since a complex addition is the two
+    # real additions (the same bits; the two running sums' additions overlap in one pass)
+    n = r.shape[0]
+    both = np.empty(n, dtype=np.complex128)
+    both.real = r
+    np.multiply(r, r, out=both.imag)
+    c = np.empty(n + 1, dtype=np.complex128)
+    c[0] = 0.0
+    np.add.accumulate(both, out=c[1:])
+    s = c[lb:] - c[:-lb]
+    s1, s2 = s.real, s.imag
     return (s2 - s1 * s1 / lb) / (lb - 1)
 
 
