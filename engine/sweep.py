@@ -50,7 +50,7 @@ from engine.config.load import read_yaml
 from engine.errors import ConfigError
 from engine.ports import RunStore
 from engine.recorded.sweep import Leaderboard, SpanFigures, Window, leaderboard, span_figures, walk_forward
-from engine.value import _client, _storage_package, record_replay, run_tasks
+from engine.value import _client, _storage_package, check_environment, numeric_environment, record_replay, run_tasks
 
 __all__ = ["Space", "TrialDone", "TrialTask", "apply_key", "load_space", "run_sweep", "trial_assignments",
            "trial_task"]
@@ -206,6 +206,7 @@ class TrialTask:
     data: dict[str, Any]  # the trial's whole effective config
     masked_paths: frozenset[str]
     config_hash: str
+    environment: dict[str, str] | None = None  # the client's ``numeric_environment``: the worker checks its own
 
     @property
     def run_name(self) -> str:
@@ -229,6 +230,7 @@ def trial_task(task: TrialTask) -> TrialDone:
     worker (or anywhere). Raises: ConfigError, DataError, StorageError; a half-written run is deleted first."""
     from engine.app import build_feed, build_pipeline
 
+    check_environment(task.environment)
     store = _storage_package().open_storage(task.db_url)
     quiet = logging.getLogger("tradevet")
     level = quiet.level
@@ -323,7 +325,8 @@ def run_sweep(store: RunStore, base: LoadedConfig, space: Space, *, db_url: str,
     identity = hashlib.sha256("\x1f".join([base.hash, space.canonical(), json.dumps(
         [w.to_dict() for w in wins], sort_keys=True)]).encode()).hexdigest()[:16]
     sweep_id = _open_sweep(store, sweep_name, identity, base, space, assignments, wins)
-    tasks = [TrialTask(db_url, sweep_id, sweep_name, n, data, base.masked_paths, h)
+    here = numeric_environment()
+    tasks = [TrialTask(db_url, sweep_id, sweep_name, n, data, base.masked_paths, h, here)
              for n, (data, h) in enumerate(trials, start=1)]
     try:
         with _client(cluster, db_url, workers) as client:

@@ -75,6 +75,7 @@ class ReplayTask:
     spec: ReplaySpec
     recorded: bool = False  # replay the parent's recorded bars (a live run) instead of its configured source
     parent_last_slice_ms: int | None = None
+    environment: dict[str, str] | None = None  # the client's ``numeric_environment``: the worker checks its own
 
     @property
     def run_name(self) -> str:
@@ -117,6 +118,7 @@ def replay_task(task: ReplayTask) -> ReplayDone:
     """
     from engine.app import build_feed, build_pipeline
 
+    check_environment(task.environment)
     open_storage = _storage_package().open_storage
     quiet = logging.getLogger("tradevet")
     level = quiet.level
@@ -325,15 +327,33 @@ def numeric_environment() -> dict[str, str]:
 _ENVIRONMENT: dict[str, str] | None = None
 
 
-def environment_mismatch(here: dict[str, str], there: dict[str, str]) -> str | None:
-    """The first difference between two ``numeric_environment``s, in words; None when they are equal."""
+def environment_mismatch(here: dict[str, str], there: dict[str, str], here_name: str = "here") -> str | None:
+    """The first difference between two ``numeric_environment``s in words ("it" is ``there``, ``here_name`` is
+    ``here``); None when they are equal."""
     for key in ("code", "numpy", "pandas", "python"):
         a, b = here.get(key) or "unknown", there.get(key) or "unknown"
         if a != b:
             if key == "code":
-                return f"its copy of the project's code differs (digest {b}, here {a})"
-            return f"it runs {key} {b}, here {a}"
+                return f"its copy of the project's code differs (digest {b}, {here_name} {a})"
+            return f"it runs {key} {b}, {here_name} {a}"
     return None
+
+
+def check_environment(expected: dict[str, str] | None) -> None:
+    """On a worker, before a task: refuse to run it when this process would not compute the client's bits (a
+    worker that joined the cluster after the client's check, or on a local cluster). None: not asked.
+    Raises: ConfigError naming this worker and the difference."""
+    if expected is None:
+        return
+    diff = environment_mismatch(expected, numeric_environment(), "the client")
+    if diff is not None:
+        where = "this process"
+        with contextlib.suppress(Exception):  # outside a Dask worker there is no worker address
+            from distributed import get_worker
+
+            where = f"worker {get_worker().address}"
+        raise ConfigError(f"{where} would not compute the client's bits: {diff} (install the same code and "
+                          "versions there)")
 
 
 def _same_bits_everywhere(client: Any, cluster: str) -> None:
@@ -383,9 +403,10 @@ def run_value(store: RunStore, run_id: int, *, db_url: str, n: int = 50, seed: i
     seed = info.seed if seed is None else seed
     rates = mix.rates()
     specs = [ReplaySpec("off"), *(ReplaySpec("random", seed, k) for k in range(n))]
+    here = numeric_environment()
     tasks = [ReplayTask(db_url, run_id, info.name, info.config_json, info.config_hash, info.seed,
                         info.starting_equity, mix if s.reviewer == "random" else None, rates, s, recorded,
-                        info.last_slice_ms)
+                        info.last_slice_ms, here)
              for s in specs]
     try:
         with _client(cluster, db_url, workers) as client:

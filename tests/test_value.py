@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -378,3 +379,17 @@ def test_a_cluster_worker_with_other_code_is_refused_in_one_line(tmp_path: Path)
     assert "\n" not in msg
     assert msg.startswith(f"--cluster {cluster.scheduler_address}: worker tcp://127.0.0.1:")
     assert "would not compute this machine's bits: its copy of the project's code differs (digest " in msg
+
+
+def test_a_task_refuses_to_run_where_the_bits_would_differ() -> None:
+    """The worker checks again before each task: one that joined after the client's check is caught too."""
+    from engine.errors import ConfigError
+    from engine.value import check_environment, numeric_environment
+
+    here = numeric_environment()
+    check_environment(here)  # the same: runs
+    check_environment(None)  # not asked
+    with pytest.raises(ConfigError, match=r"^this process would not compute the client's bits: it runs pandas "
+                                          rf"{re.escape(here['pandas'])}, the client 0\.1 \(install the same code "
+                                          r"and versions there\)$"):
+        check_environment({**here, "pandas": "0.1"})
