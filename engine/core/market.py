@@ -452,7 +452,7 @@ class SymbolHistory:
         """Log returns of the last ``n_closes`` closes (as of ``as_of_ms``) with their demeaned values and
         std, memoised per window: every pair and signal of a slice reuses them."""
         return self._per_window(
-            "moments", n_closes, as_of_ms, lambda: _moments(np.diff(self.log_closes(n_closes, as_of_ms))))
+            "moments", n_closes, as_of_ms, lambda: _moments(_diff(self.log_closes(n_closes, as_of_ms))))
 
     def cached_times(self, n_closes: int, as_of_ms: int | None) -> bytes:
         """The close times of the last ``n_closes`` bars (as of ``as_of_ms``) as bytes, memoised per window:
@@ -692,6 +692,11 @@ _Moments = tuple[np.ndarray, np.ndarray, float]  # returns, demeaned returns, po
 
 
 _add = np.add.reduce
+
+
+def _diff(a: np.ndarray) -> np.ndarray:
+    """``np.diff(a)`` of a 1-D float array: the same subtraction, without its Python-level wrapper."""
+    return a[1:] - a[:-1]
 
 
 def var(a: np.ndarray, ddof: int = 0) -> float:
