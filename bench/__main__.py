@@ -26,16 +26,23 @@ BASELINE = HERE / "baseline.json"  # the figures before the current round of wor
 SCALE = os.environ.get("BENCH_SCALE", "1")
 
 
-def other_kernels() -> dict[str, str]:
-    """Environment for a run on "another CPU": numpy's dispatched kernels off (all of them: no AVX-512, no AVX2
-    paths) and OpenBLAS's Nehalem kernel."""
+def numpy_dispatch() -> list[str]:
+    """The CPU features numpy dispatches kernels to at run time (what ``NPY_DISABLE_CPU_FEATURES`` can switch
+    off); empty for a numpy without run-time dispatch, or one that moved the list."""
     try:
         from numpy._core._multiarray_umath import __cpu_dispatch__
     except ImportError:
-        __cpu_dispatch__ = []
+        return []
+    return list(__cpu_dispatch__)
+
+
+def other_kernels() -> dict[str, str]:
+    """Environment for a run on "another CPU": numpy's dispatched kernels off (all of them: no AVX-512, no AVX2
+    paths) and OpenBLAS's Nehalem kernel."""
     env = {"OPENBLAS_CORETYPE": "Nehalem"}
-    if __cpu_dispatch__:
-        env["NPY_DISABLE_CPU_FEATURES"] = " ".join(__cpu_dispatch__)
+    dispatch = numpy_dispatch()
+    if dispatch:
+        env["NPY_DISABLE_CPU_FEATURES"] = " ".join(dispatch)
     return env
 
 

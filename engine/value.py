@@ -27,6 +27,7 @@ that cannot be replayed), DataError, StorageError.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -305,26 +306,25 @@ def numeric_environment() -> dict[str, str]:
 
     The CPU does not appear: every figure that could follow it (exp, log, BLAS) is computed CPU-independently
     (``engine.core.portable``). Memoised: a process's code and libraries do not change under it."""
-    global _ENVIRONMENT
-    if _ENVIRONMENT is None:
-        import hashlib
-        import platform
-        from pathlib import Path
-
-        import numpy
-        import pandas
-
-        root = Path(__file__).resolve().parents[1]  # the packages sit side by side (the project's fixed layout)
-        h = hashlib.sha256()
-        for pkg in _PROJECT_PACKAGES:
-            for f in sorted((root / pkg).rglob("*.py")):
-                h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
-        _ENVIRONMENT = {"python": platform.python_version(), "numpy": numpy.__version__,
-                        "pandas": pandas.__version__, "code": h.hexdigest()[:16]}
-    return dict(_ENVIRONMENT)
+    return dict(_environment())
 
 
-_ENVIRONMENT: dict[str, str] | None = None
+@functools.lru_cache(maxsize=1)
+def _environment() -> tuple[tuple[str, str], ...]:
+    import hashlib
+    import platform
+    from pathlib import Path
+
+    import numpy
+    import pandas
+
+    root = Path(__file__).resolve().parents[1]  # the packages sit side by side (the project's fixed layout)
+    h = hashlib.sha256()
+    for pkg in _PROJECT_PACKAGES:
+        for f in sorted((root / pkg).rglob("*.py")):
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return (("python", platform.python_version()), ("numpy", numpy.__version__), ("pandas", pandas.__version__),
+            ("code", h.hexdigest()[:16]))
 
 
 def environment_mismatch(here: dict[str, str], there: dict[str, str], here_name: str = "here") -> str | None:

@@ -141,8 +141,8 @@ def variance_ratio_z(r: np.ndarray, block: int, m: int, skip: int) -> tuple[floa
     # random walk's ratio below 1 by Σw/n (measured: 15 % of random walks tagged mean_reverting at n = 120)
     rho = lag_sums[0] / d + 1.0 / nb
     delta = lag_sums[1] * nb / (d * d)
-    vr = 1.0 + float(np.add.reduce(w * rho))
-    theta = float(np.add.reduce(w2 * delta))
+    vr = 1.0 + float(_add(w * rho))
+    theta = float(_add(w2 * delta))
     if not theta > 0:
         return None
     return vr, (vr - 1.0) / math.sqrt(theta / nb)
