@@ -72,37 +72,21 @@ def regime_of_logs(logs: np.ndarray, cfg: RegimeConfig, timeframe_ms: int, horiz
 
     if len(logs) < lb + 1:
         return unknown()
-    r_all = logs[1:] - logs[:-1]  # np.diff
-    r = r_all[-lb:]
-    var1 = var(r, 1)
+    if fixed:
+        return _regime_fixed(logs, cfg, timeframe_ms, h)
+    m = max(cfg.skip_lags + 2, h // cfg.block_bars)
+    numbers = _regime_numbers(logs, lb, cfg.vol_history * lb + lb, test_lb, cfg.block_bars, m, cfg.skip_lags)
+    var1, below, windows, state, vr, theta, nb = numbers
     if not var1 > 0:
         return unknown(0.0)
     ann = math.sqrt(var1 * _YEAR_MS / timeframe_ms)
     # the current window's rank among every lookback-window ending in the trailing history
-    vol_r = r_all[-(cfg.vol_history * lb + lb):]
-    rolling_var = _rolling_var(vol_r, lb)
-    below = np.count_nonzero(rolling_var <= var1 * (1 + 1e-9))
-    pct = float(below / rolling_var.shape[0] * 100.0) if len(rolling_var) > 1 else None
-    if fixed:
-        csum = np.empty(lb + 1)  # np.concatenate(([0.0], np.cumsum(r))): the same additions, fewer calls
-        csum[0] = 0.0
-        np.add.accumulate(r, out=csum[1:])
-        rk = csum[h:] - csum[:-h]
-        vr = var(rk, 1) / (h * var1)
-        if vr >= cfg.trend_above:
-            tag = RegimeTag.TRENDING
-        elif vr <= cfg.revert_below:
-            tag = RegimeTag.MEAN_REVERTING
-        else:
-            tag = RegimeTag.CHOP
-        return RegimeInfo(tag, vr, ann, pct, lb, h)
-    if len(r_all) < test_lb:
+    pct = float(below / windows * 100.0) if windows > 1 else None
+    if state == 0:  # fewer than test_lookback returns
         return unknown(ann, pct)
-    vr_z = variance_ratio_z(r_all[-test_lb:], cfg.block_bars, max(cfg.skip_lags + 2, h // cfg.block_bars),
-                            cfg.skip_lags)
-    if vr_z is None:
+    if state == 1 or not theta > 0:  # too few blocks, or no variance in them
         return unknown(ann, pct)
-    vr, z = vr_z
+    z = (vr - 1.0) / math.sqrt(theta / nb)
     if z > cfg.z_crit and vr > 1:
         tag = RegimeTag.TRENDING
     elif z < -cfg.z_crit and vr < 1:
@@ -110,6 +94,65 @@ def regime_of_logs(logs: np.ndarray, cfg: RegimeConfig, timeframe_ms: int, horiz
     else:
         tag = RegimeTag.CHOP
     return RegimeInfo(tag, vr, ann, pct, test_lb, h, z, block)
+
+
+def _regime_numbers(logs: np.ndarray, lb: int, vol_len: int, test_lb: int, block: int, m: int,
+                    skip: int) -> tuple[float, int, int, int, float, float, int]:
+    """The lo_mackinlay regime's numbers, compiled (``engine.core.kernels``: the same bits as the numpy
+    reference below, which is what defines them). numba is imported with the first regime, not with the engine."""
+    from engine.core import kernels
+
+    return kernels.regime_numbers(logs, lb, vol_len, test_lb, block, m, skip)
+
+
+def _regime_numbers_numpy(logs: np.ndarray, lb: int, vol_len: int, test_lb: int, block: int, m: int,
+                          skip: int) -> tuple[float, int, int, int, float, float, int]:
+    """The reference definition of the lo_mackinlay regime's numbers of a window of log closes (at least
+    ``lb`` + 1): (var1, below, windows, state, VR, θ, blocks). var1: the sample variance of the last ``lb``
+    returns; below: how many of the ``windows`` ``lb``-windows of the last ``vol_len`` returns have a variance
+    at or under var1 (× (1 + 1e-9)); state 0: var1 ≤ 0 or fewer than ``test_lb`` returns (no test), 1: no
+    variance ratio (``variance_ratio_z`` is None before θ), 2: VR and θ of the last ``test_lb`` returns."""
+    r_all = logs[1:] - logs[:-1]  # np.diff
+    r = r_all[-lb:]
+    var1 = var(r, 1)
+    if not var1 > 0:
+        return var1, 0, 0, 0, 0.0, 0.0, 0
+    rolling_var = _rolling_var(r_all[-vol_len:], lb)
+    below = int(np.count_nonzero(rolling_var <= var1 * (1 + 1e-9)))
+    windows = rolling_var.shape[0]
+    if len(r_all) < test_lb:
+        return var1, below, windows, 0, 0.0, 0.0, 0
+    parts = _variance_ratio_parts(r_all[-test_lb:], block, m, skip)
+    if parts is None:
+        return var1, below, windows, 1, 0.0, 0.0, r_all[-test_lb:].shape[0] // block
+    vr, theta, nb = parts
+    return var1, below, windows, 2, vr, theta, nb
+
+
+def _regime_fixed(logs: np.ndarray, cfg: RegimeConfig, timeframe_ms: int, h: int) -> RegimeInfo:
+    """context-v1: the variance ratio of overlapping ``h``-bar sums of the last ``lookback`` returns."""
+    lb = cfg.lookback
+    r_all = logs[1:] - logs[:-1]  # np.diff
+    r = r_all[-lb:]
+    var1 = var(r, 1)
+    if not var1 > 0:
+        return RegimeInfo(RegimeTag.UNKNOWN, None, 0.0, None, lb, h, None, None)
+    ann = math.sqrt(var1 * _YEAR_MS / timeframe_ms)
+    rolling_var = _rolling_var(r_all[-(cfg.vol_history * lb + lb):], lb)
+    below = np.count_nonzero(rolling_var <= var1 * (1 + 1e-9))
+    pct = float(below / rolling_var.shape[0] * 100.0) if len(rolling_var) > 1 else None
+    csum = np.empty(lb + 1)  # np.concatenate(([0.0], np.cumsum(r))): the same additions, fewer calls
+    csum[0] = 0.0
+    np.add.accumulate(r, out=csum[1:])
+    rk = csum[h:] - csum[:-h]
+    vr = var(rk, 1) / (h * var1)
+    if vr >= cfg.trend_above:
+        tag = RegimeTag.TRENDING
+    elif vr <= cfg.revert_below:
+        tag = RegimeTag.MEAN_REVERTING
+    else:
+        tag = RegimeTag.CHOP
+    return RegimeInfo(tag, vr, ann, pct, lb, h)
 
 
 def variance_ratio_z(r: np.ndarray, block: int, m: int, skip: int) -> tuple[float, float] | None:
@@ -120,6 +163,15 @@ def variance_ratio_z(r: np.ndarray, block: int, m: int, skip: int) -> tuple[floa
     kernel, so the same window gave figures that differ in the last bits (and packs that hash differently)
     on two machines. The lag products are laid out zero-padded to the full length, one row per lag, and
     reduced along the rows: the same order of additions on every CPU."""
+    parts = _variance_ratio_parts(r, block, m, skip)
+    if parts is None or not parts[1] > 0:
+        return None
+    vr, theta, nb = parts
+    return vr, (vr - 1.0) / math.sqrt(theta / nb)
+
+
+def _variance_ratio_parts(r: np.ndarray, block: int, m: int, skip: int) -> tuple[float, float, int] | None:
+    """``variance_ratio_z``'s VR, θ and number of blocks (None: too few blocks, or no variance in them)."""
     nb = r.shape[0] // block
     if nb < 2 * m:
         return None
@@ -143,9 +195,7 @@ def variance_ratio_z(r: np.ndarray, block: int, m: int, skip: int) -> tuple[floa
     delta = lag_sums[1] * nb / (d * d)
     vr = 1.0 + float(_add(w * rho))
     theta = float(_add(w2 * delta))
-    if not theta > 0:
-        return None
-    return vr, (vr - 1.0) / math.sqrt(theta / nb)
+    return vr, theta, nb
 
 
 @functools.lru_cache(maxsize=64)
@@ -224,6 +274,10 @@ class ContextBuilder:
         self.timeframe_ms = timeframe_ms
         self._regime_cache: dict[tuple[str, int], RegimeInfo] = {}
         self._recent_cache: dict[tuple[int, ...], tuple[tuple[Trade, ...], tuple[TradeSummary, ...], TradeStats]] = {}
+        if cfg.regime.method != "fixed":  # the compiled regime is loaded with the pipeline, not with its first pack
+            from engine.core import kernels
+
+            kernels.warm()
 
     def build(self, signal: Signal, gate_note: str, marks: Mapping[str, float]) -> ContextPack:
         t = signal.created_ms

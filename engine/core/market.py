@@ -658,15 +658,12 @@ class MarketState:
         if not batch:
             return out
         logs = np.stack([window_a] + [w for _, w in batch])
-        r = logs[:, 1:] - logs[:, :-1]  # np.diff, per row
-        m = r.shape[1]
+        m = logs.shape[1] - 1
         if m < min_overlap:
             out.update((b, None) for b, _ in batch)
             return out
-        d = r - (_add(r, axis=1) / m)[:, None]  # as r - r.mean()
-        sd = np.sqrt(_add(d * d, axis=1) / m).tolist()  # as r.std()
+        sd, cross = _correlation_rows(logs)
         sa = sd[0]
-        cross = _add(np.multiply(d[1:], d[0], order="C"), axis=1).tolist()
         for (b, _), sb, s in zip(batch, sd[1:], cross, strict=True):
             if sa == 0.0 or sb == 0.0 or not (math.isfinite(sa) and math.isfinite(sb)):
                 out[b] = None
@@ -688,6 +685,23 @@ class MarketState:
 
 
 _BATCH_FROM = 3  # partners from which one stacked pass is cheaper than pair by pair (measured)
+
+
+def _correlation_rows(logs: np.ndarray) -> tuple[list[float], list[float]]:
+    """The stacked windows' stds and cross sums (``correlations``), compiled: ``engine.core.kernels``."""
+    from engine.core import kernels
+
+    return kernels.correlation_rows(logs)
+
+
+def _correlation_rows_numpy(logs: np.ndarray) -> tuple[list[float], list[float]]:
+    """The reference: per row, exactly as ``_moments`` computes a lone window (element-wise arithmetic, and sums
+    of C-contiguous rows, which numpy takes pairwise as it sums a 1-D array)."""
+    r = logs[:, 1:] - logs[:, :-1]  # np.diff, per row
+    m = r.shape[1]
+    d = r - (_add(r, axis=1) / m)[:, None]  # as r - r.mean()
+    sd = np.sqrt(_add(d * d, axis=1) / m).tolist()  # as r.std()
+    return sd, _add(np.multiply(d[1:], d[0], order="C"), axis=1).tolist()
 _Moments = tuple[np.ndarray, np.ndarray, float]  # returns, demeaned returns, population std
 
 
