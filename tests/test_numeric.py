@@ -49,3 +49,46 @@ def test_correlations_of_many_partners_are_each_pairs_correlation_bit_for_bit() 
                 assert got[s] == want or (got[s] is None and want is None), (i, s, got[s], want)
                 compared += want is not None
     assert compared > 500
+
+
+def test_preloaded_correlations_read_in_place_are_each_pairs_correlation_bit_for_bit() -> None:
+    """A preloaded market reads the windows of the symbols sharing its close times from one stacked array
+    (``MarketState._grid``): the same numbers as pair by pair, with a symbol on other close times (a hole), a
+    flat one, a symbol not stepped as far, and a small buffer (windows cut at its start)."""
+    from engine.core.market import MarketState
+    from tests.conftest import bar_close_ms, flat_bar
+
+    rng = np.random.default_rng(21)
+    symbols = [f"S{i}/USDT" for i in range(7)]
+    n = 900
+    bars = {}
+    for k, s in enumerate(symbols):
+        prices = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.01, n) + (0.3 * rng.normal(0, 0.01, n) if k else 0)))
+        if k == 6:
+            prices[600:] = 100.0  # flat: no variance
+        idx = [i for i in range(n) if not (k == 5 and 300 < i < 340)]  # a hole: other close times
+        bars[s] = [flat_bar(i, float(prices[i]), symbol=s) for i in idx]
+    m = MarketState(300_000, symbols, keep=64)
+    m.preload({s: {"close_ms": np.array([b.close_ms for b in bs]), **{
+        c: np.array([getattr(b, c) for b in bs]) for c in ("open", "high", "low", "close", "volume")}}
+        for s, bs in bars.items()})
+    at = dict.fromkeys(symbols, 0)
+    compared = 0
+    for i in range(n):
+        for s in symbols:
+            if s == symbols[4] and i % 97 == 0:
+                continue  # this slice's bar comes later: stepped less far than the others for a while
+            bs = bars[s]
+            while at[s] < len(bs) and bs[at[s]].close_ms <= bar_close_ms(i):
+                m.history(s).append(bs[at[s]])
+                at[s] += 1
+        if i % 7:
+            continue
+        for lookback, as_of in ((12, None), (100, None), (48, bar_close_ms(max(0, i - 30)))):
+            got = m.correlations(symbols[0], [*symbols[1:], symbols[0], symbols[2]], lookback, as_of_ms=as_of)
+            for s in symbols:
+                want = m.correlation(symbols[0], s, lookback, as_of_ms=as_of)
+                assert got[s] == want or (got[s] is None and want is None), (i, s, got[s], want)
+                compared += want is not None
+    assert m._grids[symbols[0]] is not None and symbols[5] not in m._grids[symbols[0]][0]
+    assert compared > 300

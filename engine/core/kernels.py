@@ -20,6 +20,8 @@ per machine and then loaded from numba's cache beside this file (``__pycache__``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numba
 import numpy as np
 
@@ -183,16 +185,17 @@ def _regime_numbers(logs: np.ndarray, lb: int, vol_len: int, test_lb: int, block
 
 
 @_njit
-def _correlation_rows(logs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    k, n = logs.shape
-    m = n - 1
+def _correlation_rows_at(logs: np.ndarray, rows: np.ndarray, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+    k = rows.shape[0]
+    m = end - start - 1
     d = np.empty((k, m))
     sq = np.empty(m)
     sd = np.empty(k)
     for i in range(k):
         row = d[i]
+        src = logs[rows[i]]
         for j in range(m):
-            row[j] = logs[i, j + 1] - logs[i, j]
+            row[j] = src[start + j + 1] - src[start + j]
         mean = (0.0 + _sum(row, 0, m)) / m
         for j in range(m):
             e = row[j] - mean
@@ -217,11 +220,15 @@ def regime_numbers(logs: np.ndarray, lb: int, vol_len: int, test_lb: int, block:
     return _regime_numbers(np.ascontiguousarray(logs, dtype=np.float64), lb, vol_len, test_lb, block, m, skip)
 
 
-def correlation_rows(logs: np.ndarray) -> tuple[list[float], list[float]]:
-    """For windows of log closes stacked as rows (the first the signal's symbol, the rest its partners', all of
-    one length ≥ 2): each row's population std of its 1-bar log returns, and each partner's sum of demeaned
-    return products with the first row — ``engine.core.market.MarketState.correlations``' numbers, to the bit."""
-    sd, cross = _correlation_rows(np.ascontiguousarray(logs, dtype=np.float64))
+def correlation_rows(logs: np.ndarray, rows: Sequence[int] | None = None, start: int = 0,
+                     end: int | None = None) -> tuple[list[float], list[float]]:
+    """For windows ``logs[rows[i], start:end]`` of log closes (the first row the signal's symbol's, the rest its
+    partners'; ``rows`` None: every row of ``logs``; at least 2 closes): each window's population std of its 1-bar
+    log returns, and each partner's sum of demeaned return products with the first —
+    ``engine.core.market.MarketState.correlations``' numbers, to the bit."""
+    logs = np.ascontiguousarray(logs, dtype=np.float64)
+    at = np.arange(logs.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
+    sd, cross = _correlation_rows_at(logs, at, start, logs.shape[1] if end is None else end)
     return sd.tolist(), cross.tolist()
 
 
@@ -237,4 +244,7 @@ def warm() -> None:
     _regime_numbers(logs, 8, 16, 16, 1, 2, 0)
     logs.flags.writeable = False
     _regime_numbers(logs, 8, 16, 16, 1, 2, 0)
-    _correlation_rows(np.stack([logs, logs]))
+    grid = np.stack([logs, logs])
+    correlation_rows(grid)
+    grid.flags.writeable = False  # a preloaded grid's (MarketState.correlations)
+    correlation_rows(grid, [1, 0], 2, 12)

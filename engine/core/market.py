@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -547,11 +547,18 @@ class SymbolHistory:
         log of a close is the same number either way)."""
         if not self._preloaded:
             return portable.log(self.closes(n, as_of_ms))
+        return self._view(self.series_logs(), n, as_of_ms)
+
+    def series_logs(self) -> np.ndarray:
+        """A preloaded history only: the log closes of the whole series (read-only; taken once). For the
+        windows ``log_closes`` hands out, not for decisions."""
         logs = self._logs
         if logs is None:
+            if not self._preloaded:
+                raise ValueError(f"{self.symbol}: series_logs() needs a preloaded history")
             logs = self._logs = portable.log(self._close)
             logs.flags.writeable = False
-        return self._view(logs, n, as_of_ms)
+        return logs
 
     def column(self, name: str) -> np.ndarray:
         """A preloaded history only: a whole column (close_ms, open, high, low, close, volume), read-only."""
@@ -587,6 +594,7 @@ class MarketState:
         self.keep = keep
         self.histories: dict[str, SymbolHistory] = {}
         self._same: dict[tuple[str, str], bool] = {}  # preloaded pairs: are their close-time columns identical?
+        self._grids: dict[str, tuple[dict[str, int], np.ndarray] | None] = {}  # see _grid
         for s in symbols:
             self.history(s)
 
@@ -641,6 +649,9 @@ class MarketState:
         others = list(dict.fromkeys(others))
         if ha is None or ha.count < 2 or len(others) < _BATCH_FROM:
             return {b: self.correlation(a, b, lookback, min_overlap, as_of_ms) for b in others}
+        grid = self._grid(ha) if ha._preloaded else None
+        if grid is not None:
+            return self._grid_correlations(ha, others, grid, n, min_overlap, as_of_ms)
         end = ha._end(as_of_ms)
         window_a = ha.log_closes(n, as_of_ms)
         batch: list[tuple[str, np.ndarray]] = []
@@ -663,8 +674,60 @@ class MarketState:
             out.update((b, None) for b, _ in batch)
             return out
         sd, cross = _correlation_rows(logs)
+        return self._correlated_out(out, [b for b, _ in batch], sd, cross, m)
+
+    def _grid(self, ha: SymbolHistory) -> tuple[dict[str, int], np.ndarray] | None:
+        """The preloaded symbols whose close times are ``ha``'s, and their whole series' log closes stacked as the
+        rows of one read-only array (row of each symbol); None when no other symbol shares them."""
+        hit = self._grids.get(ha.symbol, False)
+        if hit is not False:
+            return hit  # type: ignore[return-value]
+        times = ha.column("close_ms")
+        group = [h for h in self.histories.values()
+                 if h._preloaded and (h is ha or np.array_equal(h.column("close_ms"), times))]
+        found = None
+        if len(group) > 1:
+            logs = np.stack([h.series_logs() for h in group])
+            logs.flags.writeable = False
+            found = ({h.symbol: i for i, h in enumerate(group)}, logs)
+        for h in group:
+            self._grids[h.symbol] = found
+        return found
+
+    def _grid_correlations(self, ha: SymbolHistory, others: list[str], grid: tuple[dict[str, int], np.ndarray],
+                           n: int, min_overlap: int, as_of_ms: int | None) -> dict[str, float | None]:
+        """``correlations`` of a preloaded symbol with the partners on its close times, read in place from their
+        stacked log closes (the same windows, so the same numbers); other partners pair by pair."""
+        a, lookback = ha.symbol, n - 1
+        index, logs = grid
+        end = ha._end(as_of_ms)
+        start = max(ha._lo(), end - n)
+        out: dict[str, float | None] = {}
+        rows = [index[a]]
+        names: list[str] = []
+        for b in others:
+            j = index.get(b)
+            hb = self.histories.get(b)
+            # the same close times, stepped as far: the same window (end and buffer start follow from the count)
+            if b == a or j is None or hb is None or hb.count != ha.count or end - start < 2:
+                out[b] = self.correlation(a, b, lookback, min_overlap, as_of_ms)
+                continue
+            rows.append(j)
+            names.append(b)
+        if not names:
+            return out
+        m = end - start - 1
+        if m < min_overlap:
+            out.update((b, None) for b in names)
+            return out
+        sd, cross = _correlation_rows(logs, rows, start, end)
+        return self._correlated_out(out, names, sd, cross, m)
+
+    @staticmethod
+    def _correlated_out(out: dict[str, float | None], names: Sequence[str], sd: list[float], cross: list[float],
+                        m: int) -> dict[str, float | None]:
         sa = sd[0]
-        for (b, _), sb, s in zip(batch, sd[1:], cross, strict=True):
+        for b, sb, s in zip(names, sd[1:], cross, strict=True):
             if sa == 0.0 or sb == 0.0 or not (math.isfinite(sa) and math.isfinite(sb)):
                 out[b] = None
             else:
@@ -687,11 +750,12 @@ class MarketState:
 _BATCH_FROM = 3  # partners from which one stacked pass is cheaper than pair by pair (measured)
 
 
-def _correlation_rows(logs: np.ndarray) -> tuple[list[float], list[float]]:
-    """The stacked windows' stds and cross sums (``correlations``), compiled: ``engine.core.kernels``."""
+def _correlation_rows(logs: np.ndarray, rows: Sequence[int] | None = None, start: int = 0,
+                      end: int | None = None) -> tuple[list[float], list[float]]:
+    """The windows' stds and cross sums (``correlations``), compiled: ``engine.core.kernels.correlation_rows``."""
     from engine.core import kernels
 
-    return kernels.correlation_rows(logs)
+    return kernels.correlation_rows(logs, rows, start, end)
 
 
 def _correlation_rows_numpy(logs: np.ndarray) -> tuple[list[float], list[float]]:
