@@ -217,7 +217,7 @@ def regime_numbers(logs: np.ndarray, lb: int, vol_len: int, test_lb: int, block:
     """The lo_mackinlay regime's numbers of a window of log closes (at least ``lb`` + 1 of them):
     (var1, below, windows, state, VR, θ, blocks) — state 0: no test (too few returns, or var1 ≤ 0), 1: no
     variance ratio (too few blocks, or no variance), 2: VR and θ computed."""
-    return _regime_numbers(np.ascontiguousarray(logs, dtype=np.float64), lb, vol_len, test_lb, block, m, skip)
+    return _regime_numbers(_readonly(logs), lb, vol_len, test_lb, block, m, skip)
 
 
 def correlation_rows(logs: np.ndarray, rows: Sequence[int] | None = None, start: int = 0,
@@ -226,10 +226,20 @@ def correlation_rows(logs: np.ndarray, rows: Sequence[int] | None = None, start:
     partners'; ``rows`` None: every row of ``logs``; at least 2 closes): each window's population std of its 1-bar
     log returns, and each partner's sum of demeaned return products with the first —
     ``engine.core.market.MarketState.correlations``' numbers, to the bit."""
-    logs = np.ascontiguousarray(logs, dtype=np.float64)
+    logs = _readonly(logs)
     at = np.arange(logs.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
     sd, cross = _correlation_rows_at(logs, at, start, logs.shape[1] if end is None else end)
     return sd.tolist(), cross.tolist()
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    """``a`` as a C-contiguous float64 array marked read-only: numba compiles (and loads) one version of each
+    kernel per kind of array, and a preloaded series' windows are read-only, so every window is passed so."""
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
 
 
 def numpy_sum(a: np.ndarray) -> float:
@@ -239,12 +249,7 @@ def numpy_sum(a: np.ndarray) -> float:
 
 def warm() -> None:
     """Load (or compile) the kernels now: a pipeline calls this as it is built, so that the first signal's pack
-    does not pay for it. Both kinds of window: a live history's (writable) and a preloaded series' (read-only)."""
+    does not pay for it."""
     logs = np.linspace(0.0, 1.0, 20)
-    _regime_numbers(logs, 8, 16, 16, 1, 2, 0)
-    logs.flags.writeable = False
-    _regime_numbers(logs, 8, 16, 16, 1, 2, 0)
-    grid = np.stack([logs, logs])
-    correlation_rows(grid)
-    grid.flags.writeable = False  # a preloaded grid's (MarketState.correlations)
-    correlation_rows(grid, [1, 0], 2, 12)
+    regime_numbers(logs, 8, 16, 16, 1, 2, 0)
+    correlation_rows(np.stack([logs, logs]), [1, 0], 2, 12)
