@@ -302,10 +302,11 @@ _PROJECT_PACKAGES = ("engine", "strategies", "reviewer", "storage")
 
 def numeric_environment() -> dict[str, str]:
     """What a run's bits depend on besides its config and seed, on this process's machine: the interpreter, the
-    numpy and pandas versions, and a digest of this project's code (every ``.py`` file of its packages).
+    numpy, pandas and numba versions, and a digest of this project's code (every ``.py`` file of its packages).
 
     The CPU does not appear: every figure that could follow it (exp, log, BLAS) is computed CPU-independently
-    (``engine.core.portable``). Memoised: a process's code and libraries do not change under it."""
+    (``engine.core.portable``; ``engine.core.kernels`` compiles without fast-math). Memoised: a process's code
+    and libraries do not change under it."""
     return dict(_environment())
 
 
@@ -313,6 +314,7 @@ def numeric_environment() -> dict[str, str]:
 def _environment() -> tuple[tuple[str, str], ...]:
     import hashlib
     import platform
+    from importlib.metadata import version
     from pathlib import Path
 
     import numpy
@@ -324,13 +326,13 @@ def _environment() -> tuple[tuple[str, str], ...]:
         for f in sorted((root / pkg).rglob("*.py")):
             h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
     return (("python", platform.python_version()), ("numpy", numpy.__version__), ("pandas", pandas.__version__),
-            ("code", h.hexdigest()[:16]))
+            ("numba", version("numba")), ("code", h.hexdigest()[:16]))
 
 
 def environment_mismatch(here: dict[str, str], there: dict[str, str], here_name: str = "here") -> str | None:
     """The first difference between two ``numeric_environment``s in words ("it" is ``there``, ``here_name`` is
     ``here``); None when they are equal."""
-    for key in ("code", "numpy", "pandas", "python"):
+    for key in ("code", "numpy", "pandas", "numba", "python"):
         a, b = here.get(key) or "unknown", there.get(key) or "unknown"
         if a != b:
             if key == "code":

@@ -33,7 +33,8 @@ def test_help_does_not_import_heavy_modules() -> None:
     code = ("import sys; sys.argv=['tradevet','--help']\n"
             "from engine.cli import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "heavy=[m for m in ('pandas','anthropic','openai','ccxt','sqlalchemy','numpy') if m in sys.modules]\n"
+            "heavy=[m for m in ('pandas','anthropic','openai','ccxt','sqlalchemy','numpy','numba')"
+            " if m in sys.modules]\n"
             "print('HEAVY=' + ','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "HEAVY="

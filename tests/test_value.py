@@ -333,9 +333,10 @@ def test_environment_mismatch_names_the_first_difference() -> None:
     from engine.value import environment_mismatch, numeric_environment
 
     here = numeric_environment()
-    assert set(here) == {"python", "numpy", "pandas", "code"} and len(here["code"]) == 16
+    assert set(here) == {"python", "numpy", "pandas", "numba", "code"} and len(here["code"]) == 16
     assert environment_mismatch(here, dict(here)) is None
     assert environment_mismatch(here, {**here, "numpy": "1.26.4"}) == f"it runs numpy 1.26.4, here {here['numpy']}"
+    assert environment_mismatch(here, {**here, "numba": "0.60.0"}) == f"it runs numba 0.60.0, here {here['numba']}"
     assert environment_mismatch(here, {**here, "code": "0" * 16, "numpy": "1"}).startswith(  # type: ignore[union-attr]
         f"its copy of the project's code differs (digest {'0' * 16}, here {here['code']})")
     assert environment_mismatch(here, {}) == "its copy of the project's code differs (digest unknown, here " \
