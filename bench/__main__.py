@@ -38,8 +38,10 @@ def numpy_dispatch() -> list[str]:
 
 def other_kernels() -> dict[str, str]:
     """Environment for a run on "another CPU": numpy's dispatched kernels off (all of them: no AVX-512, no AVX2
-    paths) and OpenBLAS's Nehalem kernel."""
-    env = {"OPENBLAS_CORETYPE": "Nehalem"}
+    paths), OpenBLAS's Nehalem kernel, and the compiled kernels built for a generic x86-64 (no AVX, no FMA;
+    numba's cache for them kept apart, in the temporary directory)."""
+    env = {"OPENBLAS_CORETYPE": "Nehalem", "NUMBA_CPU_NAME": "generic",
+           "NUMBA_CACHE_DIR": str(Path(tempfile.gettempdir()) / "tradevet-bench-numba-generic")}
     dispatch = numpy_dispatch()
     if dispatch:
         env["NPY_DISABLE_CPU_FEATURES"] = " ".join(dispatch)
@@ -193,7 +195,7 @@ def main() -> int:
          "≤ 1,024 MB", before("replay_synthetic.peak_mb", " MB"), ""),
         ("  the same, nothing recorded (engine only)", fmt(ps.get("bars_per_s"), " bars/s"), "", "",
          fmt(ps.get("seconds"), " s", 1)),
-        ("  the same on other CPU kernels (numpy dispatch off, OpenBLAS Nehalem)", _same_bits(ps, pk),
+        ("  the same on other CPU kernels (numpy dispatch off, OpenBLAS Nehalem, numba generic)", _same_bits(ps, pk),
          "the same fingerprint", "", f"{fmt(pk.get('fills'), ' fills')}; {fmt(pk.get('seconds'), ' s', 1)}"),
         ("replay, bittrex 10 pairs 5m (rules, SQLite)", fmt(rb.get("bars_per_s"), " bars/s"),
          "", before("replay_bittrex.bars_per_s", " bars/s"), rb.get("skipped") or fmt(rb.get("seconds"), " s", 1)),

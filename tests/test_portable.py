@@ -123,9 +123,10 @@ print(record_digest(records), reviewed, fills, raw)
 """
 
 
-def _variants() -> list[dict[str, str]]:
+def _variants(numba_cache: str) -> list[dict[str, str]]:
     """Environments that switch numpy's CPU-dispatched kernels off (above X86-64-v3, then all), OpenBLAS's core
-    type and the C library's FMA variants: what another machine of a cluster would run."""
+    type, the C library's FMA variants and the CPU numba compiles the kernels for (a generic x86-64, compiled
+    into ``numba_cache``): what another machine of a cluster would run."""
     from bench.__main__ import numpy_dispatch
 
     dispatch = numpy_dispatch()  # empty without run-time dispatch: the other variants still apply
@@ -136,18 +137,19 @@ def _variants() -> list[dict[str, str]]:
     if dispatch:
         out.append({"NPY_DISABLE_CPU_FEATURES": " ".join(dispatch)})
     out += [{"OPENBLAS_CORETYPE": "Sandybridge"}, {"OPENBLAS_CORETYPE": "Nehalem"},
-            {"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2,-FMA"}]  # the C library's plain exp/log (glibc only)
+            {"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2,-FMA"},  # the C library's plain exp/log (glibc only)
+            {"NUMBA_CPU_NAME": "generic", "NUMBA_CACHE_DIR": numba_cache}]  # kernels without AVX or FMA
     return out
 
 
 @pytest.mark.slow
-def test_a_replay_records_the_same_bits_under_every_cpu_kernel() -> None:
+def test_a_replay_records_the_same_bits_under_every_cpu_kernel(tmp_path: Path) -> None:
     """Synthetic bars, regime tags, correlations, packs, verdicts and fills: one digest whatever kernels numpy
     and OpenBLAS pick. Fails on code that takes numpy's exp/log (they differ with AVX-512) or a BLAS dot."""
     runs = []
-    for extra in _variants():
+    for extra in _variants(str(tmp_path / "numba")):
         env = {k: v for k, v in os.environ.items() if k not in ("NPY_DISABLE_CPU_FEATURES", "OPENBLAS_CORETYPE",
-                                                              "GLIBC_TUNABLES")}
+                                                              "GLIBC_TUNABLES", "NUMBA_CPU_NAME", "NUMBA_CACHE_DIR")}
         done = subprocess.run([sys.executable, "-c", _REPLAY_PROBE.format(root=str(ROOT))], env={**env, **extra},
                               capture_output=True, text=True, timeout=600, cwd=ROOT)
         assert done.returncode == 0, f"{extra}: {done.stderr[-2000:]}"
