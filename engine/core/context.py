@@ -99,7 +99,7 @@ def regime_of_logs(logs: np.ndarray, cfg: RegimeConfig, timeframe_ms: int, horiz
 def _regime_numbers(logs: np.ndarray, lb: int, vol_len: int, test_lb: int, block: int, m: int,
                     skip: int) -> tuple[float, int, int, int, float, float, int]:
     """The lo_mackinlay regime's numbers, compiled (``engine.core.kernels``: the same bits as the numpy
-    reference below, which is what defines them). numba is imported with the first regime, not with the engine."""
+    reference below, which is what defines them). numba is loaded by the first ContextBuilder, not with the engine."""
     from engine.core import kernels
 
     return kernels.regime_numbers(logs, lb, vol_len, test_lb, block, m, skip)
@@ -117,9 +117,7 @@ def _regime_numbers_numpy(logs: np.ndarray, lb: int, vol_len: int, test_lb: int,
     var1 = var(r, 1)
     if not var1 > 0:
         return var1, 0, 0, 0, 0.0, 0.0, 0
-    rolling_var = _rolling_var(r_all[-vol_len:], lb)
-    below = int(np.count_nonzero(rolling_var <= var1 * (1 + 1e-9)))
-    windows = rolling_var.shape[0]
+    below, windows = _vol_rank(r_all, lb, vol_len, var1)
     if len(r_all) < test_lb:
         return var1, below, windows, 0, 0.0, 0.0, 0
     parts = _variance_ratio_parts(r_all[-test_lb:], block, m, skip)
@@ -127,6 +125,13 @@ def _regime_numbers_numpy(logs: np.ndarray, lb: int, vol_len: int, test_lb: int,
         return var1, below, windows, 1, 0.0, 0.0, r_all[-test_lb:].shape[0] // block
     vr, theta, nb = parts
     return var1, below, windows, 2, vr, theta, nb
+
+
+def _vol_rank(r_all: np.ndarray, lb: int, vol_len: int, var1: float) -> tuple[int, int]:
+    """How many of the ``lb``-windows of the last ``vol_len`` returns have a variance at or under ``var1``
+    (× (1 + 1e-9)), and how many windows there are."""
+    rolling_var = _rolling_var(r_all[-vol_len:], lb)
+    return int(np.count_nonzero(rolling_var <= var1 * (1 + 1e-9))), rolling_var.shape[0]
 
 
 def _regime_fixed(logs: np.ndarray, cfg: RegimeConfig, timeframe_ms: int, h: int) -> RegimeInfo:
@@ -138,9 +143,8 @@ def _regime_fixed(logs: np.ndarray, cfg: RegimeConfig, timeframe_ms: int, h: int
     if not var1 > 0:
         return RegimeInfo(RegimeTag.UNKNOWN, None, 0.0, None, lb, h, None, None)
     ann = math.sqrt(var1 * _YEAR_MS / timeframe_ms)
-    rolling_var = _rolling_var(r_all[-(cfg.vol_history * lb + lb):], lb)
-    below = np.count_nonzero(rolling_var <= var1 * (1 + 1e-9))
-    pct = float(below / rolling_var.shape[0] * 100.0) if len(rolling_var) > 1 else None
+    below, windows = _vol_rank(r_all, lb, cfg.vol_history * lb + lb, var1)
+    pct = float(below / windows * 100.0) if windows > 1 else None
     csum = np.empty(lb + 1)  # np.concatenate(([0.0], np.cumsum(r))): the same additions, fewer calls
     csum[0] = 0.0
     np.add.accumulate(r, out=csum[1:])

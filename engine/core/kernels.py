@@ -1,7 +1,8 @@
 """Compiled kernels (numba) for the per-signal statistics, bit for bit the numpy code they replace.
 
-A context pack's regime figures are a few dozen short numpy reductions per signal; each call costs more in
-numpy's dispatch than in arithmetic. Here the same arithmetic runs as one compiled loop. "The same" is exact:
+A context pack's regime figures are a few dozen short numpy reductions per signal, its correlations a few more;
+each call costs more in numpy's dispatch than in arithmetic. Here the same arithmetic runs as one compiled loop.
+"The same" is exact:
 
 - a numpy sum (``np.add.reduce``) of a contiguous float64 run is 0.0 plus numpy's pairwise summation of it
   (runs of under 8 added in order; up to 128 in 8 interleaved partial sums joined as a tree; longer runs
@@ -10,11 +11,12 @@ numpy's dispatch than in arithmetic. Here the same arithmetic runs as one compil
 - numba compiles without fast-math, so nothing is reassociated or fused into an FMA.
 
 So the figures, the tag and the pack's hash are the numpy path's on every CPU. ``tests/test_kernels.py`` checks
-that against the numpy reference (``engine.core.context``'s ``_regime_numbers_numpy``) on random and recorded
-series, window lengths from the shortest to the longest.
+that against the numpy references (``engine.core.context._regime_numbers_numpy``,
+``engine.core.market._correlation_rows_numpy``) on random and recorded series, window lengths from the shortest
+to the longest; ``tests/test_portable.py`` replays with the kernels built for a generic x86-64 as well.
 
-This module imports numba; ``engine.core.context`` imports it with the first regime it computes, so
-``tradevet --help`` and every command without a context pack never pay for it. The kernels are compiled once
+This module imports numba; a pipeline's context builder imports it and loads the kernels (``warm``) as it is
+made, so ``tradevet --help`` and every command without a pipeline never pay for it. The kernels are compiled once
 per machine and then loaded from numba's cache beside this file (``__pycache__``).
 """
 
@@ -100,6 +102,7 @@ def _sum(a: np.ndarray, lo: int, n: int) -> float:
 @_njit
 def _sum0(a: np.ndarray) -> float:
     return 0.0 + _sum(a, 0, a.shape[0])
+
 
 @_njit
 def _regime_numbers(logs: np.ndarray, lb: int, vol_len: int, test_lb: int, block: int, m: int,
