@@ -9,7 +9,7 @@ kind ``counterfactual`` linked to the parent; only that run's id and metrics tra
 - the workers must reach the database: a SQLite file only works with workers on this machine (a cluster whose
   address or workers are elsewhere is refused with one line); a PostgreSQL URL works from anywhere;
 - the workers of an existing cluster must compute this machine's bits: a worker with another copy of the
-  project's code, or other numpy, pandas or Python versions, is refused with one line (``numeric_environment``);
+  project's code, or other numpy, pandas, numba or Python versions, is refused with one line (``numeric_environment``);
 - a live run (``market.source: ccxt``) is replayed from the bars and news it recorded
   (``engine.inputs.feeds.recorded``), not from the exchange;
 - a replay that finished before (same label, same config, for a live run the same last bar) is not run again:
@@ -359,8 +359,8 @@ def check_environment(expected: dict[str, str] | None) -> None:
 
 
 def _same_bits_everywhere(client: Any, cluster: str) -> None:
-    """Refuse a cluster with a worker that would not compute this machine's bits (other code, numpy, pandas or
-    Python): the same config and seed must give the same run on any machine, and a trial or replay run there
+    """Refuse a cluster with a worker that would not compute this machine's bits (other code, numpy, pandas,
+    numba or Python): the same config and seed must give the same run on any machine, and a trial or replay run there
     would silently be another run. Raises: ConfigError naming the worker and the difference."""
     here = numeric_environment()
     try:

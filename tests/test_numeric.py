@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,9 +25,25 @@ def test_var_and_moments_equal_numpy_bit_for_bit(a: np.ndarray) -> None:
     assert sd == float(a.std())
 
 
+def _compare_correlations(m: Any, symbols: list[str], i: int, lookbacks: tuple[int, int]) -> int:
+    """``correlations`` of the first symbol with all the others (itself and one twice among them) against
+    ``correlation`` pair by pair, bit for bit, at bar ``i``: over the given lookbacks now, and over 48 bars as
+    of 30 bars ago. Returns how many pairs had a figure."""
+    from tests.conftest import bar_close_ms
+
+    compared = 0
+    for lookback, as_of in ((lookbacks[0], None), (lookbacks[1], None), (48, bar_close_ms(max(0, i - 30)))):
+        got = m.correlations(symbols[0], [*symbols[1:], symbols[0], symbols[2]], lookback, as_of_ms=as_of)
+        for s in symbols:
+            want = m.correlation(symbols[0], s, lookback, as_of_ms=as_of)
+            assert got[s] == want or (got[s] is None and want is None), (i, s, got[s], want)
+            compared += want is not None
+    return compared
+
+
 def test_correlations_of_many_partners_are_each_pairs_correlation_bit_for_bit() -> None:
     from engine.core.market import MarketState
-    from tests.conftest import bar_close_ms, flat_bar
+    from tests.conftest import flat_bar
 
     rng = np.random.default_rng(9)
     symbols = [f"S{i}/USDT" for i in range(7)]
@@ -42,12 +60,7 @@ def test_correlations_of_many_partners_are_each_pairs_correlation_bit_for_bit() 
             m.history(s).append(flat_bar(i, prices[s], symbol=s))
         if i % 5:
             continue
-        for lookback, as_of in ((12, None), (288, None), (48, bar_close_ms(max(0, i - 30)))):
-            got = m.correlations(symbols[0], [*symbols[1:], symbols[0], symbols[2]], lookback, as_of_ms=as_of)
-            for s in symbols:
-                want = m.correlation(symbols[0], s, lookback, as_of_ms=as_of)
-                assert got[s] == want or (got[s] is None and want is None), (i, s, got[s], want)
-                compared += want is not None
+        compared += _compare_correlations(m, symbols, i, (12, 288))
     assert compared > 500
 
 
@@ -84,11 +97,6 @@ def test_preloaded_correlations_read_in_place_are_each_pairs_correlation_bit_for
                 at[s] += 1
         if i % 7:
             continue
-        for lookback, as_of in ((12, None), (100, None), (48, bar_close_ms(max(0, i - 30)))):
-            got = m.correlations(symbols[0], [*symbols[1:], symbols[0], symbols[2]], lookback, as_of_ms=as_of)
-            for s in symbols:
-                want = m.correlation(symbols[0], s, lookback, as_of_ms=as_of)
-                assert got[s] == want or (got[s] is None and want is None), (i, s, got[s], want)
-                compared += want is not None
+        compared += _compare_correlations(m, symbols, i, (12, 100))
     assert m._grids[symbols[0]] is not None and symbols[5] not in m._grids[symbols[0]][0]
     assert compared > 300

@@ -122,7 +122,7 @@ def _regime_numbers_numpy(logs: np.ndarray, lb: int, vol_len: int, test_lb: int,
         return var1, below, windows, 0, 0.0, 0.0, 0
     parts = _variance_ratio_parts(r_all[-test_lb:], block, m, skip)
     if parts is None:
-        return var1, below, windows, 1, 0.0, 0.0, r_all[-test_lb:].shape[0] // block
+        return var1, below, windows, 1, 0.0, 0.0, test_lb // block
     vr, theta, nb = parts
     return var1, below, windows, 2, vr, theta, nb
 

@@ -593,7 +593,6 @@ class MarketState:
         self.timeframe_ms = timeframe_ms
         self.keep = keep
         self.histories: dict[str, SymbolHistory] = {}
-        self._same: dict[tuple[str, str], bool] = {}  # preloaded pairs: are their close-time columns identical?
         self._grids: dict[str, tuple[dict[str, int], np.ndarray] | None] = {}  # see _grid
         for s in symbols:
             self.history(s)
@@ -652,13 +651,12 @@ class MarketState:
         grid = self._grid(ha) if ha._preloaded else None
         if grid is not None:
             return self._grid_correlations(ha, others, grid, n, min_overlap, as_of_ms)
-        end = ha._end(as_of_ms)
         window_a = ha.log_closes(n, as_of_ms)
         batch: list[tuple[str, np.ndarray]] = []
         for b in others:
             hb = self.histories.get(b)
             if b == a or hb is None or hb.count < 2 or window_a.shape[0] < 2 \
-                    or not self._aligned(ha, hb, end, n, as_of_ms):
+                    or not self._aligned(ha, hb, n, as_of_ms):
                 out[b] = self.correlation(a, b, lookback, min_overlap, as_of_ms)
                 continue
             wb = hb.log_closes(n, as_of_ms)
@@ -734,15 +732,10 @@ class MarketState:
                 out[b] = max(-1.0, min(1.0, s / m / (sa * sb)))  # correlation's arithmetic, in its order
         return out
 
-    def _aligned(self, ha: SymbolHistory, hb: SymbolHistory, end: int, n: int, as_of_ms: int | None) -> bool:
-        """Do the two windows cover the same closes?"""
-        if ha._preloaded and hb._preloaded and end == hb._end(as_of_ms) and ha._lo() == hb._lo():
-            key = (ha.symbol, hb.symbol)
-            same = self._same.get(key)
-            if same is None:
-                same = self._same[key] = bool(np.array_equal(ha.column("close_ms"), hb.column("close_ms")))
-            if same:
-                return True
+    @staticmethod
+    def _aligned(ha: SymbolHistory, hb: SymbolHistory, n: int, as_of_ms: int | None) -> bool:
+        """Do the two windows cover the same closes? (Preloaded symbols on identical close times never get here:
+        ``_grid`` serves them.)"""
         times = ha.cached_times(n, as_of_ms)
         return bool(times) and times == hb.cached_times(n, as_of_ms)
 
@@ -766,6 +759,8 @@ def _correlation_rows_numpy(logs: np.ndarray) -> tuple[list[float], list[float]]
     d = r - (_add(r, axis=1) / m)[:, None]  # as r - r.mean()
     sd = np.sqrt(_add(d * d, axis=1) / m).tolist()  # as r.std()
     return sd, _add(np.multiply(d[1:], d[0], order="C"), axis=1).tolist()
+
+
 _Moments = tuple[np.ndarray, np.ndarray, float]  # returns, demeaned returns, population std
 
 
