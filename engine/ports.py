@@ -331,7 +331,8 @@ class RunReader(Protocol):
         """Every reviewed signal in signal order, packs as ``PackRef`` (JSON kept only with ``keep_json``);
         ``lean``: only the verdict and decision fields scoring reads; ``check``: the packs' check started earlier."""
         ...
-    def outcomes(self, run_id: int, *, realized: bool = True) -> StoredOutcomes: ...  # shadow (and realized)
+    # shadow (and realized) outcomes; snapshot: through the run's snapshot of them (a backtest's repeated load)
+    def outcomes(self, run_id: int, *, realized: bool = True, snapshot: bool = False) -> StoredOutcomes: ...
     def check_packs(self, run_id: int) -> PackCheck: ...  # start checking the packs (a child process for many)
     def packs(self, run_id: int, signal_ids: Sequence[str]) -> dict[str, ContextPack]: ...  # rebuilt in full
     def cached_verdicts(self, run_id: int, keys: Sequence[tuple[str, str, str]]

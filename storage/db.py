@@ -40,7 +40,7 @@ __all__ = [
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # The newest revision in migrations/versions (a test keeps the two equal). Knowing it without Alembic
 # lets an up-to-date database open without importing Alembic, which costs ~0.3 s per command.
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 DEFAULT_BUSY_TIMEOUT_MS = 5_000
 SUPPORTED_BACKENDS = ("sqlite", "postgresql")
 WRITE = "tradevet_write"  # execution option: this transaction will write (SQLite takes the lock up front)

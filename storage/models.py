@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -45,6 +46,7 @@ __all__ = [
     "PackCheckRow",
     "PackDigestRow",
     "RunRow",
+    "RunSnapshotRow",
     "SignalRow",
     "TradeRow",
     "VerdictCacheRow",
@@ -322,6 +324,8 @@ class PackCheckRow(Base):
     generation: Mapped[int] = mapped_column(BigInteger, server_default="0")  # triggers: +1 per changed pack row
     verified: Mapped[int | None] = mapped_column(BigInteger)  # generation the digests were taken at; NULL: none
     checked_ms: Mapped[int | None] = mapped_column(BigInteger)  # wall clock of that check, for people
+    # triggers (0006): +1 per updated or deleted row of the run's signals, verdicts, decisions and outcomes
+    changes: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class PackDigestRow(Base):
@@ -335,6 +339,18 @@ class PackDigestRow(Base):
     hash: Mapped[str] = mapped_column(String(64))  # the pack's hash, its JSON checked against it
     regime_tag: Mapped[str] = mapped_column(String(32))
     equity: Mapped[float] = mapped_column(Float)  # the pack's equity, read from its JSON
+
+
+class RunSnapshotRow(Base):
+    """What a backtest reads of a run, as columns (storage.snapshot), with the stamp of the rows it covers."""
+
+    __tablename__ = "run_snapshots"
+
+    run_id: Mapped[int] = _run_fk()
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)  # what was read: "reviewed", "outcomes"
+    stamp: Mapped[str] = mapped_column(String(400))  # storage.snapshot.stamp: used only while it is the run's
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    made_ms: Mapped[int] = mapped_column(BigInteger)  # wall clock, for people
 
 
 # Tables whose rows belong to one run (table_counts and deletes walk these), in write order. pack_checks and

@@ -302,10 +302,10 @@ class Storage(Database):
 
         return bulk.load_reviewed(self, run_id, keep_json=keep_json, lean=lean, check=check)  # type: ignore[arg-type]
 
-    def outcomes(self, run_id: int, *, realized: bool = True) -> StoredOutcomes:
+    def outcomes(self, run_id: int, *, realized: bool = True, snapshot: bool = False) -> StoredOutcomes:
         from storage import bulk
 
-        return bulk.load_outcomes(self, run_id, realized=realized)
+        return bulk.load_outcomes(self, run_id, realized=realized, snapshot=snapshot)
 
     def check_packs(self, run_id: int) -> PackCheck:
         from storage import bulk

@@ -176,7 +176,7 @@ def test_migration_creates_every_table_and_records_its_revision(store: Storage) 
         tables = set(inspect(conn).get_table_names())
         version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
     assert tables >= ALL_TABLES and "alembic_version" in tables
-    assert version == head_revision() == SCHEMA_REVISION == "0005"
+    assert version == head_revision() == SCHEMA_REVISION == "0006"
 
 
 def test_models_and_migrations_agree(store: Storage) -> None:
@@ -217,7 +217,7 @@ def test_schema_newer_than_the_code_is_refused(db_url: str) -> None:
     with pytest.raises(StorageError) as e:
         open_storage(db_url)
     msg = str(e.value)
-    assert msg.endswith("database schema is at revision 0042_future, newer than this tradevet (knows up to 0005): "
+    assert msg.endswith("database schema is at revision 0042_future, newer than this tradevet (knows up to 0006): "
                         "upgrade tradevet")
     assert "\n" not in msg
 
@@ -897,7 +897,7 @@ def test_upgrading_a_0001_database_with_recorded_runs_keeps_every_row(db_url: st
         old.close()
     with open_storage(db_url) as new:
         with new.engine.connect() as conn:
-            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0005"
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0006"
         assert _dump(new) == before
         assert before["bars"] and before["gate_results"]
         a2 = new.recorder(a.run_id)

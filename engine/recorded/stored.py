@@ -90,6 +90,6 @@ def load_stored(reader: RunReader, run_id: int, *, keep_json: bool = False, real
     run = reader.get_run(run_id)
     with gc_paused():
         reviews = reader.reviewed(run_id, keep_json=keep_json, lean=lean, check=check)
-        outcomes = reader.outcomes(run_id, realized=realized)
+        outcomes = reader.outcomes(run_id, realized=realized, snapshot=check is not None)
     return StoredRun(run.id, run.name, run.config_json, run.starting_equity, reviews, outcomes,
                      load_s=time.perf_counter() - t0)
