@@ -239,6 +239,14 @@ class VerdictCache(Protocol):
     def flush(self) -> None: ...  # write what ``put`` buffered
 
 
+class BatchVerdictCache(VerdictCache, Protocol):
+    """A ``VerdictCache`` that also answers many hashes of one (tier, model, prompt version) at once (optional: a
+    cascade looks for ``get_many`` and falls back to ``get`` per hash)."""
+
+    def get_many(self, tier: str, model: str, prompt_version: str,
+                 context_hashes: Sequence[str]) -> list[Verdict | None]: ...  # ``get`` of each, in order
+
+
 class Reviewer(Protocol):
     """Reviews packs; never raises for a tier's failure (it fails open). A cascade of ``tiers`` in order."""
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import operator
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -139,16 +141,27 @@ class Cascade:
         tier = self.tiers[0]
         pv = tier.prompt_version
         start = self.clock_s()
-        found = [self._cache_get(tier, pv, h) for h in hashes]
-        hits = len(found) - found.count(None)
+        found = self._cache_get_many(tier, pv, hashes)
+        hits = sum(map(_IS_NOT_NONE, found))  # (``found.count(None)`` would call Verdict.__eq__ per entry)
         if not hits:
             return found
         self.reviews += hits
         self.stats[tier.name].cache_hits += hits
         took = (self.clock_s() - start) * 1000 / hits
         attempts = (TierAttempt(tier.name, True, "cache", took),)
-        return [None if cached is None else _from_cache_verdict(cached, tier.name, took, attempts)
-                for cached in found]
+        # the answers of one cached verdict are equal and frozen: one object each (a backtest's cache holds each
+        # distinct entry once, and a deterministic tier answers many packs alike)
+        made: dict[int, Verdict] = {}
+        answers: list[Verdict | None] = []
+        for cached in found:
+            if cached is None:
+                answers.append(None)
+                continue
+            v = made.get(id(cached))
+            if v is None:
+                v = made[id(cached)] = _from_cache_verdict(cached, tier.name, took, attempts)
+            answers.append(v)
+        return answers
 
     def review_many_sync(self, packs: Sequence[ContextPack]) -> list[Verdict]:
         """``review_many`` for a cascade of synchronous tiers (e.g. rules only), without an event loop.
@@ -345,6 +358,20 @@ class Cascade:
             self.cache_errors += 1  # a broken cache must not break the fail-open promise: treat as a miss
             return None
 
+    def _cache_get_many(self, tier: Tier, pv: str, hashes: Sequence[str]) -> list[Verdict | None]:
+        """``_cache_get`` of each hash, as one call when the cache answers many at once (``BatchVerdictCache``)."""
+        many = getattr(self.cache, "get_many", None)
+        if many is None:
+            return [self._cache_get(tier, pv, h) for h in hashes]
+        try:
+            found: list[Verdict | None] = many(tier.name, tier.model, pv, hashes)
+        except Exception:
+            self.cache_errors += 1  # as ``_cache_get``: a broken cache is a miss, for every hash of the batch
+            return [None] * len(hashes)
+        if "" in hashes:  # a pack without a hash is never looked up
+            found = [None if not h else v for h, v in zip(hashes, found, strict=True)]
+        return found
+
     def _cache_put(self, tier: Tier, pv: str, pack: ContextPack, verdict: Verdict) -> None:
         if self.cache is None or not pack.hash:
             return
@@ -420,6 +447,7 @@ def build_cascade(cfg: ReviewerSettings, tiers: Sequence[Tier], *, cache: Verdic
                    cache=cache, clock_s=clock_s, budgets=budgets, wall=wall)
 
 
+_IS_NOT_NONE = functools.partial(operator.is_not, None)
 _VERDICT_FIELDS = tuple(f.name for f in fields(Verdict))
 _verdict_values = attrgetter(*_VERDICT_FIELDS)
 _AT = {name: i for i, name in enumerate(_VERDICT_FIELDS)}

@@ -9,16 +9,19 @@ stop is not simulated), for every column alike, the recorded reviewer included.
 Speed (a run may hold 100,000 reviewed signals). Rebuilding a pack from JSON and re-checking its hash
 costs ~0.5 ms, and one SQL round trip per verdict-cache lookup ~0.2 ms, so:
 - the run is read through the ``RunReader`` port (``engine.recorded.stored``) in one pass per table (signals,
-  packs, verdicts, decisions, outcomes); every stored pack's JSON is checked against its stored hash (SHA-256)
-  as it streams past, and only what scoring needs is kept (a ``PackRef`` per pack). The recorded verdicts stay
-  columns: the recorded column is scored from them, and ``StoredRun.records`` builds objects only when asked;
+  packs, verdicts, decisions, outcomes) — or, on a repeat backtest of rows that did not change, from the
+  snapshot of columns the first one kept (``storage.snapshot``); every stored pack's JSON is checked against
+  its stored hash (SHA-256) as it streams past, and only what scoring needs is kept (a ``PackRef`` per pack).
+  The recorded verdicts stay columns: the recorded column is scored from them, and ``StoredRun.records``
+  builds objects only when asked;
 - the verdict cache is read in bulk, one query per tier of the reviewer (the run's packs joined to the
   cache's primary key) — by the process that checks the packs once it sent them, or by this one while that
-  one is still at them (``PackCheck.ask_cache``) — and handed to the cascade as a dict-backed cache: its
-  lookups are dict lookups;
-- a pack whose first tier has a cached verdict never reaches a tier: the reviewer answers it from the cache by
-  its hash alone (``Reviewer.review_cached``). Every other pack is rebuilt in full (``ContextPack.from_json``,
-  hash verified) before any tier sees it;
+  one is still at them (``PackCheck.ask_cache``), or by this one after a short load (a snapshot) — and
+  handed to the cascade as a dict-backed cache: its lookups are dict lookups, many at a time (``get_many``);
+- a pack whose first tier has a cached verdict never reaches a tier: the reviewer answers every pack it can
+  from the cache by its hash alone, in one batch (``Reviewer.review_cached``: one answer object per cached
+  verdict). Every other pack is rebuilt in full (``ContextPack.from_json``, hash verified) before any tier
+  sees it;
 - a cascade whose tiers all answer without awaiting (rules) runs through ``Cascade.review_many_sync``,
   any other through ``Cascade.review_many``, in chunks of ``--concurrency`` packs;
 - the clamp decides each column's actions and sizes once per distinct (verdict, confidence, modified size)
@@ -38,11 +41,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import gc
 import json
+import operator
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,6 +156,17 @@ class _PrefetchedCache:
             return None
         return self.inner.get(tier, model, prompt_version, context_hash) if self.inner is not None else None
 
+    def get_many(self, tier: str, model: str, prompt_version: str, context_hashes: Sequence[str]
+                 ) -> list[Verdict | None]:
+        """``get`` of each hash (``engine.ports.BatchVerdictCache``): one C loop over the prefetched entries; only
+        a hash they cannot answer is looked up one by one."""
+        key = (tier, model, prompt_version)
+        found: list[Verdict | None] = list(map(self.entries.get(key, {}).get, context_hashes))
+        if not all(map(_IS_NOT_NONE, found)):  # (``None in found`` would call Verdict.__eq__ per entry)
+            found = [self.get(tier, model, prompt_version, h) if v is None else v
+                     for h, v in zip(context_hashes, found, strict=True)]
+        return found
+
     def put(self, tier: str, model: str, prompt_version: str, context_hash: str, verdict: Verdict) -> None:
         self.entries.setdefault((tier, model, prompt_version), {}).setdefault(context_hash, verdict)
         if self.inner is not None:
@@ -159,6 +175,9 @@ class _PrefetchedCache:
     def flush(self) -> None:
         if self.inner is not None:
             self.inner.flush()
+
+
+_IS_NOT_NONE = functools.partial(operator.is_not, None)
 
 
 def prefetch_cache(reader: RunReader, keys: Sequence[tuple[str, str, str]], run_id: int,
@@ -216,34 +235,29 @@ def _review_verdicts(stored: StoredRun, reviewer: Reviewer, *, reader: RunReader
             out.append(pack)
         return out
 
-    def answered(part: Sequence[PackRef], reviewed: Callable[[list[ContextPack]], list[Verdict]]) -> list[Verdict]:
-        got = reviewer.review_cached([p.hash for p in part])
-        missing = [p for p, v in zip(part, got, strict=True) if v is None]
-        if not missing:
-            return got  # type: ignore[return-value]
-        fresh = iter(reviewed(rebuild(missing)))
-        return [v if v is not None else next(fresh) for v in got]
+    def missing_parts(missing: list[int]) -> Iterator[tuple[list[int], list[ContextPack]]]:
+        for i in range(0, len(missing), chunk):
+            at = missing[i:i + chunk]
+            yield at, rebuild([packs[j] for j in at])
 
-    async def run_all() -> list[Verdict]:
-        verdicts: list[Verdict] = []
-        for i in range(0, n, chunk):
-            part = packs[i:i + chunk]
-            got = reviewer.review_cached([p.hash for p in part])
-            missing = [p for p, v in zip(part, got, strict=True) if v is None]
-            fresh = iter(await reviewer.review_many(rebuild(missing)) if missing else ())
-            verdicts.extend(v if v is not None else next(fresh) for v in got)
-            if progress is not None:
-                progress(label, min(i + chunk, n), n)
-        return verdicts
+    def put(verdicts: list[Verdict | None], at: list[int], fresh: list[Verdict], done: int) -> int:
+        for j, v in zip(at, fresh, strict=True):
+            verdicts[j] = v
+        if progress is not None:
+            progress(label, done + len(at), n)
+        return done + len(at)
 
-    def run_all_sync() -> list[Verdict]:
-        # every tier answers without awaiting (rules): the reviewer's synchronous path, same bookkeeping
-        verdicts: list[Verdict] = []
-        for i in range(0, n, chunk):
-            verdicts.extend(answered(packs[i:i + chunk], reviewer.review_many_sync))
-            if progress is not None:
-                progress(label, min(i + chunk, n), n)
-        return verdicts
+    # the packs the cache could not answer, in order, in chunks of ``concurrency``: each is looked up in the
+    # cache again as it is reviewed, so a pack whose twin an earlier chunk reviewed is answered from that
+    def review_missing_sync(missing: list[int], verdicts: list[Verdict | None]) -> None:
+        done = n - len(missing)
+        for at, part in missing_parts(missing):
+            done = put(verdicts, at, reviewer.review_many_sync(part), done)
+
+    async def review_missing(missing: list[int], verdicts: list[Verdict | None]) -> None:
+        done = n - len(missing)
+        for at, part in missing_parts(missing):
+            done = put(verdicts, at, await reviewer.review_many(part), done)
 
     if progress is not None:
         progress(label, 0, n)
@@ -251,7 +265,16 @@ def _review_verdicts(stored: StoredRun, reviewer: Reviewer, *, reader: RunReader
     # rescan the growing list of verdicts, again and again (0.3-0.6 s of 100,000 reviews). With an event
     # loop it stays on: asyncio makes cycles.
     with gc_paused() if synchronous else contextlib.nullcontext():
-        return run_all_sync() if synchronous else asyncio.run(run_all())
+        # every pack's cached answer first, as one batch (dict lookups; one answer object per cached verdict)
+        verdicts = reviewer.review_cached([p.hash for p in packs])
+        missing = [i for i, v in enumerate(verdicts) if v is None]
+        if progress is not None and len(missing) < n:
+            progress(label, n - len(missing), n)
+        if missing and synchronous:
+            review_missing_sync(missing, verdicts)
+        elif missing:
+            asyncio.run(review_missing(missing, verdicts))
+        return verdicts  # type: ignore[return-value]
 
 
 def decided_columns(packs: Sequence[PackRef | ContextPack], verdicts: Sequence[Verdict],
