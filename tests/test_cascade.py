@@ -278,6 +278,42 @@ def test_review_cached_answers_a_batch_as_review_would_and_leaves_misses_to_a_fu
     assert c.review_cached(hashes) == [None] * 4
 
 
+class BatchCache(DictCache):
+    """A cache that answers many hashes at once (``BatchVerdictCache``): counts its calls, may fail."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        super().__init__()
+        self.fail = fail
+        self.batches: list[int] = []
+
+    def get_many(self, tier: str, model: str, prompt_version: str, context_hashes: Any) -> list[Verdict | None]:
+        self.batches.append(len(context_hashes))
+        if self.fail:
+            raise OSError("cache gone")
+        return [self.data.get((tier, model, prompt_version, h)) for h in context_hashes]
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_review_cached_gives_one_answer_object_per_cached_verdict(batch: bool) -> None:
+    cache = BatchCache() if batch else DictCache()
+    c = cascade(ScriptedTier(script=[VETO, ACCEPT], name="a", model="m1"), cache=cache)
+    fresh = [run(c.review(pack(i))) for i in (1, 2)]
+    got = c.review_cached([pack(1).hash, pack(2).hash, pack(1).hash, "", pack(9).hash, pack(1).hash])
+    assert got[0] is got[2] is got[5] and got[0] is not got[1]  # frozen and equal: one object
+    assert got[3] is None and got[4] is None  # no hash, and a miss
+    assert (got[0].rationale, got[1].rationale) == (fresh[0].rationale, fresh[1].rationale)
+    assert c.stats["a"].cache_hits == 4 and c.reviews == 2 + 4
+    if batch:
+        assert cache.batches == [6]  # one call for the batch (a review looks one pack up)
+
+
+def test_a_batch_cache_that_fails_is_a_miss_for_the_whole_batch() -> None:
+    cache = BatchCache(fail=True)
+    c = cascade(ScriptedTier(script=[VETO], name="a", model="m1"), cache=cache)
+    assert c.review_cached([pack(1).hash, pack(2).hash]) == [None, None]
+    assert c.cache_errors == 1 and c.reviews == 0
+
+
 def test_cache_is_keyed_by_prompt_version() -> None:
     cache = DictCache()
     run(cascade(ScriptedTier(script=[VETO], name="a"), cache=cache).review(pack()))
