@@ -290,9 +290,15 @@ def decided_columns(packs: Sequence[PackRef | ContextPack], verdicts: Sequence[V
     clamp signal by signal.
     """
     seen: dict[tuple[Any, ...], tuple[Any, float]] = {}
+    by_object: dict[int, tuple[Any, float]] = {}  # a verdict object answers many packs (one per cached verdict)
     actions: list[Any] = []
     sizes: list[float] = []
     for p, v in zip(packs, verdicts, strict=True):
+        got = by_object.get(id(v))  # ``verdicts`` holds every object: an id is not reused meanwhile
+        if got is not None:
+            actions.append(got[0])
+            sizes.append(got[1])
+            continue
         kind, conf, size = v.verdict, v.confidence, v.modified_size_pct
         key = (kind, type(kind), conf, type(conf), size, type(size))
         try:
@@ -304,6 +310,7 @@ def decided_columns(packs: Sequence[PackRef | ContextPack], verdicts: Sequence[V
             got = (d.action, d.size_pct)
             if key is not None:
                 seen[key] = got
+        by_object[id(v)] = got
         actions.append(got[0])
         sizes.append(got[1])
     return actions, sizes
