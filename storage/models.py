@@ -353,8 +353,9 @@ class RunSnapshotRow(Base):
     made_ms: Mapped[int] = mapped_column(BigInteger)  # wall clock, for people
 
 
-# Tables whose rows belong to one run (table_counts and deletes walk these), in write order. pack_checks and
-# pack_digests belong to a run too but record nothing: they are derived from context_packs, rebuilt on demand.
+# Tables whose rows belong to one run (table_counts and deletes walk these), in write order. pack_checks,
+# pack_digests and run_snapshots belong to a run too but record nothing: they are derived from its rows, rebuilt on
+# demand.
 RUN_SCOPED_TABLES = (
     "bars", "signals", "gate_results", "context_packs", "verdicts", "decisions", "fills", "trades", "outcomes",
     "events", "news_items",

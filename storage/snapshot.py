@@ -129,18 +129,12 @@ def decode(blob: bytes) -> dict[str, list[Any]]:
 # ----------------------------------------------------------------------------------------- the stamp
 
 
-def stamp(conn: Any, run_id: int, tables: Sequence[Table], *, where: Mapping[str, Any] | None = None) -> str | None:
+def stamp(conn: Any, run_id: int, tables: Sequence[Table]) -> str | None:
     """The run's stamp over ``tables`` as it is now (see the module's docstring), or None when the run has no
-    ``pack_checks`` row (its triggers would count nothing). ``where``: per table name, an extra condition of
-    what the snapshot reads of it. Read it before the rows it covers, on their connection."""
+    ``pack_checks`` row (its triggers would count nothing). Read it before the rows it covers, on their
+    connection."""
     k = _CHECKS.c
-    counts = []
-    for table in tables:
-        q = select(func.count()).select_from(table).where(table.c.run_id == run_id)
-        extra = (where or {}).get(table.name)
-        if extra is not None:
-            q = q.where(extra)
-        counts.append(q.scalar_subquery())
+    counts = [select(func.count()).select_from(t).where(t.c.run_id == run_id).scalar_subquery() for t in tables]
     # one statement: the counters and every count
     found = conn.execute(select(k.generation, k.changes, *counts).where(k.run_id == run_id)).first()
     if found is None:
