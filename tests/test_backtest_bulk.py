@@ -229,6 +229,10 @@ def test_the_clamp_once_per_distinct_verdict_decides_as_the_clamp_signal_by_sign
                               100.0 + side.sign * 4, 0.1, "5m"))
         verdicts.append(Verdict(rng.choice(kinds), rng.choice([0.9, 0.9, *odd]), modified_size_pct=rng.choice(odd),
                                 modified_sl=rng.choice([None, 99.0, 101.0, "x"])))
+    # one verdict object answering many signals, as a cached backtest's answers do (decided once per object)
+    verdicts += [verdicts[i] for i in (rng.randrange(3000) for _ in range(1000))]
+    signals += [Signal(f"t{i}", "st", "X/USDT", Side.LONG, 9_000 + i, 100.0, 98.0, 104.0, 0.1, "5m")
+                for i in range(1000)]
     for policy in (PolicyConfig(), PolicyConfig(min_confidence=0.0, min_size_pct=1, max_size_pct=40)):
         actions, sizes = decided_columns([_Ref(s) for s in signals], verdicts, policy)
         want = [clamp(s, v, policy, "active") for s, v in zip(signals, verdicts, strict=True)]
